@@ -1,0 +1,1 @@
+"""Active learning for multiple target models (DIAM, NeurIPS 2022): a reproduction."""

@@ -1,0 +1,174 @@
+"""The one place that knows the on-disk layout, and how files are written safely.
+
+    <work_dir>/<preset>/<dataset>/config.json                  settings the run was made with
+    <work_dir>/<preset>/<dataset>/indices/iter0.npz             initial labeled/unlabeled split (shared)
+    <work_dir>/<preset>/<dataset>/indices/T<T>/<method>/iter<I>.npz   split selected for iteration I
+    <work_dir>/<preset>/<dataset>/models/iter0/net<N>.{pt,json,npz}   iteration 0 (shared by all T, methods)
+    <work_dir>/<preset>/<dataset>/models/T<T>/<method>/iter<I>/net<N>.{pt,json,npz}
+    <work_dir>/<preset>/extracted_results/<T>/<dataset>/<method>/<I>/performances.txt
+
+Iteration 0 is trained on the same initial split for every T and method, so its
+models are stored once; later iterations depend on (T, method) and never collide.
+Every file is written to a temporary name and renamed, so a file that exists is
+complete; each step knows it is done when its last output exists.
+"""
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+from .errors import UserError
+
+PAPER_MARKER = "PAPER_RESULTS"  # a results folder holding this file is the paper's: never written
+
+
+def default_work_dir() -> Path:
+    return Path(os.environ.get("DIAM_WORK_DIR", "runs"))
+
+
+class RunPaths:
+    def __init__(self, work_dir, preset_name: str, dataset: str, results_dir=None):
+        self.work_dir = Path(work_dir)
+        self.root = self.work_dir / preset_name / dataset
+        self.dataset = dataset
+        self.results_root = Path(results_dir) if results_dir else self.work_dir / preset_name / "extracted_results"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.json"
+
+    def indices(self, model_num: int, method: str, al_iter: int) -> Path:
+        if al_iter == 0:
+            return self.root / "indices" / "iter0.npz"
+        return self.root / "indices" / f"T{model_num}" / method / f"iter{al_iter}.npz"
+
+    def model_dir(self, model_num: int, method: str, al_iter: int) -> Path:
+        if al_iter == 0:
+            return self.root / "models" / "iter0"
+        return self.root / "models" / f"T{model_num}" / method / f"iter{al_iter}"
+
+    def checkpoint(self, model_num, method, al_iter, net_id) -> Path:
+        return self.model_dir(model_num, method, al_iter) / f"net{net_id}.pt"
+
+    def checkpoint_info(self, model_num, method, al_iter, net_id) -> Path:
+        return self.model_dir(model_num, method, al_iter) / f"net{net_id}.json"
+
+    def pool_predictions(self, model_num, method, al_iter, net_id) -> Path:
+        """What training recorded on the pool: snapshot labels, probabilities, features."""
+        return self.model_dir(model_num, method, al_iter) / f"net{net_id}_pool.npz"
+
+    def results(self, model_num: int, method: str, al_iter: int) -> Path:
+        return self.results_root / str(model_num) / self.dataset / method / str(al_iter)
+
+    def performances(self, model_num, method, al_iter) -> Path:
+        return self.results(model_num, method, al_iter) / "performances.txt"
+
+
+# ---------------------------------------------------------------- atomic writes
+def atomic_write(path, write, binary=True) -> None:
+    """Write through `write(fileobj)` to a temp file beside `path`, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        _remove_quietly(tmp)
+        raise UserError(f"could not write {path}: {err.strerror or err}. Nothing was changed there; "
+                        "free some disk space or choose another --work_dir, then run the same command again.")
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _remove_quietly(path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def write_text(path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def write_json(path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_npz(path, **arrays) -> None:
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+@contextmanager
+def step_lock(output: Path):
+    """Serialise the processes that would produce `output` (two loops sharing a folder)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(output) + ".lock"):
+        yield
+
+
+def refuse_paper_results(results_root: Path) -> None:
+    """Runs must never overwrite the paper's published numbers."""
+    for folder in (results_root, *results_root.parents):
+        if (folder / PAPER_MARKER).exists():
+            raise UserError(f"{results_root} is inside {folder}, which holds the paper's published results "
+                            f"(it contains {PAPER_MARKER}). Write this run's results elsewhere: leave "
+                            "--results_dir unset (they go under --work_dir) or point it at a new folder.")
+
+
+# ---------------------------------------------------------------- run settings
+def check_run_config(paths: RunPaths, settings: dict) -> None:
+    """The first script in a run folder records its settings; later ones must match them."""
+    with step_lock(paths.config_file):
+        if not paths.config_file.exists():
+            write_json(paths.config_file, settings)
+            return
+        try:
+            recorded = json.loads(paths.config_file.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"{paths.config_file} is unreadable ({err}). Delete it only if the whole "
+                            f"folder {paths.root} is to be redone.")
+    # Quirks that only change how a run is tested may differ between scripts.
+    differing = sorted(k for k in settings if k != "test_at_net0_size" and recorded.get(k) != settings[k])
+    if differing:
+        pairs = ", ".join(f"{k}: folder has {recorded.get(k)!r}, you asked {settings[k]!r}" for k in differing)
+        raise UserError(f"the run folder {paths.root} was made with other settings ({pairs}). Pass the same "
+                        "--preset and overrides to every script of one run, or use another --work_dir.")
+
+
+# ---------------------------------------------------------------- index files
+def write_indices(path: Path, labeled, unlabeled, dataset: str, pool_size: int) -> None:
+    write_npz(path, labeled=np.asarray(labeled, dtype=np.int64), unlabeled=np.asarray(unlabeled, dtype=np.int64),
+              dataset=np.array(dataset), pool_size=np.array(pool_size))
+
+
+def read_indices(path: Path, dataset: str, pool_size: int):
+    """Load a labeled/unlabeled split and check it is a partition of this dataset's pool."""
+    if not path.exists():
+        raise UserError(f"no index file at {path}.")
+    try:
+        with np.load(path) as z:
+            labeled, unlabeled = z["labeled"], z["unlabeled"]
+            file_dataset, file_pool = str(z["dataset"]), int(z["pool_size"])
+    except Exception as err:  # a truncated or foreign file: numpy raises several kinds
+        raise UserError(f"the index file {path} is damaged or not an index file ({err}). Delete it and "
+                        "rerun the step that writes it (train_net.py for iteration 0, al_select.py after).")
+    if file_dataset != dataset or file_pool != pool_size:
+        raise UserError(f"the index file {path} belongs to dataset '{file_dataset}' with a pool of {file_pool}, "
+                        f"but this run uses '{dataset}' with a pool of {pool_size}. Use the matching "
+                        "--dataset/--preset, or another --work_dir.")
+    both = np.concatenate([labeled, unlabeled])
+    if both.size != pool_size or both.min(initial=0) < 0 or both.max(initial=0) >= pool_size \
+            or np.unique(both).size != pool_size:
+        raise UserError(f"the index file {path} is not a partition of the pool 0..{pool_size - 1} (overlapping, "
+                        "missing or out-of-range indices). Delete it and rerun the step that writes it.")
+    return labeled, unlabeled
