@@ -1,0 +1,75 @@
+"""SPEC section 3 transforms, applied to whole uint8 batches on the model's device.
+
+Per-image PIL transforms in DataLoader workers would dominate the cost of these
+small nets; here a batch is cropped, resized, flipped and jittered in a handful of
+tensor operations, with random parameters drawn per sample.
+"""
+import math
+
+import torch
+from torchvision.ops import roi_align
+from torchvision.transforms.v2 import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_SCALE = (0.08, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+BRIGHTNESS = 32 / 255
+EVAL_CROP_FRACTION = 0.875
+# The pool is grayscale fed as three identical channels, so the SPEC's saturation
+# jitter (a blend with the image's own grayscale) is the identity and is skipped.
+
+
+def _normalize(gray: torch.Tensor) -> torch.Tensor:
+    """(B, 1, S, S) in [0, 1] -> (B, 3, S, S) normalised with ImageNet statistics."""
+    mean = torch.tensor(IMAGENET_MEAN, device=gray.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=gray.device).view(1, 3, 1, 1)
+    return (gray.expand(-1, 3, -1, -1) - mean) / std
+
+
+def eval_transform(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize to ceil(size / 0.875), center-crop to size, normalise."""
+    gray = images.unsqueeze(1).float().div_(255)
+    resized = TF.resize(gray, [math.ceil(size / EVAL_CROP_FRACTION)] * 2, antialias=True)
+    return _normalize(TF.center_crop(resized, [size, size]))
+
+
+def random_crop_boxes(n: int, height: int, width: int, generator: torch.Generator, attempts: int = 10):
+    """Per-sample random-resized-crop boxes (x1, y1, x2, y2), torchvision's sampling rule.
+
+    Each sample tries `attempts` (area, aspect) draws and keeps the first that fits;
+    a sample with no fitting draw falls back to the whole image.
+    """
+    dev = generator.device
+    area = height * width * torch.empty(n, attempts, device=dev).uniform_(*CROP_SCALE, generator=generator)
+    log_ratio = torch.empty(n, attempts, device=dev).uniform_(
+        math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator=generator)
+    ratio = torch.exp(log_ratio)
+    w = torch.sqrt(area * ratio).round()
+    h = torch.sqrt(area / ratio).round()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.argmax(fits.int(), dim=1)  # index of the first fitting draw (0 if none fits)
+    any_fit = fits.any(dim=1)
+    rows = torch.arange(n, device=dev)
+    w = torch.where(any_fit, w[rows, first], torch.full_like(w[:, 0], width))
+    h = torch.where(any_fit, h[rows, first], torch.full_like(h[:, 0], height))
+    # top-left corner uniform over the valid integer positions
+    y1 = torch.floor(torch.rand(n, device=dev, generator=generator) * (height - h + 1))
+    x1 = torch.floor(torch.rand(n, device=dev, generator=generator) * (width - w + 1))
+    return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
+
+
+def train_transform(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Random-resized-crop (scale 0.08-1), horizontal flip, brightness jitter, normalise."""
+    n, height, width = images.shape
+    gray = images.unsqueeze(1).float().div_(255)
+    boxes = random_crop_boxes(n, height, width, generator).to(gray.dtype)
+    batch_index = torch.arange(n, device=gray.device, dtype=gray.dtype).unsqueeze(1)
+    # roi_align with aligned=True resamples each box bilinearly onto a size x size grid.
+    crops = roi_align(gray, torch.cat([batch_index, boxes], dim=1), output_size=size,
+                      spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    flip = torch.rand(n, device=gray.device, generator=generator) < 0.5
+    crops = torch.where(flip.view(n, 1, 1, 1), crops.flip(-1), crops)
+    brightness = torch.empty(n, 1, 1, 1, device=gray.device).uniform_(
+        1 - BRIGHTNESS, 1 + BRIGHTNESS, generator=generator)
+    return _normalize((crops * brightness).clamp_(0, 1))

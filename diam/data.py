@@ -1,0 +1,140 @@
+"""Datasets: the pool (train split) and the test split, held as uint8 tensors.
+
+Images are (N, H, W) uint8 grayscale; the augmentation module turns batches of
+them into 3-channel float inputs on the model's device. Files come through
+torchvision (which downloads where there is internet); the MNIST-family .gz
+files alone, and Debian's Fashion-MNIST location, are accepted too, and
+scikit-learn's handwritten digits are embedded for fully offline runs.
+"""
+import gzip
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import datasets as tv
+
+from .errors import UserError
+from .paths import atomic_write
+
+# name -> (torchvision class, EMNIST split or None, number of classes, label offset)
+TORCHVISION_DATASETS = {
+    "mnist": (tv.MNIST, None, 10, 0),
+    "kmnist": (tv.KMNIST, None, 10, 0),
+    "fmnist": (tv.FashionMNIST, None, 10, 0),
+    # EMNIST letters are labelled 1..26; shift them to 0..25.
+    "emnistlet": (tv.EMNIST, "letters", 26, 1),
+    "emnistdig": (tv.EMNIST, "digits", 10, 0),
+}
+DATASETS = (*TORCHVISION_DATASETS, "digits")
+# Where Debian's dataset-fashion-mnist package puts the .gz files.
+SYSTEM_LOCATIONS = {"fmnist": [Path("/usr/share/datasets/fashion-mnist")]}
+DIGITS_TEST_SIZE = 500  # scikit-learn's digits has no official split: a fixed stratified one
+
+
+@dataclass
+class Data:
+    name: str
+    pool_images: torch.Tensor  # (N, H, W) uint8
+    pool_labels: torch.Tensor  # (N,) int64
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    n_classes: int
+
+    def to(self, device) -> "Data":
+        move = lambda t: t.to(device)  # noqa: E731
+        return Data(self.name, move(self.pool_images), move(self.pool_labels), move(self.test_images),
+                    move(self.test_labels), self.n_classes)
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("DIAM_DATA_ROOT", "data"))
+
+
+def load_dataset(name: str, data_root=None, pool_size=None, test_size=None, seed: int = 0) -> Data:
+    """Load a dataset; optionally keep a fixed random subset of the pool and of the test split."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset '{name}'. Choose one of: {', '.join(DATASETS)}.")
+    root = Path(data_root) if data_root else default_data_root()
+    if name == "digits":
+        data = _load_digits(seed)
+    else:
+        data = _load_torchvision(name, root)
+    rng = np.random.default_rng(seed)
+    pool = _subset(len(data.pool_labels), pool_size, rng)
+    test = _subset(len(data.test_labels), test_size, rng)
+    return Data(data.name, data.pool_images[pool], data.pool_labels[pool], data.test_images[test],
+                data.test_labels[test], data.n_classes)
+
+
+def _subset(n: int, size, rng) -> torch.Tensor:
+    if size is None or size >= n:
+        return torch.arange(n)
+    return torch.from_numpy(np.sort(rng.choice(n, size=size, replace=False)))
+
+
+def _load_digits(seed: int) -> Data:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    # 8x8 images with values 0..16: rescale to the 0..255 range of the other datasets.
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    pool_x, test_x, pool_y, test_y = train_test_split(
+        images, digits.target, test_size=DIGITS_TEST_SIZE, stratify=digits.target, random_state=seed)
+    as_t = lambda a, dtype: torch.from_numpy(np.ascontiguousarray(a)).to(dtype)  # noqa: E731
+    return Data("digits", as_t(pool_x, torch.uint8), as_t(pool_y, torch.int64), as_t(test_x, torch.uint8),
+                as_t(test_y, torch.int64), 10)
+
+
+def _expected_files(name: str):
+    cls, split, _, _ = TORCHVISION_DATASETS[name]
+    if split is not None:
+        return [f"emnist-{split}-{part}-{kind}-ubyte" for part in ("train", "test")
+                for kind in ("images-idx3", "labels-idx1")]
+    return [Path(filename).stem for filename, _ in cls.resources]
+
+
+def _place_gz_files(name: str, root: Path) -> None:
+    """Decompress .gz files found in the usual places into torchvision's raw folder."""
+    cls = TORCHVISION_DATASETS[name][0]
+    raw = root / cls.__name__ / "raw"
+    places = [raw, root, root / cls.__name__, *SYSTEM_LOCATIONS.get(name, [])]
+    for filename in _expected_files(name):
+        if (raw / filename).exists():
+            continue
+        source = next((p / (filename + ".gz") for p in places if (p / (filename + ".gz")).exists()), None)
+        if source is None:
+            return
+        with gzip.open(source, "rb") as compressed:
+            atomic_write(raw / filename, lambda f: shutil.copyfileobj(compressed, f))
+
+
+def _load_torchvision(name: str, root: Path) -> Data:
+    cls, split, n_classes, offset = TORCHVISION_DATASETS[name]
+    kwargs = {"split": split} if split else {}
+    try:
+        _place_gz_files(name, root)
+    except UserError:
+        raise
+    except (OSError, EOFError) as err:
+        raise UserError(f"found compressed {name} files but could not unpack them into {root} ({err}). "
+                        "Check the .gz files are complete and that --data_root is writable.")
+    try:
+        train = cls(str(root), train=True, download=False, **kwargs)
+        test = cls(str(root), train=False, download=False, **kwargs)
+    except RuntimeError:
+        try:
+            train = cls(str(root), train=True, download=True, **kwargs)
+            test = cls(str(root), train=False, download=True, **kwargs)
+        except Exception:  # no network, a mirror down, a bad archive: all mean "not available here"
+            files = ", ".join(_expected_files(name))
+            raise UserError(
+                f"dataset '{name}' is not in {root.resolve()} and could not be downloaded (no internet?). "
+                f"Put its files ({files}, each optionally .gz) into {(root / cls.__name__ / 'raw').resolve()}, "
+                "or point --data_root (or the environment variable DIAM_DATA_ROOT) at a folder that holds them. "
+                "For a run that needs no files at all, use --dataset digits.") from None
+    return Data(name, train.data.to(torch.uint8), train.targets.long() - offset, test.data.to(torch.uint8),
+                test.targets.long() - offset, n_classes)

@@ -1,0 +1,109 @@
+"""SPEC section 3: datasets as uint8 pools, and the train/eval transforms on batches."""
+import gzip
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from diam import augment, data
+from diam.errors import UserError
+
+
+def test_digits_is_an_offline_uint8_pool_and_test_split():
+    d = data.load_dataset("digits")
+    assert d.pool_images.dtype == torch.uint8 and d.pool_images.shape[1:] == (8, 8)
+    assert len(d.pool_images) + len(d.test_images) == 1797
+    assert len(d.test_images) == data.DIGITS_TEST_SIZE
+    assert int(d.pool_images.max()) == 255 and d.n_classes == 10
+    assert set(d.test_labels.tolist()) == set(range(10))
+
+
+def test_pool_and_test_subsets_are_fixed_by_the_seed():
+    a = data.load_dataset("digits", pool_size=300, test_size=100)
+    b = data.load_dataset("digits", pool_size=300, test_size=100)
+    assert len(a.pool_labels) == 300 and len(a.test_labels) == 100
+    assert torch.equal(a.pool_images, b.pool_images)
+
+
+def _write_idx(path, array, magic):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_gz_files_alone_are_found_and_unpacked(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 50), ("t10k", 20)):
+        _write_idx(raw / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 0x803)
+        _write_idx(raw / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)), 0x801)
+    d = data.load_dataset("fmnist", tmp_path)
+    assert d.pool_images.shape == (50, 28, 28) and d.test_images.shape == (20, 28, 28)
+    assert d.pool_images.dtype == torch.uint8
+
+
+def test_missing_dataset_names_the_files_and_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    with pytest.raises(UserError) as err:
+        data.load_dataset("kmnist", tmp_path)
+    message = str(err.value)
+    assert "train-images-idx3-ubyte" in message and str(tmp_path) in message and "--data_root" in message
+
+
+def test_unknown_dataset_is_refused():
+    with pytest.raises(UserError, match="digits"):
+        data.load_dataset("cifar10")
+
+
+def _batch(n=16):
+    return torch.randint(0, 256, (n, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+def _unnormalize(x):
+    mean = torch.tensor(augment.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(augment.IMAGENET_STD).view(1, 3, 1, 1)
+    return x * std + mean
+
+
+def test_train_transform_gives_three_identical_normalised_channels_in_range():
+    x = augment.train_transform(_batch(), 40, torch.Generator().manual_seed(0))
+    assert x.shape == (16, 3, 40, 40) and x.dtype == torch.float32
+    pixels = _unnormalize(x)
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    torch.testing.assert_close(pixels[:, 0], pixels[:, 2])
+
+
+def test_train_transform_draws_parameters_per_sample():
+    same = _batch(1).expand(8, -1, -1).contiguous()  # one image eight times
+    x = augment.train_transform(same, 32, torch.Generator().manual_seed(0))
+    distinct = {tuple(v.flatten()[:64].tolist()) for v in x}
+    assert len(distinct) == 8
+
+
+def test_random_crop_boxes_respect_scale_and_ratio():
+    boxes = augment.random_crop_boxes(4000, 28, 28, torch.Generator().manual_seed(0))
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 28).all() and (boxes[:, 3] <= 28).all()
+    area = w * h / 784
+    assert area.min() >= 0.08 * 0.7 and area.max() <= 1.0  # rounding to whole pixels loosens the floor
+    assert area.std() > 0.1
+
+
+def test_train_transform_is_reproducible_from_the_generator():
+    a = augment.train_transform(_batch(), 32, torch.Generator().manual_seed(5))
+    b = augment.train_transform(_batch(), 32, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a, b)
+
+
+def test_eval_transform_resizes_then_center_crops():
+    size = 32
+    x = augment.eval_transform(_batch(), size)
+    assert x.shape == (16, 3, size, size)
+    assert math.ceil(size / 0.875) == 37
+    flat = torch.full((2, 28, 28), 128, dtype=torch.uint8)
+    torch.testing.assert_close(_unnormalize(augment.eval_transform(flat, size)),
+                               torch.full((2, 3, size, size), 128 / 255))

@@ -1,0 +1,84 @@
+"""SPEC section 2: the 12 OFA target nets, their input sizes and initial weights."""
+import pytest
+import torch
+
+import load_test_models as ltm
+from diam import models
+from diam.errors import UserError
+from diam.presets import PRESETS
+
+PAPER_SIZES = [224, 192, 176, 160, 204, 176, 152, 140, 192, 192, 160, 144]
+
+
+def test_twelve_nets_in_spec_order_with_their_input_sizes():
+    assert len(models.OFA_IDS) == 12
+    assert [models.input_size(i) for i in range(12)] == PAPER_SIZES
+
+
+@pytest.mark.parametrize("net_id", range(12))
+def test_every_net_gives_ten_class_outputs_at_its_size_and_the_quick_size(net_id):
+    net, size = ltm.load_test_models(net_id, init="scratch")
+    net.eval()
+    with torch.no_grad():
+        for s in (size, PRESETS["quick"].image_size):
+            assert net(torch.randn(2, 3, s, s)).shape == (2, 10)
+
+
+def test_features_and_logits_match_the_plain_forward():
+    net = models.build_net(3)
+    net.eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        features, logits = models.features_and_logits(net, x)
+        assert features.shape == (3, 1280)
+        torch.testing.assert_close(logits, net(x))
+
+
+def test_classifier_head_takes_number_of_classes_and_dropout():
+    net = models.build_net(0, n_classes=26, dropout=0.3)
+    assert net.classifier.linear.out_features == 26
+    assert net.classifier.dropout_rate == 0.3
+
+
+def test_cached_imagenet_weights_load_into_everything_but_the_head(workdir, monkeypatch):
+    monkeypatch.setenv("DIAM_OFA_CACHE", str(workdir / "cache"))
+    torch.manual_seed(1)
+    imagenet_net = models.build_net(2, n_classes=1000)  # stands for OFA's file: same keys and shapes
+    path = models.weight_cache_candidates(2)[0]
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": imagenet_net.state_dict()}, path)
+    torch.manual_seed(2)
+    net = models.build_net(2)
+    assert models.initialise(net, 2, "auto") == "pretrained"
+    torch.testing.assert_close(net.first_conv.conv.weight, imagenet_net.first_conv.conv.weight)
+    assert net.classifier.linear.out_features == 10
+
+
+def test_unreachable_weights_fall_back_to_scratch_with_a_warning(workdir, monkeypatch, capsys):
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    assert models.initialise(models.build_net(1), 1, "auto") == "scratch"
+    assert "fresh initialisation" in capsys.readouterr().err
+
+
+def test_pretrained_demanded_but_unavailable_is_a_clear_error(workdir, monkeypatch):
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    with pytest.raises(UserError, match="--init scratch"):
+        models.initialise(models.build_net(1), 1, "pretrained")
+
+
+def test_corrupted_weights_file_is_refused(workdir, monkeypatch):
+    monkeypatch.setenv("DIAM_OFA_CACHE", str(workdir / "cache"))
+    path = models.weight_cache_candidates(4)[0]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="could not be used"):
+        models.initialise(models.build_net(4), 4, "pretrained")
+
+
+def test_scratch_init_never_touches_the_network(workdir):
+    assert models.initialise(models.build_net(5), 5, "scratch") == "scratch"
+
+
+def test_unknown_net_id_is_refused():
+    with pytest.raises(UserError, match="0..11"):
+        models.build_net(12)
