@@ -1,0 +1,171 @@
+"""Learning curves: mean top-1 accuracy of the T target models vs number of queried examples.
+
+With no arguments it redraws the paper's figure (T=12, MNIST and Kuzushiji-MNIST) from
+the paper's own numbers shipped in extracted_results/. Error bars: std across the T
+models. --compare DIR adds a second row drawn from DIR (e.g. our runs) under the first.
+"""
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # writes files only; no display is needed or assumed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from diam import results  # noqa: E402
+from diam.errors import UserError, run_cli  # noqa: E402
+from diam.paths import refuse_paper_results  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PAPER_RESULTS_DIR = HERE / "extracted_results"
+
+# The paper's figure: DIAM solid, thick and red; the baselines thin and dashed.
+METHOD_STYLES = {
+    "DIAM": dict(color="#F71E35", linestyle="-", linewidth=2.8, marker="D"),
+    "CAL": dict(color="#274C5E", linestyle="--", linewidth=1.5, marker="^"),
+    "entropy": dict(color="#0080FF", linestyle="--", linewidth=1.5, marker="^"),
+    "margin": dict(color="#BF209F", linestyle="--", linewidth=1.5, marker="^"),
+    "least_conf": dict(color="#79BD9A", linestyle="--", linewidth=1.5, marker="o"),
+    "coreset": dict(color="gray", linestyle="--", linewidth=1.3, marker="^"),
+    "random": dict(color="black", linestyle="--", linewidth=1.3, marker="^"),
+}
+EXTRA_METHOD_COLORS = ("#679B00", "#E08A00", "#8C564B", "#17BECF")
+# The paper's y-limits, read off its figure; used only when every mean fits inside.
+PAPER_Y_LIMITS = {"mnist": (90.0, 99.5), "kmnist": (59.0, 97.0)}
+# The paper's font sizes (one 6.4 x 4.8 inch figure per dataset).
+PAPER_RC = {"axes.labelsize": 20, "xtick.labelsize": 14, "ytick.labelsize": 14, "legend.fontsize": 14}
+PANEL_SIZE = (6.4, 4.8)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--results", type=Path, default=PAPER_RESULTS_DIR, metavar="DIR",
+        help="results tree <T>/<dataset>/<method>/<al_iter>/performances.txt (default: the paper's, extracted_results/)",
+    )
+    parser.add_argument(
+        "--compare", type=Path, metavar="DIR",
+        help="a second results tree (e.g. ours), drawn as a second row under --results",
+    )
+    parser.add_argument("--model_num", type=int, default=12, help="number of target models T (default 12)")
+    parser.add_argument("--datasets", nargs="+", help="datasets to draw, one column each (default: all found)")
+    parser.add_argument(
+        "--query_batch", type=int, default=results.PAPER_QUERY_BATCH,
+        help="examples queried per AL iteration, for the x axis of trees other than the paper's;"
+        " the paper's numbers always use its 1500 (default 1500)",
+    )
+    parser.add_argument(
+        "--out", default=str(HERE / "assets" / "lc"), metavar="PREFIX",
+        help="output path without extension; PREFIX.png and PREFIX.pdf are written (default assets/lc)",
+    )
+    args = parser.parse_args()
+    if args.model_num < 1 or args.query_batch < 1:
+        raise UserError("--model_num and --query_batch must be positive whole numbers.")
+    return args
+
+
+def method_style(method: str, extra_index: int) -> dict:
+    if method in METHOD_STYLES:
+        return METHOD_STYLES[method]
+    return dict(
+        color=EXTRA_METHOD_COLORS[extra_index % len(EXTRA_METHOD_COLORS)],
+        linestyle="-.", linewidth=1.7, marker="s",
+    )
+
+
+def tree_label(tree: results.ResultsTree) -> str:
+    return "paper" if tree.is_paper else f"ours ({tree.root})"
+
+
+def draw_panel(ax, tree, model_num: int, dataset: str, query_batch: int) -> None:
+    methods = tree.methods(model_num, dataset)
+    if not methods:
+        ax.text(0.5, 0.5, f"no results for T={model_num}\non {dataset}", ha="center", va="center",
+                fontsize=14, transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    all_means = []
+    extra_index = 0
+    for method in methods:
+        style = method_style(method, extra_index)
+        extra_index += method not in METHOD_STYLES
+        curve = results.learning_curve(tree.accuracies[(model_num, dataset, method)])
+        queried = curve.iterations * query_batch
+        all_means.extend(curve.mean_top1)
+        ax.plot(queried, curve.mean_top1, label=results.method_display_name(method), markersize=4, **style)
+        # Arrow-headed bars as in the paper. matplotlib draws nothing useful when one
+        # call sets both lolims and uplims, so the up and down arrows are two calls.
+        for arrow in ("lolims", "uplims"):
+            ax.errorbar(queried, curve.mean_top1, yerr=curve.std_top1, fmt="none",
+                        color=style["color"], alpha=0.4, **{arrow: True})
+    last_iteration = max(tree.expected_iterations(dataset))
+    tick_step = math.ceil((last_iteration + 1) / 6)  # 11 iterations -> every 2nd, as in the paper
+    ax.set_xticks(np.arange(0, last_iteration + 1, tick_step) * query_batch)
+    y_limits = PAPER_Y_LIMITS.get(dataset)
+    if y_limits and y_limits[0] <= min(all_means) and max(all_means) <= y_limits[1]:
+        ax.set_ylim(*y_limits)
+    ax.set_xlabel("number of queries")
+    ax.set_ylabel("mean accuracy")
+    ax.legend(loc="lower right")
+
+
+def main() -> None:
+    args = parse_args()
+    trees = [results.load_results(args.results)]
+    if args.compare is not None:
+        trees.append(results.load_results(args.compare))
+    found = [d for tree in trees for d in tree.datasets(args.model_num)]
+    if not found:
+        held = sorted({t for tree in trees for t in tree.model_nums()})
+        raise UserError(
+            f"no results for T={args.model_num} target models in {' or '.join(str(t.root) for t in trees)};"
+            f" results exist for T={', '.join(map(str, held))}. Pick one with --model_num."
+        )
+    datasets = results.in_dataset_order(args.datasets or found)
+    unknown = [d for d in datasets if d not in found]
+    if len(unknown) == len(datasets):
+        raise UserError(
+            f"no results for {', '.join(unknown)} at T={args.model_num}; there are results for"
+            f" {', '.join(results.in_dataset_order(found))}."
+        )
+    out_prefix = Path(args.out)
+    refuse_paper_results(out_prefix.parent.resolve())
+
+    for tree in trees:
+        methods = results.in_display_order(set(results.PAPER_METHODS) | set(tree.methods()))
+        for line in results.missing_parts(tree, [args.model_num], datasets, methods):
+            print(f"missing in {tree_label(tree)}: {line}", file=sys.stderr)
+
+    with plt.rc_context(PAPER_RC):
+        fig, axes = plt.subplots(
+            len(trees), len(datasets), squeeze=False, layout="constrained",
+            figsize=(PANEL_SIZE[0] * len(datasets), PANEL_SIZE[1] * len(trees) + 0.4),
+        )
+        panel_letters = iter("abcdefghijklmnopqrstuvwxyz")
+        for row, tree in enumerate(trees):
+            query_batch = results.PAPER_QUERY_BATCH if tree.is_paper else args.query_batch
+            for column, dataset in enumerate(datasets):
+                ax = axes[row, column]
+                draw_panel(ax, tree, args.model_num, dataset, query_batch)
+                caption = f"({next(panel_letters)}) {results.dataset_display_name(dataset)}"
+                if len(trees) > 1:
+                    caption += f", {tree_label(tree)}"
+                # Below the axes, like the paper's sub-figure captions.
+                ax.set_title(caption, y=-0.26, fontsize=16)
+        out_prefix.parent.mkdir(parents=True, exist_ok=True)
+        written = []
+        for suffix in (".png", ".pdf"):
+            path = out_prefix.with_name(out_prefix.name + suffix)
+            fig.savefig(path, dpi=150)
+            written.append(path)
+        plt.close(fig)
+    for path in written:
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,180 @@
+"""SPEC.md section 6: the results layout, the paper's table and figure, from the shipped numbers."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diam import results
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PAPER_TREE = PROJECT_ROOT / "extracted_results"
+
+
+def write_tree(root: Path, runs: dict) -> Path:
+    """runs: (T, dataset, method) -> {al_iter: list of T top-1 accuracies}; top-5 is top-1 + 1."""
+    for (model_num, dataset, method), per_iteration in runs.items():
+        for iteration, top1 in per_iteration.items():
+            assert len(top1) == model_num
+            folder = root / str(model_num) / dataset / method / str(iteration)
+            folder.mkdir(parents=True)
+            rows = "".join(f"{a:.6f} {min(a + 1, 100):.6f}\n" for a in top1)
+            (folder / results.PERFORMANCES_FILE).write_text(rows)
+    return root
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / script), *args],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120,
+    )
+
+
+# Two models, three iterations; per iteration (mean, population std) of top-1:
+#   DIAM:   (91, 1), (96, 2), (95, 0)  -> cell 94 ± 1
+#   random: (91, 1), (92, 0), (96, 3)  -> cell 93 ± 4/3
+SMALL_RUNS = {
+    (2, "mnist", "DIAM"): {0: [90, 92], 1: [94, 98], 2: [95, 95]},
+    (2, "mnist", "random"): {0: [90, 92], 1: [92, 92], 2: [93, 99]},
+}
+
+
+@pytest.fixture
+def small_tree(tmp_path):
+    return write_tree(tmp_path / "runs", SMALL_RUNS)
+
+
+def test_learning_curve_is_mean_and_population_std_across_models(small_tree):
+    tree = results.load_results(small_tree)
+    curve = results.learning_curve(tree.accuracies[(2, "mnist", "DIAM")])
+    np.testing.assert_array_equal(curve.iterations, [0, 1, 2])
+    np.testing.assert_allclose(curve.mean_top1, [91, 96, 95])
+    np.testing.assert_allclose(curve.std_top1, [1, 2, 0])  # ddof=0, as the authors' table.py
+
+
+def test_table_cell_is_mean_over_iterations_and_best_mean_is_marked(small_tree):
+    tree = results.load_results(small_tree)
+    table = results.dataset_table(tree, "mnist", [2], ["DIAM", "random"])
+    diam, random = table.cells[("DIAM", 2)], table.cells[("random", 2)]
+    assert (diam.mean, diam.std) == pytest.approx((94.0, 1.0))
+    assert (random.mean, random.std) == pytest.approx((93.0, 4 / 3))
+    assert diam.best and not random.best
+    assert diam.complete and random.complete
+
+
+def test_table_script_prints_best_with_star_and_latex_bold(small_tree):
+    plain = run_script("table.py", "--results", str(small_tree), "--model_nums", "2")
+    assert plain.returncode == 0, plain.stderr
+    rows = {line.split()[0]: line for line in plain.stdout.splitlines() if line.startswith(("DIAM", "Random"))}
+    assert "94.00 ± 1.00*" in rows["DIAM"]
+    assert "93.00 ± 1.33" in rows["Random"] and "*" not in rows["Random"]
+
+    latex = run_script("table.py", "--results", str(small_tree), "--model_nums", "2", "--latex")
+    assert latex.returncode == 0, latex.stderr
+    assert "DIAM & $\\bm{94.00 \\pm 1.00}$ \\\\" in latex.stdout
+    assert "Random & $93.00 \\pm 1.33$ \\\\" in latex.stdout
+
+
+def test_missing_models_methods_and_iterations_are_reported(tmp_path):
+    runs = {
+        (2, "mnist", "DIAM"): {0: [90, 92], 1: [94, 98], 2: [95, 95]},
+        # random stops at al_iter 1, with means above DIAM's: a partial cell must not win
+        (2, "mnist", "random"): {0: [99, 99], 1: [99, 99]},
+        (4, "kmnist", "DIAM"): {0: [80, 80, 80, 80]},
+    }
+    root = write_tree(tmp_path / "runs", runs)
+    broken = root / "2" / "mnist" / "margin" / "0" / results.PERFORMANCES_FILE
+    broken.parent.mkdir(parents=True)
+    broken.write_text("97.0 99.0\n")  # one row for T=2 models
+
+    tree = results.load_results(root)
+    assert len(tree.skipped) == 1 and "1 rows, but T=2" in tree.skipped[0]
+    lines = results.missing_parts(tree, [2, 4, 12], ["mnist", "kmnist"], ["DIAM", "random", "margin"])
+    assert "no results at all for T=12" in lines
+    assert "T=2: no results for dataset kmnist" in lines
+    assert "T=4: no results for dataset mnist" in lines
+    assert "T=2 mnist: no results for margin" in lines
+    assert "T=2 mnist random: al_iter 2 missing (expected 0-2)" in lines
+
+    table = results.dataset_table(tree, "mnist", [2, 4], ["DIAM", "random", "margin"])
+    partial = table.cells[("random", 2)]
+    assert (partial.iterations_used, partial.iterations_expected) == (2, 3) and not partial.best
+    assert table.cells[("DIAM", 2)].best
+    assert ("margin", 2) not in table.cells and ("DIAM", 4) not in table.cells
+
+    shown = run_script("table.py", "--results", str(root))
+    assert shown.returncode == 0, shown.stderr
+    assert "missing: T=2 mnist random: al_iter 2 missing" in shown.stderr
+    assert "(2/3 it.)" in shown.stdout and "94.00 ± 1.00*" in shown.stdout
+
+
+def test_plot_writes_png_and_pdf_for_a_tree_and_a_comparison(small_tree, tmp_path):
+    single = run_script("plot.py", "--results", str(small_tree), "--model_num", "2",
+                        "--query_batch", "100", "--out", str(tmp_path / "ours"))
+    assert single.returncode == 0, single.stderr
+    # compare: paper's T=2 row over ours, kmnist only in the paper's tree
+    compared = run_script("plot.py", "--compare", str(small_tree), "--model_num", "2", "--out", str(tmp_path / "cmp"))
+    assert compared.returncode == 0, compared.stderr
+    assert "T=2: no results for dataset kmnist" in compared.stderr
+    for prefix in ("ours", "cmp"):
+        png, pdf = tmp_path / f"{prefix}.png", tmp_path / f"{prefix}.pdf"
+        assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
+        assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5_000
+        assert str(png) in (single if prefix == "ours" else compared).stdout
+
+
+def test_paper_numbers_are_shipped_whole_and_marked():
+    assert (PAPER_TREE / results.PAPER_RESULTS_MARKER).is_file()
+    assert len(list(PAPER_TREE.glob(f"*/*/*/*/{results.PERFORMANCES_FILE}"))) == 770
+    tree = results.load_results(PAPER_TREE)
+    assert tree.is_paper and tree.skipped == []
+    assert tree.model_nums() == list(results.PAPER_MODEL_NUMS)
+    assert tree.datasets() == ["mnist", "kmnist"]
+    assert set(tree.methods()) == set(results.PAPER_METHODS)
+    for (model_num, _, _), per_iteration in tree.accuracies.items():
+        assert sorted(per_iteration) == list(range(11))
+        assert all(a.shape == (model_num, 2) for a in per_iteration.values())
+
+
+def test_paper_table_uses_every_file_and_diam_is_best_in_every_column():
+    tree = results.load_results(PAPER_TREE)
+    for dataset in ("mnist", "kmnist"):
+        table = results.dataset_table(tree, dataset, results.PAPER_MODEL_NUMS, results.DISPLAY_ORDER)
+        assert len(table.cells) == 7 * 5
+        assert all(cell.iterations_used == 11 and cell.complete for cell in table.cells.values())
+        best = {t: [m for m in table.methods if table.cells[(m, t)].best] for t in results.PAPER_MODEL_NUMS}
+        assert best == {t: ["DIAM"] for t in results.PAPER_MODEL_NUMS}
+
+
+@pytest.mark.parametrize("model_num, dataset, method", [(12, "mnist", "DIAM"), (2, "kmnist", "coreset"), (8, "mnist", "CAL")])
+def test_paper_table_cell_matches_an_independent_recomputation(model_num, dataset, method):
+    top1 = np.array([
+        np.loadtxt(PAPER_TREE / str(model_num) / dataset / method / str(i) / "performances.txt")[:, 0]
+        for i in range(11)
+    ])
+    expected_mean = np.mean([row.mean() for row in top1])
+    expected_std = np.mean([np.sqrt(np.mean((row - row.mean()) ** 2)) for row in top1])
+    cell = results.dataset_table(results.load_results(PAPER_TREE), dataset, [model_num], [method]).cells[(method, model_num)]
+    assert (cell.mean, cell.std) == pytest.approx((expected_mean, expected_std), rel=1e-12)
+
+    printed = run_script("table.py", "--datasets", dataset)
+    assert f"{expected_mean:.2f} ± {expected_std:.2f}" in printed.stdout
+
+
+@pytest.mark.parametrize("script", ["table.py", "plot.py"])
+def test_missing_or_empty_results_folder_is_a_clear_error(script, tmp_path):
+    missing = run_script(script, "--results", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: the results folder") and "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    (tmp_path / "empty").mkdir()
+    empty = run_script(script, "--results", str(tmp_path / "empty"))
+    assert empty.returncode == 2 and "holds no results" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def test_plot_refuses_to_write_into_the_paper_results_folder(tmp_path):
+    refused = run_script("plot.py", "--out", str(PAPER_TREE / "lc"))
+    assert refused.returncode == 2 and "holds the paper's published results" in refused.stderr
+    assert not (PAPER_TREE / "lc.png").exists()
