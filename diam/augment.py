@@ -12,7 +12,6 @@ from torchvision.transforms.v2 import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 BRIGHTNESS = 32 / 255
 EVAL_CROP_FRACTION = 0.875
@@ -34,14 +33,15 @@ def eval_transform(images: torch.Tensor, size: int) -> torch.Tensor:
     return _normalize(TF.center_crop(resized, [size, size]))
 
 
-def random_crop_boxes(n: int, height: int, width: int, generator: torch.Generator, attempts: int = 10):
+def random_crop_boxes(n: int, height: int, width: int, generator: torch.Generator, scale_min: float = 0.08,
+                      attempts: int = 10):
     """Per-sample random-resized-crop boxes (x1, y1, x2, y2), torchvision's sampling rule.
 
     Each sample tries `attempts` (area, aspect) draws and keeps the first that fits;
     a sample with no fitting draw falls back to the whole image.
     """
     dev = generator.device
-    area = height * width * torch.empty(n, attempts, device=dev).uniform_(*CROP_SCALE, generator=generator)
+    area = height * width * torch.empty(n, attempts, device=dev).uniform_(scale_min, 1.0, generator=generator)
     log_ratio = torch.empty(n, attempts, device=dev).uniform_(
         math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator=generator)
     ratio = torch.exp(log_ratio)
@@ -59,11 +59,12 @@ def random_crop_boxes(n: int, height: int, width: int, generator: torch.Generato
     return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
 
 
-def train_transform(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Random-resized-crop (scale 0.08-1), horizontal flip, brightness jitter, normalise."""
+def train_transform(images: torch.Tensor, size: int, generator: torch.Generator,
+                    crop_scale_min: float = 0.08) -> torch.Tensor:
+    """Random-resized-crop (area scale crop_scale_min..1), horizontal flip, brightness jitter, normalise."""
     n, height, width = images.shape
     gray = images.unsqueeze(1).float().div_(255)
-    boxes = random_crop_boxes(n, height, width, generator).to(gray.dtype)
+    boxes = random_crop_boxes(n, height, width, generator, crop_scale_min).to(gray.dtype)
     batch_index = torch.arange(n, device=gray.device, dtype=gray.dtype).unsqueeze(1)
     # roi_align with aligned=True resamples each box bilinearly onto a size x size grid.
     crops = roi_align(gray, torch.cat([batch_index, boxes], dim=1), output_size=size,

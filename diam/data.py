@@ -18,6 +18,7 @@ from torchvision import datasets as tv
 
 from .errors import UserError
 from .paths import atomic_write
+from .presets import DATASETS
 
 # name -> (torchvision class, EMNIST split or None, number of classes, label offset)
 TORCHVISION_DATASETS = {
@@ -28,7 +29,6 @@ TORCHVISION_DATASETS = {
     "emnistlet": (tv.EMNIST, "letters", 26, 1),
     "emnistdig": (tv.EMNIST, "digits", 10, 0),
 }
-DATASETS = (*TORCHVISION_DATASETS, "digits")
 # Where Debian's dataset-fashion-mnist package puts the .gz files.
 SYSTEM_LOCATIONS = {"fmnist": [Path("/usr/share/datasets/fashion-mnist")]}
 DIGITS_TEST_SIZE = 500  # scikit-learn's digits has no official split: a fixed stratified one
@@ -97,26 +97,43 @@ def _expected_files(name: str):
     return [Path(filename).stem for filename, _ in cls.resources]
 
 
-def _place_gz_files(name: str, root: Path) -> None:
-    """Decompress .gz files found in the usual places into torchvision's raw folder."""
+def _place_gz_files(name: str, root: Path) -> Path:
+    """Decompress .gz files found in the usual places into torchvision's raw folder.
+
+    Returns the root torchvision should read: `root` itself, or a cache folder when
+    `root` is read-only (a shared dataset folder, say).
+    """
     cls = TORCHVISION_DATASETS[name][0]
-    raw = root / cls.__name__ / "raw"
-    places = [raw, root, root / cls.__name__, *SYSTEM_LOCATIONS.get(name, [])]
+    places = [root / cls.__name__ / "raw", root, root / cls.__name__, *SYSTEM_LOCATIONS.get(name, [])]
+    target = root if _writable(root) else unpack_cache()
+    raw = target / cls.__name__ / "raw"
     for filename in _expected_files(name):
-        if (raw / filename).exists():
+        if (raw / filename).exists() or (root / cls.__name__ / "raw" / filename).exists():
             continue
         source = next((p / (filename + ".gz") for p in places if (p / (filename + ".gz")).exists()), None)
         if source is None:
-            return
+            return root
         with gzip.open(source, "rb") as compressed:
             atomic_write(raw / filename, lambda f: shutil.copyfileobj(compressed, f))
+    return target
+
+
+def _writable(folder: Path) -> bool:
+    """Writable, and not marked read-only (root may write anywhere, but should not here)."""
+    while not folder.exists():
+        folder = folder.parent
+    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+
+
+def unpack_cache() -> Path:
+    return Path(os.environ.get("DIAM_CACHE", Path.home() / ".cache" / "diam")) / "datasets"
 
 
 def _load_torchvision(name: str, root: Path) -> Data:
     cls, split, n_classes, offset = TORCHVISION_DATASETS[name]
     kwargs = {"split": split} if split else {}
     try:
-        _place_gz_files(name, root)
+        root = _place_gz_files(name, root)
     except UserError:
         raise
     except (OSError, EOFError) as err:

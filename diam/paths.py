@@ -23,7 +23,9 @@ from filelock import FileLock
 
 from .errors import UserError
 
-PAPER_MARKER = "PAPER_RESULTS"  # a results folder holding this file is the paper's: never written
+PAPER_MARKER = "PAPER_RESULTS"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # a results folder holding this file is the paper's: never written
 
 
 def default_work_dir() -> Path:
@@ -75,6 +77,7 @@ def atomic_write(path, write, binary=True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are for everyone to read
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
@@ -126,11 +129,15 @@ def refuse_paper_results(results_root: Path) -> None:
 
 
 # ---------------------------------------------------------------- run settings
-def check_run_config(paths: RunPaths, settings: dict) -> None:
-    """The first script in a run folder records its settings; later ones must match them."""
+def check_run_config(paths: RunPaths, settings: dict, claim: bool = True) -> None:
+    """The first script in a run folder records its settings; later ones must match them.
+
+    With claim=False a folder without settings is left as it is (a read-only check).
+    """
     with step_lock(paths.config_file):
         if not paths.config_file.exists():
-            write_json(paths.config_file, settings)
+            if claim:
+                write_json(paths.config_file, settings)
             return
         try:
             recorded = json.loads(paths.config_file.read_text())

@@ -1,0 +1,268 @@
+"""The steps of an active-learning run: train one net, test T nets, select a batch.
+
+Scripts call these; they tie together the run folder (paths), the data, the nets,
+the training loop and the strategies. Each step checks its inputs, skips work
+whose outputs already exist, and writes its outputs atomically with the
+completion marker (checkpoint, performances.txt, next index file) last.
+"""
+import sys
+import time
+import warnings
+import zlib
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from . import models
+from .cli import device_from_arg, run_settings
+from .data import Data, load_dataset
+from .errors import UserError
+from .paths import (RunPaths, check_run_config, default_work_dir, read_indices, refuse_paper_results, step_lock,
+                    write_indices, write_json, write_npz, write_text, atomic_write)
+from .presets import DATASETS, MAX_MODELS, METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, preset_from_args
+from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs
+from .training import Record, evaluate, predict, train_target_net
+
+
+class Run:
+    """One (preset, dataset) run folder with its settings, device and data."""
+
+    def __init__(self, args, results_dir=None):
+        self.preset = preset_from_args(args)
+        if args.dataset not in DATASETS:
+            raise UserError(f"unknown dataset '{args.dataset}'. Choose one of: {', '.join(DATASETS)}.")
+        if getattr(args, "method", None) is not None and args.method not in METHODS:
+            raise UserError(f"unknown method '{args.method}'. Choose one of: {', '.join(METHODS)}.")
+        if not 1 <= args.model_num <= MAX_MODELS:
+            raise UserError(f"--model_num must be between 1 and {MAX_MODELS} (the OFA target nets), "
+                            f"got {args.model_num}.")
+        if not 0 <= args.al_iter < self.preset.al_iters:
+            raise UserError(f"--al_iter must be between 0 and {self.preset.al_iters - 1} for the "
+                            f"'{self.preset.name}' preset, got {args.al_iter}.")
+        self.dataset, self.model_num, self.method, self.al_iter = \
+            args.dataset, args.model_num, getattr(args, "method", None), args.al_iter
+        self.device = device_from_arg(args.device)
+        self.data_root = args.data_root
+        self.paths = RunPaths(args.work_dir or default_work_dir(), self.preset.name, self.dataset, results_dir)
+        self.redo = args.redo
+
+    @cached_property
+    def data(self) -> Data:
+        data = load_dataset(self.dataset, self.data_root, self.preset.pool_size, self.preset.test_size,
+                            self.preset.seed).to(self.device)
+        # The run folder is claimed only once the data is known to load.
+        check_run_config(self.paths, run_settings(self.dataset, self.preset))
+        return data
+
+    @property
+    def pool_size(self) -> int:
+        return len(self.data.pool_labels)
+
+    def image_size(self, net_id: int, testing: bool = False) -> int:
+        if self.preset.image_size:
+            return self.preset.image_size
+        return models.input_size(0 if testing and self.preset.test_at_net0_size else net_id)
+
+    # ------------------------------------------------------------ index files
+    def split(self, al_iter=None):
+        """(labeled, unlabeled) pool indices for an iteration; iteration 0's are made here."""
+        al_iter = self.al_iter if al_iter is None else al_iter
+        path = self.paths.indices(self.model_num, self.method, al_iter)
+        if al_iter == 0:
+            with step_lock(path):
+                if not path.exists():
+                    self._write_initial_split(path)
+        elif not path.exists():
+            raise UserError(f"no selection has been written for al_iter {al_iter} (expected {path}). Run "
+                            f"al_select.py --al_iter {al_iter - 1} with the same --dataset, --method, "
+                            "--model_num and preset first.")
+        return read_indices(path, self.dataset, self.pool_size)
+
+    def _write_initial_split(self, path) -> None:
+        n_initial = self.preset.initial_labeled
+        if n_initial >= self.pool_size:
+            raise UserError(f"the initial labeled set ({n_initial}) must be smaller than the pool "
+                            f"({self.pool_size}); lower --initial_labeled or raise --pool_size.")
+        order = np.random.default_rng(self.preset.seed).permutation(self.pool_size)
+        write_indices(path, np.sort(order[:n_initial]), np.sort(order[n_initial:]), self.dataset, self.pool_size)
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint(self, net_id, al_iter=None):
+        al_iter = self.al_iter if al_iter is None else al_iter
+        return self.paths.checkpoint(self.model_num, self.method, al_iter, net_id)
+
+    def load_net(self, net_id: int):
+        """A trained target net and its record, checked to be the net asked for."""
+        path = self.checkpoint(net_id)
+        if not path.exists():
+            raise UserError(f"net {net_id} has not been trained for al_iter {self.al_iter} (no {path}). Run "
+                            f"train_net.py --net_id {net_id} --al_iter {self.al_iter} with the same "
+                            "--dataset, --method, --model_num and preset first.")
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            info = saved["info"]
+            if info["net_id"] != net_id or info["dataset"] != self.dataset:
+                raise ValueError(f"it holds net {info['net_id']} of dataset {info['dataset']}")
+            net = models.build_net(net_id, self.data.n_classes, self.preset.dropout)
+            net.load_state_dict(saved["state_dict"])
+        except Exception as err:  # unpickling, missing keys, shape mismatch: all mean a bad file
+            raise UserError(f"the checkpoint {path} is damaged or belongs to another net ({err}). Delete it "
+                            f"and rerun train_net.py --net_id {net_id} --al_iter {self.al_iter}.") from None
+        return net.to(self.device), info
+
+
+# ---------------------------------------------------------------- training
+def train_step(run: Run, net_id: int, init: str = "auto", record_snapshots: bool = False) -> str:
+    """Train net `net_id` for this iteration; returns a line saying what happened."""
+    models.check_net_id(net_id)
+    if net_id >= run.model_num:
+        raise UserError(f"--net_id {net_id} is not among the {run.model_num} target models (0..{run.model_num - 1}).")
+    ckpt = run.checkpoint(net_id)
+    if ckpt.exists() and not run.redo:
+        return f"net {net_id} already trained: {ckpt}"
+    labeled, unlabeled = run.split()
+    with step_lock(ckpt):
+        if ckpt.exists() and not run.redo:  # another process finished it while we waited
+            return f"net {net_id} already trained: {ckpt}"
+        preset, method, first = run.preset, run.method, run.al_iter == 0
+        # Iteration 0 is shared by every method, so it records what any of them reads.
+        record = Record(snapshots=record_snapshots or first or method in SNAPSHOT_METHODS,
+                        probs=first or method in PROBABILITY_METHODS,
+                        features=net_id == preset.coreset_feature_net and (first or method == "coreset"))
+        torch.manual_seed(preset.seed)
+        net = models.build_net(net_id, run.data.n_classes, preset.dropout)
+        init_source = models.initialise(net, net_id, init)
+        size = run.image_size(net_id)
+        predictions = train_target_net(
+            net, run.data, torch.from_numpy(labeled), torch.from_numpy(unlabeled).to(run.device), preset, size,
+            record, desc=f"net {net_id} iter {run.al_iter}")
+        info = {"net_id": net_id, "ofa_id": models.OFA_IDS[net_id], "dataset": run.dataset, "init": init_source,
+                "image_size": size, "n_labeled": int(len(labeled)), "al_iter": run.al_iter,
+                "method": "shared" if first else method, "preset": preset.name}
+        write_npz(run.paths.pool_predictions(run.model_num, method, run.al_iter, net_id),
+                  unlabeled=unlabeled, **predictions.arrays())
+        write_json(run.paths.checkpoint_info(run.model_num, method, run.al_iter, net_id), info)
+        state = {k: v.cpu() for k, v in net.state_dict().items()}
+        atomic_write(ckpt, lambda f: torch.save({"state_dict": state, "info": info}, f))
+    return f"net {net_id} trained on {len(labeled)} labeled examples ({init_source} init): {ckpt}"
+
+
+# ---------------------------------------------------------------- testing
+def test_step(run: Run) -> str:
+    """Top-1/top-5 of the T nets on the test split -> performances.txt (T rows)."""
+    out = run.paths.performances(run.model_num, run.method, run.al_iter)
+    refuse_paper_results(run.paths.results_root)
+    if out.exists() and not run.redo:
+        return f"already tested: {out}"
+    rows, infos = [], []
+    for net_id in range(run.model_num):
+        net, info = run.load_net(net_id)
+        size = run.image_size(net_id, testing=True)
+        top1, top5 = evaluate(net, run.data.test_images, run.data.test_labels, size, run.preset.eval_batch)
+        rows.append(f"{top1:.6f} {top5:.6f}")
+        infos.append({**info, "test_image_size": size, "top1": top1, "top5": top5})
+    write_json(out.with_name("models.json"), infos)
+    write_text(out, "\n".join(rows) + "\n")
+    scratch = [i["net_id"] for i in infos if i["init"] == "scratch"]
+    if scratch:
+        print(f"note: nets {scratch} were trained from a fresh initialisation, not OFA's ImageNet weights "
+              f"(recorded in {out.with_name('models.json')}).", file=sys.stderr)
+    return f"mean top-1 {np.mean([i['top1'] for i in infos]):.2f}% over {run.model_num} nets: {out}"
+
+
+# ---------------------------------------------------------------- selection
+def selection_rng(run: Run) -> np.random.Generator:
+    """Random steps seeded from (dataset, method, iteration), so a rerun picks the same batch."""
+    key = zlib.crc32(f"{run.dataset}|{run.method}|{run.al_iter}".encode())
+    return np.random.default_rng([run.preset.seed, key])
+
+
+def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str) -> dict:
+    """What training recorded for net `net_id`; probabilities or features it lacks are computed once and kept."""
+    path = run.paths.pool_predictions(run.model_num, run.method, run.al_iter, net_id)
+    try:
+        with np.load(path) as z:
+            stored = dict(z)
+    except FileNotFoundError:
+        stored = {}
+    except Exception as err:
+        raise UserError(f"{path} is damaged ({err}). Delete it together with {run.checkpoint(net_id)} and rerun "
+                        f"train_net.py --net_id {net_id} --al_iter {run.al_iter}.") from None
+    if stored and not np.array_equal(stored.get("unlabeled"), unlabeled):
+        raise UserError(f"{path} was recorded for another unlabeled pool than the index file of al_iter "
+                        f"{run.al_iter}. Delete the iteration's models and rerun its training.")
+    if wanted == "snapshot_labels" and wanted not in stored:
+        raise UserError(f"net {net_id} of al_iter {run.al_iter} was trained without recording late-epoch snapshots, "
+                        f"which {run.method} needs. Retrain it with train_net.py --mDIS --redo.")
+    if wanted in ("unlabeled_probs", "pool_features") and wanted not in stored:
+        net, _ = run.load_net(net_id)
+        scored = run.data.pool_images if wanted == "pool_features" else \
+            run.data.pool_images[torch.from_numpy(unlabeled).to(run.device)]
+        gen = torch.Generator(device=run.device).manual_seed(run.preset.seed) \
+            if run.preset.score_with_train_aug else None
+        _, probs, feats = predict(net, scored, run.image_size(net_id), run.preset.eval_batch,
+                                  want_probs=wanted == "unlabeled_probs", want_features=wanted == "pool_features",
+                                  generator=gen, crop_scale_min=run.preset.crop_scale_min)
+        stored.update(unlabeled=unlabeled, **{wanted: probs if wanted == "unlabeled_probs" else feats})
+        write_npz(path, **stored)
+    return stored
+
+
+def selection_inputs(run: Run, needs: str, labeled: np.ndarray, unlabeled: np.ndarray) -> SelectionInputs:
+    if needs == "probs":
+        probs = [_pool_predictions(run, n, unlabeled, "unlabeled_probs")["unlabeled_probs"]
+                 for n in range(run.model_num)]
+        return SelectionInputs(len(unlabeled), unlabeled_probs=np.stack(probs))
+    if needs == "snapshots":
+        snaps = [_pool_predictions(run, n, unlabeled, "snapshot_labels")["snapshot_labels"]
+                 for n in range(run.model_num)]
+        return SelectionInputs(len(unlabeled), snapshot_labels=np.stack(snaps))
+    if needs == "features":
+        feats = _pool_predictions(run, run.preset.coreset_feature_net, unlabeled, "pool_features")["pool_features"]
+        return SelectionInputs(len(unlabeled), unlabeled_features=feats[unlabeled], labeled_features=feats[labeled])
+    return SelectionInputs(len(unlabeled))
+
+
+def select_step(run: Run, batch_size=None) -> str:
+    """Pick the next batch with run.method and write the next iteration's index file."""
+    batch_size = batch_size or run.preset.query_batch
+    if run.al_iter + 1 >= run.preset.al_iters:
+        raise UserError(f"al_iter {run.al_iter} is the last iteration of the '{run.preset.name}' preset "
+                        f"(al_iters = {run.preset.al_iters}); there is nothing to select for.")
+    out = run.paths.indices(run.model_num, run.method, run.al_iter + 1)
+    if out.exists() and not run.redo:
+        return f"already selected: {out}"
+    labeled, unlabeled = run.split()
+    with step_lock(out):
+        if out.exists() and not run.redo:
+            return f"already selected: {out}"
+        strategy = STRATEGIES[run.method]
+        inputs = selection_inputs(run, strategy.needs, labeled, unlabeled)
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CALTopUpWarning)
+            positions = strategy.select(inputs, batch_size, selection_rng(run), str(run.device))
+        seconds = time.perf_counter() - start
+        for w in caught:
+            print(f"note: {w.message}", file=sys.stderr)
+        positions = check_batch(np.asarray(positions), len(unlabeled), batch_size)
+        chosen = np.zeros(len(unlabeled), dtype=bool)
+        chosen[positions] = True
+        new_labeled = np.concatenate([labeled, unlabeled[positions]])
+        write_indices(out, new_labeled, unlabeled[~chosen], run.dataset, run.pool_size)
+        read_indices(out, run.dataset, run.pool_size)  # labeled + unlabeled is exactly the pool
+    return f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s: {out}"
+
+
+def check_batch(positions: np.ndarray, n_unlabeled: int, batch_size: int) -> np.ndarray:
+    """The batch lies inside the unlabeled set, has no duplicates and exactly min(B, U) members."""
+    expected = min(batch_size, n_unlabeled)
+    if batch_size > n_unlabeled:
+        print(f"note: only {n_unlabeled} unlabeled examples are left, fewer than the batch of {batch_size}; "
+              "all of them are selected.", file=sys.stderr)
+    if positions.ndim != 1 or len(positions) != expected or len(np.unique(positions)) != expected \
+            or positions.min(initial=0) < 0 or positions.max(initial=0) >= n_unlabeled:
+        raise RuntimeError(f"the strategy returned an invalid batch ({len(positions)} positions, expected "
+                           f"{expected} distinct ones in 0..{n_unlabeled - 1}); nothing was written")
+    return positions

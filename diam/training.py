@@ -1,0 +1,169 @@
+"""One training loop (SPEC section 4) that also records what selection will read.
+
+A single run trains a target net from its initial weights on the labeled set and,
+in the same run, records the late-epoch snapshot labels on the unlabeled pool
+(CAL, DIAM), the final softmax outputs (uncertainty methods) and penultimate
+features (coreset): no second training pass, no second pass over the pool.
+"""
+import math
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .augment import eval_transform, train_transform
+from .data import Data
+from .models import features_and_logits
+from .presets import Preset
+
+
+@dataclass
+class Record:
+    """What a training run keeps from its passes over the pool."""
+    snapshots: bool = False  # predicted labels on the unlabeled pool after each late epoch
+    probs: bool = False  # final softmax outputs on the unlabeled pool
+    features: bool = False  # final penultimate features on the whole pool (coreset)
+
+
+@dataclass
+class PoolPredictions:
+    snapshot_labels: Optional[np.ndarray] = None  # (K, U) uint8, late epochs in order
+    unlabeled_probs: Optional[np.ndarray] = None  # (U, C) float32
+    pool_features: Optional[np.ndarray] = None  # (N, D) float16, pool order
+
+    def arrays(self) -> dict:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+def autocast(device: torch.device):
+    # bf16 autocast pays off on CUDA tensor cores; on the CPU it would only slow these nets.
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def parameter_groups(net: nn.Module, weight_decay: float):
+    """Weight decay on conv/linear weights only, not on BatchNorm parameters and biases."""
+    decay = [p for p in net.parameters() if p.ndim > 1]
+    no_decay = [p for p in net.parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def predict(net, images, size, batch, want_probs=False, want_features=False, generator=None,
+            crop_scale_min=0.08):
+    """Labels (and optionally softmax outputs and features) for uint8 images, in eval mode.
+
+    With a generator the images go through the training augmentation (the
+    original's quirk); without one, through the evaluation transform.
+    """
+    net.eval()
+    device = images.device
+    labels, probs, feats = [], [], []
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        x = train_transform(chunk, size, generator, crop_scale_min) if generator is not None \
+            else eval_transform(chunk, size)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            features, logits = features_and_logits(net, x)
+        logits = logits.float()
+        labels.append(logits.argmax(1).to(torch.uint8).cpu())
+        if want_probs:
+            probs.append(torch.softmax(logits, 1).cpu())
+        if want_features:
+            feats.append(features.to(torch.float16).cpu())
+    cat = lambda parts: torch.cat(parts).numpy() if parts else None  # noqa: E731
+    return cat(labels), cat(probs), cat(feats)
+
+
+@torch.no_grad()
+def evaluate(net, images, labels, size, batch):
+    """Top-1 and top-5 accuracy in percent on a labelled split."""
+    net.eval()
+    correct1 = correct5 = 0
+    for start in range(0, len(images), batch):
+        x = eval_transform(images[start:start + batch], size)
+        with autocast(images.device):
+            logits = net(x).float()
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        target = labels[start:start + batch].unsqueeze(1)
+        correct1 += (top5[:, :1] == target).sum().item()
+        correct5 += (top5 == target).any(dim=1).sum().item()
+    return 100.0 * correct1 / len(images), 100.0 * correct5 / len(images)
+
+
+def _batches(order: torch.Tensor, batch: int):
+    # A batch of one cannot be BatchNorm-normalised at small input sizes: it is skipped.
+    return [order[s:s + batch] for s in range(0, len(order), batch) if len(order[s:s + batch]) > 1]
+
+
+def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabeled: torch.Tensor,
+                     preset: Preset, size: int, record: Record, desc: str = "train") -> PoolPredictions:
+    """Train `net` in place on data.pool[labeled]; return what `record` asks for."""
+    device = data.pool_images.device
+    net.to(device)
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+    generator = torch.Generator(device=device).manual_seed(preset.seed)
+    labeled = labeled.to(device)
+    steps_per_epoch = len(_batches(labeled, preset.train_batch))
+    if steps_per_epoch == 0:
+        raise ValueError("the labeled set needs at least two examples to train on")
+    optimizer = torch.optim.SGD(parameter_groups(net, preset.weight_decay), lr=preset.lr,
+                                momentum=preset.momentum, nesterov=True)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=preset.epochs * steps_per_epoch)
+    criterion = nn.CrossEntropyLoss(label_smoothing=preset.label_smoothing)
+    first_snapshot = preset.epochs - preset.snapshot_epochs
+    snapshots = []
+    out = PoolPredictions()
+    score_gen = generator if preset.score_with_train_aug else None
+
+    bar = tqdm(range(preset.epochs), desc=desc, unit="epoch", disable=None, leave=False)
+    for epoch in bar:
+        net.train()
+        order = labeled[torch.randperm(len(labeled), device=device, generator=generator)] \
+            if preset.shuffle_epochs else labeled
+        for idx in _batches(order, preset.train_batch):
+            x = train_transform(data.pool_images[idx], size, generator, preset.crop_scale_min)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                loss = criterion(net(x).float(), data.pool_labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"training diverged (loss {loss.item()}) at epoch {epoch}")
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+        last = epoch == preset.epochs - 1
+        if last and (record.probs or record.features):
+            # The final pass serves the last snapshot, the probabilities and the features at once.
+            scored = torch.arange(len(data.pool_images), device=device) if record.features else unlabeled
+            labels, probs, feats = predict(net, data.pool_images[scored], size, preset.eval_batch,
+                                           want_probs=record.probs, want_features=record.features,
+                                           generator=score_gen, crop_scale_min=preset.crop_scale_min)
+            if record.features:
+                out.pool_features = feats
+                labels = labels[unlabeled.cpu().numpy()]
+                probs = probs[unlabeled.cpu().numpy()] if probs is not None else None
+            out.unlabeled_probs = probs
+            if record.snapshots:
+                snapshots.append(labels)
+        elif record.snapshots and epoch >= first_snapshot:
+            snapshots.append(predict(net, data.pool_images[unlabeled], size, preset.eval_batch,
+                                     generator=score_gen, crop_scale_min=preset.crop_scale_min)[0])
+    if record.snapshots:
+        out.snapshot_labels = np.stack(snapshots)
+    return out
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start

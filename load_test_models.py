@@ -1,0 +1,32 @@
+"""The 12 OFA MobileNetV3 target nets (SPEC section 2).
+
+    from load_test_models import load_test_models
+    net, size = load_test_models(3)             # net 3 with a fresh 10-class head, its input size
+    python load_test_models.py                  # list the nets
+"""
+import torch
+
+from diam import models
+
+
+def load_test_models(net_id: int, n_classes: int = 10, trained_weights=None, init: str = "auto"):
+    """(net, input size) for target net `net_id`.
+
+    With `trained_weights` (a checkpoint written by train_net.py) the trained net is
+    returned; otherwise the net gets its initial weights (`init`: auto, pretrained
+    or scratch, as train_net.py's --init).
+    """
+    net = models.build_net(net_id, n_classes)
+    if trained_weights is not None:
+        saved = torch.load(trained_weights, map_location="cpu", weights_only=True)
+        net.load_state_dict(saved.get("state_dict", saved))
+    else:
+        models.initialise(net, net_id, init)
+    return net, models.input_size(net_id)
+
+
+if __name__ == "__main__":
+    for i, ofa_id in enumerate(models.OFA_IDS):
+        net = models.build_net(i)
+        params = sum(p.numel() for p in net.parameters()) / 1e6
+        print(f"{i:2d}  {ofa_id:40s} input {models.input_size(i):3d}  {params:.2f}M parameters")
