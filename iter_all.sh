@@ -11,6 +11,9 @@
 # Extra flags for every script go in EXTRA_ARGS (e.g. "--epochs 5 --work_dir runs2").
 set -euo pipefail
 cd "$(dirname "$0")"
+# Ctrl-C stops the loop after the running step, even when that step was already exiting
+# (Python then swallows the interrupt, exits 0, and bash alone would go on to the next step).
+trap 'echo "iter_all.sh: interrupted; run the same command again to continue." >&2; exit 130' INT
 
 if [ $# -ne 2 ]; then
     echo "usage: bash iter_all.sh GPU_ID T   (GPU_ID: a CUDA device number or 'cpu'; T: 1..12 target models)" >&2

@@ -74,8 +74,11 @@ class RunPaths:
 def atomic_write(path, write, binary=True) -> None:
     """Write through `write(fileobj)` to a temp file beside `path`, then rename over it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:  # a full disk can refuse the new (temp) file itself
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _write_error(path, err) from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are for everyone to read
         with os.fdopen(fd, "wb" if binary else "w") as f:
@@ -85,11 +88,15 @@ def atomic_write(path, write, binary=True) -> None:
         os.replace(tmp, path)
     except OSError as err:
         _remove_quietly(tmp)
-        raise UserError(f"could not write {path}: {err.strerror or err}. Nothing was changed there; "
-                        "free some disk space or choose another --work_dir, then run the same command again.")
+        raise _write_error(path, err)
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def _write_error(path, err: OSError) -> UserError:
+    return UserError(f"could not write {path}: {err.strerror or err}. Nothing was changed there; "
+                     "free some disk space or choose another --work_dir, then run the same command again.")
 
 
 def _remove_quietly(path) -> None:
