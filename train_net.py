@@ -7,7 +7,7 @@ in one process, which saves start-up time on small runs).
 """
 from diam import cli
 from diam.errors import run_cli
-from diam.models import INIT_MODES
+from diam.presets import INIT_MODES
 
 
 def main():

@@ -13,6 +13,7 @@ import torch
 from ofa.imagenet_classification.networks import get_net_by_name
 
 from .errors import UserError
+from .presets import INIT_MODES
 
 # SPEC section 2, net_id 0..11: the first T are the T target models.
 OFA_IDS = (
@@ -32,7 +33,6 @@ OFA_IDS = (
 CONFIG_DIR = Path(__file__).with_name("ofa_specialized")
 # The address ofa.model_zoo.ofa_specialized downloads from ('@' written as '-').
 WEIGHTS_URL = "https://raw.githubusercontent.com/han-cai/files/master/ofa/ofa_specialized/{}/init"
-INIT_MODES = ("auto", "pretrained", "scratch")
 
 
 def check_net_id(net_id: int) -> None:

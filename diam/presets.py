@@ -17,6 +17,8 @@ SNAPSHOT_METHODS = ("CAL", "DIAM")
 # Methods whose selection reads the final models' softmax outputs on the pool.
 PROBABILITY_METHODS = ("least_conf", "margin", "entropy")
 MAX_MODELS = 12
+# Initial weights: OFA's ImageNet weights when available, or a fresh initialisation.
+INIT_MODES = ("auto", "pretrained", "scratch")
 
 
 @dataclass(frozen=True)

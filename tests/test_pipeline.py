@@ -183,3 +183,15 @@ def test_iter_all_stops_at_the_first_failing_step(tmp_path):
     result = _loop(tmp_path, methods="random", env={"DATASETS": "mnist"})
     assert result.returncode != 0
     assert "step failed" in result.stderr and "could not be downloaded" in result.stderr
+
+
+def test_finished_steps_are_skipped_without_loading_torch(quick_run, tmp_path):
+    home, _ = quick_run
+    broken = tmp_path / "no_torch" / "torch"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('torch must not be imported to skip a finished step')\n")
+    result = run_script("train_net.py", "--net_id", 0, 1, "--dataset", "digits", "--al_iter", 0, "--model_num", 2,
+                        "--preset", "quick", "--work_dir", home / "runs", cwd=home,
+                        env={"PYTHONPATH": str(broken.parent)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("already done") == 2
