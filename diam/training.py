@@ -6,7 +6,6 @@ in the same run, records the late-epoch snapshot labels on the unlabeled pool
 features (coreset): no second training pass, no second pass over the pool.
 """
 import math
-import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -162,8 +161,3 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
         out.snapshot_labels = np.stack(snapshots)
     return out
 
-
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
