@@ -63,6 +63,13 @@ def spawned():
             proc.wait()
 
 
+def _interruptible():
+    """Ctrl-C behaves as in a terminal: a shell started in the background (as CI may start the
+    test suite) inherits SIGINT ignored, and bash can then neither trap nor receive it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def start_loop(home, model_num, spawned, tag="", env=None):
     """`bash iter_all.sh cpu T` in its own process group, output to log files in `home`."""
     out_log, err_log = home / f"loop-T{model_num}{tag}.out", home / f"loop-T{model_num}{tag}.err"
@@ -70,7 +77,7 @@ def start_loop(home, model_num, spawned, tag="", env=None):
                       "DIAM_WORK_DIR": str(home / "runs"), "EXTRA_ARGS": " ".join(TINY), **(env or {})})
     with open(out_log, "w") as out, open(err_log, "w") as err:
         proc = subprocess.Popen(["bash", str(PROJECT / "iter_all.sh"), "cpu", str(model_num)], cwd=home, env=env,
-                                stdout=out, stderr=err, start_new_session=True)
+                                stdout=out, stderr=err, start_new_session=True, preexec_fn=_interruptible)
     proc.logs = (out_log, err_log)
     spawned.append(proc)
     return proc
