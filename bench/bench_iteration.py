@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from diam.presets import METHODS  # noqa: E402  (light: no torch)
+from machine import cpu_model, load_average_lines  # noqa: E402  (bench/machine.py)
 
 
 def run_timed(cmd, env) -> tuple[float, str]:
@@ -86,21 +87,13 @@ def startup_costs(args, work_dir: Path, env) -> list[tuple[str, list[float]]]:
 
 
 def machine_description(env) -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown"
+    cpu = cpu_model()
     probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__, torch.get_num_threads())"],
                            env=env, capture_output=True, text=True).stdout.split()
     torch_version, threads = (probe + ["?", "?"])[:2]
     lines = [f"machine: {cpu}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
              f"torch {torch_version}, intra-op threads in the scripts {threads}"]
-    try:
-        lines.append(f"load average at start (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    except OSError:
-        pass
-    return lines
+    return lines + load_average_lines()
 
 
 def parse_args():

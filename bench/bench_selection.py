@@ -33,6 +33,7 @@ import torch
 # Runs as a plain script from any directory: make the `diam` package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diam.strategies import STRATEGIES, SelectionInputs, coreset, vote_entropy  # noqa: E402
+from machine import cpu_model  # noqa: E402  (bench/machine.py)
 
 SEED = 0
 # Snapshot realism: most examples are easy (every model's snapshots agree with
@@ -217,14 +218,7 @@ def in_fresh_process(function, *args) -> Measurement:
 # ----------------------------------------------------------------------- report
 
 def machine_description(device: str) -> list[str]:
-    cpu_model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu_model = next(line.split(":", 1)[1].strip() for line in cpuinfo
-                             if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    lines = [f"machine: {cpu_model}, {len(os.sched_getaffinity(0))} usable CPU cores "
+    lines = [f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} usable CPU cores "
              f"({os.cpu_count()} present), torch threads {torch.get_num_threads()}",
              f"software: Python {platform.python_version()}, torch {torch.__version__}, "
              f"numpy {np.__version__}, {platform.system()} {platform.release()}",

@@ -45,6 +45,7 @@ from diam.augment import BRIGHTNESS, IMAGENET_MEAN, IMAGENET_STD, train_transfor
 from diam.data import load_dataset  # noqa: E402
 from diam.errors import UserError  # noqa: E402
 from diam.presets import PRESETS  # noqa: E402
+from machine import cpu_model, load_average_lines  # noqa: E402  (bench/machine.py)
 from diam.training import autocast, parameter_groups  # noqa: E402
 
 PAPER = PRESETS["paper"]
@@ -199,11 +200,7 @@ def time_augmentation_only(pool_images, dataset: PILDataset, size: int, batch: i
 # ------------------------------------------------------------ report
 
 def machine_description(device: torch.device, threads: int) -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown"
+    cpu = cpu_model()
     import torchvision
     import PIL
 
@@ -211,11 +208,7 @@ def machine_description(device: torch.device, threads: int) -> list[str]:
              f"python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
              f"Pillow {PIL.__version__}",
              f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")]
-    try:
-        lines.append(f"load average at start (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    except OSError:
-        pass
-    return lines
+    return lines + load_average_lines()
 
 
 def parse_args():
