@@ -9,29 +9,55 @@
 # Every step skips work whose outputs exist, so running the same command again after
 # an interruption continues where it stopped. The loop stops at the first failing step.
 # Extra flags for every script go in EXTRA_ARGS (e.g. "--epochs 5 --work_dir runs2").
+# Training the T nets of an iteration at once, in several train_net.py processes:
+#   PARALLEL=k              k processes per device (default 1: one process trains the nets in turn)
+#   bash iter_all.sh 0,1 T  spread the nets over several GPUs (PARALLEL processes on each)
+# Nets are dealt to the processes in turn (net n to process n mod their number); every net is
+# seeded by itself, so the results are the same as one process's. Each process's output is
+# shown when it ends. On the CPU each process gets an equal share of the cores
+# (OMP_NUM_THREADS, unless it is set). Testing and selecting run on the first device.
 set -euo pipefail
 cd "$(dirname "$0")"
 # Ctrl-C stops the loop after the running step, even when that step was already exiting
 # (Python then swallows the interrupt, exits 0, and bash alone would go on to the next step).
-trap 'echo "iter_all.sh: interrupted; run the same command again to continue." >&2; exit 130' INT
+WORKERS=()  # train_net.py processes running in the background (PARALLEL)
+LOG_DIR=""
+stop_workers() {  # background processes ignore Ctrl-C, so they are stopped here
+    if [ ${#WORKERS[@]} -gt 0 ]; then
+        kill "${WORKERS[@]}" 2>/dev/null || true
+        wait "${WORKERS[@]}" 2>/dev/null || true
+    fi
+}
+trap 'stop_workers; echo "iter_all.sh: interrupted; run the same command again to continue." >&2; exit 130' INT
+trap 'stop_workers; exit 143' TERM
+trap '[ -z "$LOG_DIR" ] || rm -rf "$LOG_DIR"' EXIT
 
 if [ $# -ne 2 ]; then
-    echo "usage: bash iter_all.sh GPU_ID T   (GPU_ID: a CUDA device number or 'cpu'; T: 1..12 target models)" >&2
+    echo "usage: bash iter_all.sh GPU_ID T   (GPU_ID: a CUDA device number, several as 0,1, or 'cpu';" \
+         "T: 1..12 target models)" >&2
     exit 2
 fi
 GPU_ID=$1
 T=$2
+PARALLEL=${PARALLEL:-1}
 if ! [[ "$T" =~ ^[0-9]+$ ]] || [ "$T" -lt 1 ] || [ "$T" -gt 12 ]; then
     echo "error: T must be a number of target models between 1 and 12, got '$T'." >&2
     exit 2
 fi
+if ! [[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: PARALLEL must be a positive number of training processes per device, got '$PARALLEL'." >&2
+    exit 2
+fi
 if [ "$GPU_ID" = cpu ]; then
     DEVICE=cpu
-elif [[ "$GPU_ID" =~ ^[0-9]+$ ]]; then
-    export CUDA_VISIBLE_DEVICES=$GPU_ID
+    GPUS=()
+elif [[ "$GPU_ID" =~ ^[0-9]+(,[0-9]+)*$ ]]; then
+    IFS=, read -r -a GPUS <<< "$GPU_ID"
+    # Each process sees one GPU as "cuda"; testing and selecting use the first.
+    export CUDA_VISIBLE_DEVICES=${GPUS[0]}
     DEVICE=cuda
 else
-    echo "error: GPU_ID must be a CUDA device number or 'cpu', got '$GPU_ID'." >&2
+    echo "error: GPU_ID must be a CUDA device number, a list of them such as 0,1, or 'cpu'; got '$GPU_ID'." >&2
     exit 2
 fi
 
@@ -50,6 +76,8 @@ print(preset_from_args(args).al_iters - 1)" --preset "$PRESET" "${EXTRA[@]}")
 ITERS=${ITERS:-$(seq -s ' ' 0 "$LAST_ITER")}
 NETS=$(seq -s ' ' 0 $((T - 1)))
 COMMON=(--preset "$PRESET" --model_num "$T" --device "$DEVICE" "${EXTRA[@]}")
+N_DEVICES=$(( ${#GPUS[@]} > 0 ? ${#GPUS[@]} : 1 ))
+N_WORKERS=$(( N_DEVICES * PARALLEL < T ? N_DEVICES * PARALLEL : T ))
 
 step() {  # run one step; on failure name it and stop the loop
     if ! "$PYTHON" "$@"; then
@@ -60,14 +88,54 @@ step() {  # run one step; on failure name it and stop the loop
 
 wanted() { [[ " $ITERS " == *" $1 "* ]]; }
 
+train_nets() {  # train nets 0..T-1 of one iteration ("$@": --dataset ... --al_iter ...)
+    if [ "$N_WORKERS" -eq 1 ]; then
+        # shellcheck disable=SC2086
+        step train_net.py "$@" --net_id $NETS "${COMMON[@]}"
+        return
+    fi
+    [ -n "$LOG_DIR" ] || LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/iter_all.XXXXXX")
+    local w nets where logs=() names=() failed=0
+    # An equal share of the cores for each CPU process, unless OMP_NUM_THREADS says otherwise.
+    local threads=$(( $(nproc) / N_WORKERS > 0 ? $(nproc) / N_WORKERS : 1 ))
+    WORKERS=()
+    for ((w = 0; w < N_WORKERS; w++)); do
+        nets=$(seq -s ' ' "$w" "$N_WORKERS" $((T - 1)))
+        logs+=("$LOG_DIR/train$w.log")
+        if [ "$DEVICE" = cpu ]; then
+            where="cpu, ${OMP_NUM_THREADS:-$threads} thread(s)"
+            # shellcheck disable=SC2086
+            OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads} \
+                "$PYTHON" train_net.py "$@" --net_id $nets "${COMMON[@]}" > "${logs[w]}" 2>&1 &
+        else
+            where="GPU ${GPUS[w % N_DEVICES]}"
+            # shellcheck disable=SC2086
+            CUDA_VISIBLE_DEVICES=${GPUS[w % N_DEVICES]} \
+                "$PYTHON" train_net.py "$@" --net_id $nets "${COMMON[@]}" > "${logs[w]}" 2>&1 &
+        fi
+        WORKERS+=($!)
+        names+=("train_net.py $* --net_id $nets")
+        echo "iter_all.sh: training nets $nets on $where"
+    done
+    for ((w = 0; w < N_WORKERS; w++)); do
+        if wait "${WORKERS[w]}"; then
+            cat "${logs[w]}"
+        else
+            cat "${logs[w]}" >&2
+            echo "iter_all.sh: step failed: $PYTHON ${names[w]}" >&2
+            failed=1
+        fi
+    done
+    WORKERS=()
+    [ "$failed" -eq 0 ] || exit 1
+}
+
 for D in $DATASETS; do
-    # shellcheck disable=SC2086
-    step train_net.py --dataset "$D" --al_iter 0 --net_id $NETS "${COMMON[@]}"
+    train_nets --dataset "$D" --al_iter 0
     for M in $METHODS; do
         for I in $ITERS; do
             if [ "$I" -gt 0 ]; then
-                # shellcheck disable=SC2086
-                step train_net.py --dataset "$D" --method "$M" --al_iter "$I" --net_id $NETS "${COMMON[@]}"
+                train_nets --dataset "$D" --method "$M" --al_iter "$I"
             fi
             step test_multi_models.py --dataset "$D" --method "$M" --al_iter "$I" "${COMMON[@]}"
             if [ "$I" -lt "$LAST_ITER" ] && wanted $((I + 1)); then

@@ -1,6 +1,8 @@
 """SPEC sections 4-6 end to end: train_net.py, al_select.py, test_multi_models.py, iter_all.sh."""
 import json
+import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -158,7 +160,7 @@ def test_changed_settings_in_one_run_folder_are_refused(quick_run):
 def _loop(home, methods="random DIAM", env=None):
     return subprocess.run(
         ["bash", str(PROJECT / "iter_all.sh"), "cpu", "2"], cwd=home, capture_output=True, text=True, timeout=900,
-        env={**__import__("os").environ, "PYTHON": __import__("sys").executable, "PRESET": "quick",
+        env={**os.environ, "PYTHON": sys.executable, "PRESET": "quick",
              "DATASETS": "digits", "METHODS": methods, "DIAM_WORK_DIR": str(home / "runs"),
              "EXTRA_ARGS": "--al_iters 2 --epochs 4", "HOME": str(home), "https_proxy": "http://127.0.0.1:9",
              **(env or {})})
@@ -179,10 +181,69 @@ def test_iter_all_runs_the_loop_and_resumes_after_losing_the_last_step(tmp_path)
     np.testing.assert_array_equal(np.loadtxt(results / "DIAM" / "1" / "performances.txt"), final["DIAM"])
 
 
-def test_iter_all_stops_at_the_first_failing_step(tmp_path):
-    result = _loop(tmp_path, methods="random", env={"DATASETS": "mnist"})
+@pytest.mark.parametrize("parallel", ["1", "2"])
+def test_iter_all_stops_at_the_first_failing_step(tmp_path, parallel):
+    result = _loop(tmp_path, methods="random", env={"DATASETS": "mnist", "PARALLEL": parallel})
     assert result.returncode != 0
     assert "step failed" in result.stderr and "could not be downloaded" in result.stderr
+    assert "test_multi_models.py" not in result.stdout + result.stderr  # nothing ran after the failed training
+
+
+RECORDING_PYTHON = """#!/bin/bash
+# Stands in for python: the preset has 2 iterations; each step logs where it would run, then succeeds.
+if [ "$1" = "-c" ]; then echo 1; exit 0; fi
+echo "gpu=${CUDA_VISIBLE_DEVICES:-none} threads=${OMP_NUM_THREADS:-unset} $*" >> "$STEPS_LOG"
+"""
+
+
+def _recorded_loop(tmp_path, gpu_id, model_num, parallel, env=None):
+    stub = tmp_path / "python-stub"
+    stub.write_text(RECORDING_PYTHON)
+    stub.chmod(0o755)
+    log = tmp_path / "steps.log"
+    result = subprocess.run(
+        ["bash", str(PROJECT / "iter_all.sh"), gpu_id, str(model_num)], cwd=tmp_path, capture_output=True,
+        text=True, timeout=60,
+        env={**os.environ, "PYTHON": str(stub), "STEPS_LOG": str(log), "PARALLEL": parallel,
+             "DATASETS": "digits", "METHODS": "DIAM", **(env or {})})
+    assert result.returncode == 0, result.stderr
+    return sorted(log.read_text().splitlines())
+
+
+def _net_ids(line):
+    return line.split("--net_id ")[1].split(" --preset")[0]
+
+
+def test_parallel_training_deals_the_nets_over_gpus_and_processes(tmp_path):
+    steps = _recorded_loop(tmp_path, "0,1", 5, "2")
+    train = [s for s in steps if "train_net.py" in s and "--al_iter 0" in s]
+    # Four processes (2 GPUs x 2), net n in process n mod 4, process w on GPU w mod 2.
+    assert sorted((s.split()[0], _net_ids(s)) for s in train) == \
+        [("gpu=0", "0 4"), ("gpu=0", "2"), ("gpu=1", "1"), ("gpu=1", "3")]
+    assert all("--device cuda" in s for s in steps)
+    later = [s for s in steps if "train_net.py" not in s]  # testing and selecting: on the first GPU
+    assert later and all(s.startswith("gpu=0 ") for s in later)
+
+
+def test_parallel_training_on_the_cpu_shares_the_cores(tmp_path):
+    nproc = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout)
+    steps = _recorded_loop(tmp_path, "cpu", 3, "2", env={"OMP_NUM_THREADS": ""})
+    train = [s for s in steps if "train_net.py" in s and "--al_iter 0" in s]
+    assert sorted(_net_ids(s) for s in train) == ["0 2", "1"]
+    assert all(s.startswith(f"gpu=none threads={max(1, nproc // 2)} ") and "--device cpu" in s for s in train)
+    # With one process per device (the default) one call trains every net.
+    (tmp_path / "default").mkdir()
+    steps = _recorded_loop(tmp_path / "default", "cpu", 3, "1")
+    assert [_net_ids(s) for s in steps if "train_net.py" in s and "--al_iter 0" in s] == ["0 1 2"]
+
+
+@pytest.mark.parametrize("gpu_id, parallel, message", [("0,,1", "1", "GPU_ID must be"), ("cuda", "1", "GPU_ID must be"),
+                                                      ("cpu", "0", "PARALLEL must be"),
+                                                      ("cpu", "two", "PARALLEL must be")])
+def test_iter_all_refuses_bad_devices_and_parallel_counts(tmp_path, gpu_id, parallel, message):
+    result = subprocess.run(["bash", str(PROJECT / "iter_all.sh"), gpu_id, "2"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "PARALLEL": parallel})
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and message in result.stderr
 
 
 def test_finished_steps_are_skipped_without_loading_torch(quick_run, tmp_path):

@@ -277,6 +277,28 @@ def test_ctrl_c_stops_the_loop_even_when_the_running_step_swallows_it(tmp_path, 
     assert len(ran) == 1 and ran[0].startswith("train_net.py"), ran  # no step after the interrupt
 
 
+def test_parallel_training_stops_on_ctrl_c_and_resumes_to_the_sequential_result(reference, tmp_path, spawned):
+    _, ref_outputs = reference
+    proc = start_loop(tmp_path, 2, spawned, env={"PARALLEL": "2"})
+    deadline = time.monotonic() + 120
+    # Both nets of iteration 0 train at once, one process each...
+    while len([m for m in _group_members(proc.pid) if "train_net.py" in m[1]]) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, \
+            f"two train_net.py processes never ran at once:\n{logs(proc)}"
+        time.sleep(0.02)
+    # ...and Ctrl-C stops them too, although background processes of a script ignore it.
+    stop(proc, signal.SIGINT)
+    assert proc.returncode == 130, logs(proc)
+    assert not (tmp_path / RUNS_QUICK / "digits/models/iter0/net1.pt").exists(), "the interrupt came too late"
+
+    final = start_loop(tmp_path, 2, spawned, tag="-final", env={"PARALLEL": "2"})
+    finish(final)
+    out = final.logs[0].read_text()
+    assert "training nets 0 on cpu" in out and "training nets 1 on cpu" in out, out
+    # Every net is seeded by itself: the same files, bit for bit, as one process training both.
+    assert_same_outputs(outputs(tmp_path / "runs"), ref_outputs)
+
+
 # ------------------------------------------------------------------ 2. two loops, one folder
 def _wait_until_both_wait(procs, timeout=120):
     """Until each loop has a train_net.py process that has used no CPU for a second (waiting on a lock)."""
