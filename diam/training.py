@@ -38,9 +38,17 @@ class PoolPredictions:
         return {k: v for k, v in vars(self).items() if v is not None}
 
 
+def fast_path(device: torch.device) -> bool:
+    """bf16 autocast and channels_last pay off on CUDA tensor cores; on the CPU they would only slow these nets."""
+    return device.type == "cuda"
+
+
 def autocast(device: torch.device):
-    # bf16 autocast pays off on CUDA tensor cores; on the CPU it would only slow these nets.
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=fast_path(device))
+
+
+def to_input_layout(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if fast_path(x.device) else x
 
 
 def parameter_groups(net: nn.Module, weight_decay: float):
@@ -65,8 +73,7 @@ def predict(net, images, size, batch, want_probs=False, want_features=False, gen
         chunk = images[start:start + batch]
         x = train_transform(chunk, size, generator, crop_scale_min) if generator is not None \
             else eval_transform(chunk, size)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_input_layout(x)
         with autocast(device):
             features, logits = features_and_logits(net, x)
         logits = logits.float()
@@ -85,7 +92,7 @@ def evaluate(net, images, labels, size, batch):
     net.eval()
     correct1 = correct5 = 0
     for start in range(0, len(images), batch):
-        x = eval_transform(images[start:start + batch], size)
+        x = to_input_layout(eval_transform(images[start:start + batch], size))
         with autocast(images.device):
             logits = net(x).float()
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -105,7 +112,7 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
     """Train `net` in place on data.pool[labeled]; return what `record` asks for."""
     device = data.pool_images.device
     net.to(device)
-    if device.type == "cuda":
+    if fast_path(device):
         net.to(memory_format=torch.channels_last)
     generator = torch.Generator(device=device).manual_seed(preset.seed)
     labeled = labeled.to(device)
@@ -128,8 +135,7 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
             if preset.shuffle_epochs else labeled
         for idx in _batches(order, preset.train_batch):
             x = train_transform(data.pool_images[idx], size, generator, preset.crop_scale_min)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = to_input_layout(x)
             with autocast(device):
                 loss = criterion(net(x).float(), data.pool_labels[idx])
             optimizer.zero_grad(set_to_none=True)

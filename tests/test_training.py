@@ -1,0 +1,44 @@
+"""The training loop's GPU fast path (bf16 autocast, channels_last), run on the CPU.
+
+No GPU is needed to check that the fast path trains and records what selection reads:
+autocast and channels_last exist on the CPU too, so the path is switched on here.
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from diam import models, training
+from diam.data import load_dataset
+from diam.presets import PRESETS
+from diam.training import Record, evaluate, train_target_net
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast_path"])
+def test_training_records_what_selection_reads_on_either_path(monkeypatch, fast):
+    monkeypatch.setattr(training, "fast_path", lambda device: fast)
+    preset = dataclasses.replace(PRESETS["quick"], epochs=4, pool_size=400, test_size=200)
+    data = load_dataset("digits", pool_size=preset.pool_size, test_size=preset.test_size)
+    labeled, unlabeled = torch.arange(100), torch.arange(100, 400)
+    torch.manual_seed(0)
+    net = models.build_net(0, data.n_classes, preset.dropout)
+    conv_dtypes = []
+    net.first_conv.register_forward_hook(lambda module, inputs, output: conv_dtypes.append(output.dtype))
+
+    out = train_target_net(net, data, labeled, unlabeled, preset, preset.image_size,
+                           Record(snapshots=True, probs=True, features=True))
+
+    # The path asked for is the path taken: bf16 activations and channels_last weights only on the fast path.
+    assert set(conv_dtypes) == {torch.bfloat16 if fast else torch.float32}
+    assert net.first_conv.conv.weight.is_contiguous(memory_format=torch.channels_last) == fast
+    # Records keep their dtypes and shapes whatever the compute precision.
+    assert out.snapshot_labels.shape == (preset.snapshot_epochs, 300) and out.snapshot_labels.dtype == np.uint8
+    assert out.unlabeled_probs.shape == (300, 10) and out.unlabeled_probs.dtype == np.float32
+    np.testing.assert_allclose(out.unlabeled_probs.sum(1), 1, atol=1e-5)
+    assert out.pool_features.shape[0] == 400 and out.pool_features.dtype == np.float16
+    assert np.isfinite(out.pool_features).all()
+    # The last snapshot comes from the same pass as the probabilities.
+    np.testing.assert_array_equal(out.snapshot_labels[-1], out.unlabeled_probs.argmax(1))
+    top1, top5 = evaluate(net, data.test_images, data.test_labels, preset.image_size, preset.eval_batch)
+    assert 0 <= top1 <= top5 <= 100
