@@ -1,7 +1,8 @@
 """Wall clock of one whole active-learning iteration, run through the scripts as a user runs them (a benchmark).
 
     python bench/bench_iteration.py [--models 2] [--preset quick] [--dataset digits] [--device cpu]
-                                    [--repeats 1] [--threads N] [--work_dir DIR] [--keep]
+                                    [--repeats 1] [--threads N] [--parallel 1 2] [--gpus 0]
+                                    [--work_dir DIR] [--keep]
 
 In a temporary --work_dir: train_net.py trains nets 0..T-1 for iteration 0 (one
 call, every net in it), test_multi_models.py tests them (once, as method random:
@@ -9,6 +10,13 @@ iteration 0's models are shared by every method), then al_select.py selects the
 next batch with each of the 7 methods. Every step is a fresh Python process,
 timed from launch to exit. With --repeats R the whole iteration runs R times,
 each in a new work_dir, and the table gives the median (and min/max).
+
+Concurrent training: iteration 0 (train T nets, test them) run through
+`iter_all.sh` as a user runs it, with PARALLEL=k for each --parallel value k, in a
+fresh work_dir each, --repeats times with the k values taking turns. k = 1 is one
+process training the nets in turn with torch's default threads; k > 1 is k processes
+per device (on the CPU, iter_all.sh gives each an equal share of the cores; on CUDA,
+--gpus lists the GPUs, e.g. 0,1).
 
 Start-up overhead: a bare interpreter; each script (train, test, select) called
 again, so that it finds its work already done and exits; `import torch`; and the
@@ -70,6 +78,21 @@ def iteration(args, work_dir: Path, env) -> list[tuple[str, float, str]]:
     return out
 
 
+def loop_iteration0(args, work_dir: Path, parallel: int, env) -> float:
+    """Seconds of `PARALLEL=k bash iter_all.sh` running iteration 0 only (train, test)."""
+    loop_env = dict(env, PARALLEL=str(parallel), PYTHON=args.python, PRESET=args.preset, DATASETS=args.dataset,
+                    METHODS="random", ITERS="0", EXTRA_ARGS=f"--work_dir {work_dir}")
+    loop_env.pop("OMP_NUM_THREADS", None)  # k = 1 uses every core; k > 1 shares them out (iter_all.sh)
+    gpu_id = "cpu" if args.device == "cpu" else args.gpus
+    seconds, text = run_timed(["bash", str(REPO / "iter_all.sh"), gpu_id, str(args.models)], loop_env)
+    if "mean top-1" not in text:
+        sys.exit(f"iter_all.sh did not test iteration 0 in {work_dir}:\n{text[-2000:]}")
+    workers = [line.split("iter_all.sh: ", 1)[1] for line in text.splitlines() if "iter_all.sh: training" in line]
+    print(f"  PARALLEL={parallel:<3} {seconds:8.2f} s   {'; '.join(workers) or 'one process, every net in turn'}",
+          flush=True)
+    return seconds
+
+
 def startup_costs(args, work_dir: Path, env) -> list[tuple[str, list[float]]]:
     """Seconds of calls that do no work: a bare interpreter, each script finding its outputs, the imports."""
     steps = step_commands(args, work_dir)
@@ -108,6 +131,9 @@ def parse_args():
     p.add_argument("--startup_repeats", type=int, default=3, help="repeats of each start-up measurement")
     p.add_argument("--threads", type=int, default=None,
                    help="set OMP_NUM_THREADS for the scripts (default: leave the environment as it is)")
+    p.add_argument("--parallel", type=int, nargs="*", default=[1, 2],
+                   help="PARALLEL values for iteration 0 through iter_all.sh (default: 1 2; none: skip)")
+    p.add_argument("--gpus", default="0", help="iter_all.sh's GPU_ID with --device cuda (default: 0; e.g. 0,1)")
     p.add_argument("--work_dir", default=None, help="parent of the run folders (default: a new temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the run folders")
     p.add_argument("--python", default=sys.executable, help="interpreter for the scripts (default: this one)")
@@ -115,8 +141,8 @@ def parse_args():
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    if args.models < 1 or args.repeats < 1 or args.startup_repeats < 1:
-        p.error("--models, --repeats and --startup_repeats must be positive")
+    if args.models < 1 or args.repeats < 1 or args.startup_repeats < 1 or any(k < 1 for k in args.parallel):
+        p.error("--models, --repeats, --startup_repeats and --parallel must be positive")
     return args
 
 
@@ -141,6 +167,15 @@ def main():
         start = time.perf_counter()
         runs.append(iteration(args, work_dir, env))
         print(f"  {'iteration total':<36} {time.perf_counter() - start:8.2f} s\n", flush=True)
+    loop_times = []
+    if args.parallel:
+        print(f"iteration 0 (train {args.models} nets, test) through iter_all.sh, by PARALLEL", flush=True)
+        runs_by_k = {k: [] for k in args.parallel}
+        for r in range(args.repeats):  # the k values take turns, so a change in load hits them alike
+            for k in args.parallel:
+                runs_by_k[k].append(loop_iteration0(args, parent / f"parallel{k}-repeat{r}", k, env))
+        loop_times = list(runs_by_k.items())
+        print()
     startup = startup_costs(args, parent / "repeat0", env)
     if not args.keep and not args.work_dir:
         shutil.rmtree(parent, ignore_errors=True)
@@ -159,6 +194,13 @@ def main():
     selects = [statistics.median(per_step[n]) for n in names if n.startswith("al_select.py")]
     print(f"{'  of which the 7 al_select.py calls' if len(selects) == 7 else '  of which al_select.py calls':<40} "
           f"{sum(selects):>15.2f}")
+    if loop_times:
+        print(f"\niteration 0 through iter_all.sh (train {args.models} nets + test)")
+        base = statistics.median(loop_times[0][1])
+        for k, times in loop_times:
+            median = statistics.median(times)
+            print(f"{f'PARALLEL={k}':<40} {median:>15.2f} {min(times):>8.2f} {max(times):>8.2f}   "
+                  f"x{base / median:.2f} vs PARALLEL={loop_times[0][0]}")
     print(f"\nstart-up overhead (median of {args.startup_repeats})")
     for name, times in startup:
         print(f"{name:<40} {statistics.median(times):>15.2f} {min(times):>8.2f} {max(times):>8.2f}")
