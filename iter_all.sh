@@ -13,9 +13,9 @@
 #   PARALLEL=k              k processes per device (default 1: one process trains the nets in turn)
 #   bash iter_all.sh 0,1 T  spread the nets over several GPUs (PARALLEL processes on each)
 # Nets are dealt to the processes in turn (net n to process n mod their number); every net is
-# seeded by itself, so the results are the same as one process's. Each process's output is
-# shown when it ends. On the CPU each process gets an equal share of the cores
-# (OMP_NUM_THREADS, unless it is set). Testing and selecting run on the first device.
+# seeded by itself, so with the same threads per process the files are those of one process.
+# Each process's output is shown when it ends. On the CPU each process gets an equal share of
+# the cores (OMP_NUM_THREADS, unless it is set). Testing and selecting run on the first device.
 set -euo pipefail
 cd "$(dirname "$0")"
 # Ctrl-C stops the loop after the running step, even when that step was already exiting
@@ -95,7 +95,7 @@ train_nets() {  # train nets 0..T-1 of one iteration ("$@": --dataset ... --al_i
         return
     fi
     [ -n "$LOG_DIR" ] || LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/iter_all.XXXXXX")
-    local w nets where logs=() names=() failed=0
+    local w nets place where logs=() names=() failed=0
     # An equal share of the cores for each CPU process, unless OMP_NUM_THREADS says otherwise.
     local threads=$(( $(nproc) / N_WORKERS > 0 ? $(nproc) / N_WORKERS : 1 ))
     WORKERS=()
@@ -103,16 +103,14 @@ train_nets() {  # train nets 0..T-1 of one iteration ("$@": --dataset ... --al_i
         nets=$(seq -s ' ' "$w" "$N_WORKERS" $((T - 1)))
         logs+=("$LOG_DIR/train$w.log")
         if [ "$DEVICE" = cpu ]; then
+            place=("OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}")
             where="cpu, ${OMP_NUM_THREADS:-$threads} thread(s)"
-            # shellcheck disable=SC2086
-            OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads} \
-                "$PYTHON" train_net.py "$@" --net_id $nets "${COMMON[@]}" > "${logs[w]}" 2>&1 &
         else
+            place=("CUDA_VISIBLE_DEVICES=${GPUS[w % N_DEVICES]}")
             where="GPU ${GPUS[w % N_DEVICES]}"
-            # shellcheck disable=SC2086
-            CUDA_VISIBLE_DEVICES=${GPUS[w % N_DEVICES]} \
-                "$PYTHON" train_net.py "$@" --net_id $nets "${COMMON[@]}" > "${logs[w]}" 2>&1 &
         fi
+        # shellcheck disable=SC2086
+        env "${place[@]}" "$PYTHON" train_net.py "$@" --net_id $nets "${COMMON[@]}" > "${logs[w]}" 2>&1 &
         WORKERS+=($!)
         names+=("train_net.py $* --net_id $nets")
         echo "iter_all.sh: training nets $nets on $where"

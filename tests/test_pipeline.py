@@ -167,7 +167,10 @@ def _loop(home, methods="random DIAM", env=None):
 
 
 def test_iter_all_runs_the_loop_and_resumes_after_losing_the_last_step(tmp_path):
-    first = _loop(tmp_path)
+    # Two training processes, one core each: the everyday use of PARALLEL (the sequential
+    # loop is the reference run of test_reliability.py), and a shorter test.
+    parallel = {"PARALLEL": "2"}
+    first = _loop(tmp_path, env=parallel)
     assert first.returncode == 0, first.stderr
     results = tmp_path / "runs" / "quick" / "extracted_results" / "2" / "digits"
     final = {m: np.loadtxt(results / m / "1" / "performances.txt") for m in ("random", "DIAM")}
@@ -175,9 +178,9 @@ def test_iter_all_runs_the_loop_and_resumes_after_losing_the_last_step(tmp_path)
     # Lose the last step's outputs (and one of its checkpoints), then run the same command.
     (results / "DIAM" / "1" / "performances.txt").unlink()
     (tmp_path / "runs" / "quick" / "digits" / "models" / "T2" / "DIAM" / "iter1" / "net1.pt").unlink()
-    second = _loop(tmp_path)
+    second = _loop(tmp_path, env=parallel)
     assert second.returncode == 0, second.stderr
-    assert "already done" in second.stdout
+    assert "already done" in second.stdout and "training nets 1 on cpu" in second.stdout
     np.testing.assert_array_equal(np.loadtxt(results / "DIAM" / "1" / "performances.txt"), final["DIAM"])
 
 
