@@ -22,7 +22,7 @@ from .paths import (RunPaths, check_run_config, default_work_dir, read_indices, 
                     write_indices, write_json, write_npz, write_text, atomic_write)
 from .presets import DATASETS, MAX_MODELS, METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, preset_from_args
 from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs
-from .training import Record, evaluate, predict, train_target_net
+from .training import Record, evaluate, predict, to_device, train_target_net
 
 
 class Run:
@@ -109,7 +109,7 @@ class Run:
         except Exception as err:  # unpickling, missing keys, shape mismatch: all mean a bad file
             raise UserError(f"the checkpoint {path} is damaged or belongs to another net ({err}). Delete it "
                             f"and rerun train_net.py --net_id {net_id} --al_iter {self.al_iter}.") from None
-        return net.to(self.device), info
+        return to_device(net, self.device), info
 
 
 # ---------------------------------------------------------------- training

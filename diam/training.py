@@ -47,6 +47,12 @@ def autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=fast_path(device))
 
 
+def to_device(net: nn.Module, device: torch.device) -> nn.Module:
+    """The net on `device`, in the memory layout its inputs will have there."""
+    net.to(device)
+    return net.to(memory_format=torch.channels_last) if fast_path(device) else net
+
+
 def to_input_layout(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if fast_path(x.device) else x
 
@@ -111,9 +117,7 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
                      preset: Preset, size: int, record: Record, desc: str = "train") -> PoolPredictions:
     """Train `net` in place on data.pool[labeled]; return what `record` asks for."""
     device = data.pool_images.device
-    net.to(device)
-    if fast_path(device):
-        net.to(memory_format=torch.channels_last)
+    to_device(net, device)
     generator = torch.Generator(device=device).manual_seed(preset.seed)
     labeled = labeled.to(device)
     steps_per_epoch = len(_batches(labeled, preset.train_batch))
