@@ -27,11 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diam import models  # noqa: E402
-from diam.errors import UserError  # noqa: E402
 from diam.presets import PRESETS  # noqa: E402
 from diam.strategies import STRATEGIES, SelectionInputs  # noqa: E402
 from diam.training import predict, to_device  # noqa: E402
-from machine import cpu_model, load_average_lines  # noqa: E402  (bench/machine.py)
+from machine import cpu_model, device_line, load_average_lines, net_ids, torch_device  # noqa: E402
 
 PAPER = PRESETS["paper"]
 IMAGE_SIDE = 28  # MNIST, KMNIST and Fashion-MNIST images
@@ -65,15 +64,10 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=3, help="timed passes per net; the table gives the median")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's own choice (default)")
     args = p.parse_args()
-    if args.nets == ["all"]:
-        args.nets = list(range(len(models.OFA_IDS)))
-    else:
-        try:
-            args.nets = [int(n) for n in args.nets]
-            for n in args.nets:
-                models.check_net_id(n)
-        except (ValueError, UserError) as err:
-            p.error(f"--nets: {err}")
+    try:
+        args.nets = net_ids(args.nets)
+    except ValueError as err:
+        p.error(f"--nets: {err}")
     args.pool = args.pool or (57000 if args.device.startswith("cuda") else 1000)
     if args.pool < 2 or args.batch < 1 or args.query < 1 or args.repeats < 1 or args.threads < 0:
         p.error("--pool >= 2, --batch >= 1, --query >= 1, --repeats >= 1 and --threads >= 0")
@@ -82,14 +76,10 @@ def parse_args():
 
 def main():
     args = parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: PyTorch sees no GPU here")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = torch_device(args.device, args.threads)
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
           f"intra-op threads {torch.get_num_threads()}")
-    print(f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(device_line(device))
     print("\n".join(load_average_lines()))
     print(f"pool passes: {args.pool:,} images of {IMAGE_SIDE}x{IMAGE_SIDE}, batch {args.batch}, each net at its "
           f"paper input size, median of {args.repeats}; then entropy picks {min(args.query, args.pool):,} "

@@ -45,8 +45,8 @@ from diam.augment import BRIGHTNESS, IMAGENET_MEAN, IMAGENET_STD, train_transfor
 from diam.data import load_dataset  # noqa: E402
 from diam.errors import UserError  # noqa: E402
 from diam.presets import PRESETS  # noqa: E402
-from machine import cpu_model, load_average_lines  # noqa: E402  (bench/machine.py)
-from diam.training import autocast, parameter_groups  # noqa: E402
+from machine import cpu_model, device_line, load_average_lines, net_ids, torch_device  # noqa: E402
+from diam.training import autocast, parameter_groups, to_device, to_input_layout  # noqa: E402
 
 PAPER = PRESETS["paper"]
 SEED = 0
@@ -116,17 +116,14 @@ class Trainer:
     def __init__(self, net_id: int, n_classes: int, device: torch.device):
         torch.manual_seed(SEED)
         self.device = device
-        self.net = models.build_net(net_id, n_classes, PAPER.dropout).to(device)
-        if device.type == "cuda":
-            self.net.to(memory_format=torch.channels_last)
+        self.net = to_device(models.build_net(net_id, n_classes, PAPER.dropout), device)
         self.net.train()
         self.optimizer = torch.optim.SGD(parameter_groups(self.net, PAPER.weight_decay), lr=PAPER.lr,
                                          momentum=PAPER.momentum, nesterov=True)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=PAPER.label_smoothing)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_input_layout(x)
         with autocast(self.device):
             loss = self.criterion(self.net(x).float(), y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -207,7 +204,7 @@ def machine_description(device: torch.device, threads: int) -> list[str]:
     lines = [f"machine: {cpu}, {os.cpu_count()} logical CPUs; torch intra-op threads {threads}",
              f"python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
              f"Pillow {PIL.__version__}",
-             f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")]
+             device_line(device)]
     return lines + load_average_lines()
 
 
@@ -234,15 +231,10 @@ def parse_args():
     p.add_argument("--data_root", default=None,
                    help="folder holding FashionMNIST/raw (default: $DIAM_DATA_ROOT, ./data or ../shared/datasets)")
     args = p.parse_args()
-    if args.nets == ["all"]:
-        args.nets = list(range(len(models.OFA_IDS)))
-    else:
-        try:
-            args.nets = [int(n) for n in args.nets]
-            for n in args.nets:
-                models.check_net_id(n)
-        except (ValueError, UserError) as err:
-            p.error(f"--nets: {err}")
+    try:
+        args.nets = net_ids(args.nets)
+    except ValueError as err:
+        p.error(f"--nets: {err}")
     if args.batch < 2 or args.steps < 1 or args.warmup < 0 or args.prefetch < 1 or args.aug_repeats < 1 \
             or min(args.workers) < 0:
         p.error("--batch >= 2, --steps >= 1, --warmup >= 0, --prefetch >= 1, --aug_repeats >= 1, --workers >= 0")
@@ -251,11 +243,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: PyTorch sees no GPU here")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = torch_device(args.device, args.threads)
     began = time.perf_counter()
     print("\n".join(machine_description(device, torch.get_num_threads())))
     data, description = load_pool(pick_data_root(args.data_root))

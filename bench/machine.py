@@ -1,6 +1,7 @@
-"""What every benchmark prints about the machine it ran on."""
+"""What the benchmarks share: the machine they ran on, the device, the nets they time."""
 import os
 import platform
+import sys
 
 
 def cpu_model() -> str:
@@ -17,3 +18,35 @@ def load_average_lines() -> list[str]:
         return [f"load average at start (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}"]
     except OSError:
         return []
+
+
+def torch_device(name: str, threads: int = 0):
+    """The torch device to time on (exits when a GPU is asked for and absent); threads > 0 sets torch's."""
+    import torch
+
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"--device {name}: PyTorch sees no GPU here")
+    if threads:
+        torch.set_num_threads(threads)
+    return device
+
+
+def device_line(device) -> str:
+    import torch
+
+    device = torch.device(device)
+    return f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+
+
+def net_ids(values: list[str]) -> list[int]:
+    """A --nets list: 'all', or target net ids; ValueError names a bad one."""
+    from diam.models import OFA_IDS
+
+    if values == ["all"]:
+        return list(range(len(OFA_IDS)))
+    ids = [int(v) for v in values]
+    for net_id in ids:
+        if not 0 <= net_id < len(OFA_IDS):
+            raise ValueError(f"there is no net {net_id}: the target nets are 0..{len(OFA_IDS) - 1}")
+    return ids

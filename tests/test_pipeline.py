@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import PROJECT, assert_clean_error, run_script
 from diam import cli
