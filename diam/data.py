@@ -104,11 +104,14 @@ def _place_gz_files(name: str, root: Path) -> Path:
     `root` is read-only (a shared dataset folder, say).
     """
     cls = TORCHVISION_DATASETS[name][0]
+    files = _expected_files(name)
     places = [root / cls.__name__ / "raw", root, root / cls.__name__, *SYSTEM_LOCATIONS.get(name, [])]
+    if all((places[0] / filename).exists() for filename in files):
+        return root  # unpacked already, as torchvision leaves a folder it downloaded into
     target = root if _writable(root) else unpack_cache()
     raw = target / cls.__name__ / "raw"
-    for filename in _expected_files(name):
-        if (raw / filename).exists() or (root / cls.__name__ / "raw" / filename).exists():
+    for filename in files:
+        if (raw / filename).exists():
             continue
         source = next((p / (filename + ".gz") for p in places if (p / (filename + ".gz")).exists()), None)
         if source is None:

@@ -45,6 +45,35 @@ def test_fashion_mnist_gz_files_alone_are_found_and_unpacked(tmp_path):
     assert d.pool_images.dtype == torch.uint8
 
 
+@pytest.mark.parametrize("unpacked", [False, True], ids=["gz_only", "already_unpacked"])
+def test_a_read_only_data_folder_is_read_and_never_written(tmp_path, monkeypatch, unpacked):
+    shared, cache = tmp_path / "shared", tmp_path / "cache"
+    raw = shared / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    monkeypatch.setenv("DIAM_CACHE", str(cache))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 50), ("t10k", 20)):
+        _write_idx(raw / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 0x803)
+        _write_idx(raw / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)), 0x801)
+        if unpacked:  # as torchvision leaves a folder it downloaded into
+            for kind in ("images-idx3", "labels-idx1"):
+                gz = raw / f"{split}-{kind}-ubyte.gz"
+                gz.with_suffix("").write_bytes(gzip.decompress(gz.read_bytes()))
+    before = sorted(p.name for p in raw.iterdir())
+    for folder in (raw, raw.parent, shared):
+        folder.chmod(0o555)
+    try:
+        d = data.load_dataset("fmnist", shared)
+    finally:
+        for folder in (shared, raw.parent, raw):
+            folder.chmod(0o755)
+    assert d.pool_images.shape == (50, 28, 28) and d.test_images.shape == (20, 28, 28)
+    assert sorted(p.name for p in raw.iterdir()) == before
+    # Files already unpacked are read where they are; .gz files alone are unpacked into the cache.
+    assert (cache / "datasets" / "FashionMNIST" / "raw").exists() != unpacked
+
+
 def test_missing_dataset_names_the_files_and_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
