@@ -23,9 +23,9 @@ from filelock import FileLock
 
 from .errors import UserError
 
-PAPER_MARKER = "PAPER_RESULTS"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # a results folder holding this file is the paper's: never written
+PAPER_MARKER = "PAPER_RESULTS"  # a results folder holding this file is the paper's: never written
+_UMASK = os.umask(0o022)  # the process's umask can only be read by setting it: read once, put back
+os.umask(_UMASK)
 
 
 def default_work_dir() -> Path:
