@@ -78,6 +78,8 @@ NETS=$(seq -s ' ' 0 $((T - 1)))
 COMMON=(--preset "$PRESET" --model_num "$T" --device "$DEVICE" "${EXTRA[@]}")
 N_DEVICES=$(( ${#GPUS[@]} > 0 ? ${#GPUS[@]} : 1 ))
 N_WORKERS=$(( N_DEVICES * PARALLEL < T ? N_DEVICES * PARALLEL : T ))
+# An equal share of the cores for each CPU training process, unless OMP_NUM_THREADS says otherwise.
+CPU_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / N_WORKERS > 0 ? $(nproc) / N_WORKERS : 1 ))}
 
 step() {  # run one step; on failure name it and stop the loop
     if ! "$PYTHON" "$@"; then
@@ -96,15 +98,13 @@ train_nets() {  # train nets 0..T-1 of one iteration ("$@": --dataset ... --al_i
     fi
     [ -n "$LOG_DIR" ] || LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/iter_all.XXXXXX")
     local w nets place where logs=() names=() failed=0
-    # An equal share of the cores for each CPU process, unless OMP_NUM_THREADS says otherwise.
-    local threads=$(( $(nproc) / N_WORKERS > 0 ? $(nproc) / N_WORKERS : 1 ))
     WORKERS=()
     for ((w = 0; w < N_WORKERS; w++)); do
         nets=$(seq -s ' ' "$w" "$N_WORKERS" $((T - 1)))
         logs+=("$LOG_DIR/train$w.log")
         if [ "$DEVICE" = cpu ]; then
-            place=("OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}")
-            where="cpu, ${OMP_NUM_THREADS:-$threads} thread(s)"
+            place=("OMP_NUM_THREADS=$CPU_THREADS")
+            where="cpu, $CPU_THREADS thread(s)"
         else
             place=("CUDA_VISIBLE_DEVICES=${GPUS[w % N_DEVICES]}")
             where="GPU ${GPUS[w % N_DEVICES]}"
