@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diam import models  # noqa: E402
 from diam.presets import PRESETS  # noqa: E402
-from diam.strategies import STRATEGIES, SelectionInputs  # noqa: E402
+from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions  # noqa: E402
 from diam.training import predict, to_device  # noqa: E402
 from machine import cpu_model, device_line, load_average_lines, net_ids, torch_device  # noqa: E402
 
@@ -109,7 +109,8 @@ def main():
 
     inputs = SelectionInputs(args.pool, unlabeled_probs=np.stack(outputs))
     start = time.perf_counter()
-    picked = STRATEGIES["entropy"].select(inputs, min(args.query, args.pool), np.random.default_rng(0), str(device))
+    picked = STRATEGIES["entropy"].select(inputs, min(args.query, args.pool), np.random.default_rng(0),
+                                          SelectionOptions(str(device)))
     synchronize(device)
     select_seconds = time.perf_counter() - start
     assert len(np.unique(picked)) == min(args.query, args.pool)

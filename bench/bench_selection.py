@@ -32,7 +32,7 @@ import torch
 
 # Runs as a plain script from any directory: make the `diam` package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from diam.strategies import STRATEGIES, SelectionInputs, coreset, vote_entropy  # noqa: E402
+from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions, coreset, vote_entropy  # noqa: E402
 from machine import cpu_model  # noqa: E402  (bench/machine.py)
 
 SEED = 0
@@ -164,7 +164,7 @@ def measure_strategy(method: str, config: Config) -> Measurement:
     inputs = synthetic_inputs(config, strategy.needs)
     rng = np.random.default_rng([SEED, 4])
     return _timed(method, config.unlabeled, config,
-                  lambda: strategy.select(inputs, config.batch, rng, config.device),
+                  lambda: strategy.select(inputs, config.batch, rng, SelectionOptions(config.device)),
                   config.repeats)
 
 

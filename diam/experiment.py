@@ -21,7 +21,7 @@ from .errors import UserError
 from .paths import (RunPaths, check_run_config, default_work_dir, read_indices, refuse_paper_results, step_lock,
                     write_indices, write_json, write_npz, write_text, atomic_write)
 from .presets import DATASETS, MAX_MODELS, METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, preset_from_args
-from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs
+from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions
 from .training import Record, evaluate, predict, to_device, train_target_net
 
 
@@ -178,6 +178,10 @@ def selection_rng(run: Run) -> np.random.Generator:
     return np.random.default_rng([run.preset.seed, key])
 
 
+def selection_options(run: Run) -> SelectionOptions:
+    return SelectionOptions(device=str(run.device))
+
+
 def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str) -> dict:
     """What training recorded for net `net_id`; probabilities or features it lacks are computed once and kept."""
     path = run.paths.pool_predictions(run.model_num, run.method, run.al_iter, net_id)
@@ -242,7 +246,7 @@ def select_step(run: Run, batch_size=None) -> str:
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CALTopUpWarning)
-            positions = strategy.select(inputs, batch_size, selection_rng(run), str(run.device))
+            positions = strategy.select(inputs, batch_size, selection_rng(run), selection_options(run))
         seconds = time.perf_counter() - start
         for w in caught:
             print(f"note: {w.message}", file=sys.stderr)

@@ -7,7 +7,8 @@ of (inputs, batch_size, rng state). Deterministic rankings break ties by lower
 position first.
 
 `STRATEGIES` maps the command-line method names to what each strategy needs and
-to a `select(inputs, batch_size, rng, device)` with one signature for all.
+to a `select(inputs, batch_size, rng, options)` with one signature for all
+(`options` is a `SelectionOptions`: the device and the strategies' own settings).
 """
 import warnings
 from dataclasses import dataclass
@@ -309,9 +310,15 @@ class SelectionInputs:
 
 
 @dataclass(frozen=True)
+class SelectionOptions:
+    """How a strategy runs, apart from its inputs: where, and the settings some strategies read."""
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
 class Strategy:
     needs: str  # "nothing", "probs", "features" or "snapshots"
-    select: Callable[[SelectionInputs, int, np.random.Generator, str], np.ndarray]
+    select: Callable[[SelectionInputs, int, np.random.Generator, SelectionOptions], np.ndarray]
 
 
 def _required(inputs: SelectionInputs, name: str, unlabeled_axis: int):
@@ -333,19 +340,19 @@ def _labeled_features(inputs: SelectionInputs):
 
 
 STRATEGIES: dict[str, Strategy] = {
-    "random": Strategy("nothing", lambda inputs, batch_size, rng, device:
+    "random": Strategy("nothing", lambda inputs, batch_size, rng, options:
                        random_sampling(inputs.n_unlabeled, batch_size, rng)),
-    "least_conf": Strategy("probs", lambda inputs, batch_size, rng, device:
+    "least_conf": Strategy("probs", lambda inputs, batch_size, rng, options:
                            least_confidence(_required(inputs, "unlabeled_probs", 1), batch_size)),
-    "margin": Strategy("probs", lambda inputs, batch_size, rng, device:
+    "margin": Strategy("probs", lambda inputs, batch_size, rng, options:
                        margin(_required(inputs, "unlabeled_probs", 1), batch_size)),
-    "entropy": Strategy("probs", lambda inputs, batch_size, rng, device:
+    "entropy": Strategy("probs", lambda inputs, batch_size, rng, options:
                         entropy(_required(inputs, "unlabeled_probs", 1), batch_size)),
-    "coreset": Strategy("features", lambda inputs, batch_size, rng, device:
+    "coreset": Strategy("features", lambda inputs, batch_size, rng, options:
                         coreset(_required(inputs, "unlabeled_features", 0),
-                                _labeled_features(inputs), batch_size, device=device)),
-    "CAL": Strategy("snapshots", lambda inputs, batch_size, rng, device:
+                                _labeled_features(inputs), batch_size, device=options.device)),
+    "CAL": Strategy("snapshots", lambda inputs, batch_size, rng, options:
                     cal(_required(inputs, "snapshot_labels", 2), batch_size, rng)),
-    "DIAM": Strategy("snapshots", lambda inputs, batch_size, rng, device:
+    "DIAM": Strategy("snapshots", lambda inputs, batch_size, rng, options:
                      diam(_required(inputs, "snapshot_labels", 2), batch_size, rng)),
 }

@@ -12,7 +12,7 @@ import torch
 from alipy.query_strategy import QueryInstanceCoresetGreedy, QueryInstanceQBC
 
 from diam.strategies import (
-    STRATEGIES, CALTopUpWarning, SelectionInputs, cal, coreset, diam, disagreement_count,
+    STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, cal, coreset, diam, disagreement_count,
     entropy, least_confidence, margin, random_sampling, vote_entropy)
 
 # VE of a 3-vs-1 split of K=4 snapshots: -(3/4 ln 3/4 + 1/4 ln 1/4).
@@ -328,7 +328,7 @@ def test_every_strategy_returns_min_b_u_distinct_positions_in_range(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CALTopUpWarning)
         picks = STRATEGIES[method].select(random_inputs(n_unlabeled), batch_size,
-                                          np.random.default_rng(0), "cpu")
+                                          np.random.default_rng(0), SelectionOptions())
     assert isinstance(picks, np.ndarray) and picks.dtype == np.int64 and picks.ndim == 1
     assert len(picks) == min(batch_size, n_unlabeled)
     assert len(set(picks.tolist())) == len(picks)
@@ -338,7 +338,7 @@ def test_every_strategy_returns_min_b_u_distinct_positions_in_range(
 @pytest.mark.parametrize("method", sorted(STRATEGIES))
 def test_same_seed_gives_same_batch(method):
     inputs = random_inputs(80, seed=5)
-    first, second = (STRATEGIES[method].select(inputs, 12, np.random.default_rng(42), "cpu")
+    first, second = (STRATEGIES[method].select(inputs, 12, np.random.default_rng(42), SelectionOptions())
                      for _ in range(2))
     assert first.tolist() == second.tolist()
 
@@ -346,7 +346,7 @@ def test_same_seed_gives_same_batch(method):
 @pytest.mark.parametrize("method", ["random", "CAL", "DIAM"])
 def test_random_strategies_follow_the_seed(method):
     inputs = random_inputs(200, seed=6)
-    batches = {tuple(STRATEGIES[method].select(inputs, 20, np.random.default_rng(seed), "cpu"))
+    batches = {tuple(STRATEGIES[method].select(inputs, 20, np.random.default_rng(seed), SelectionOptions()))
                for seed in range(5)}
     assert len(batches) > 1
 
@@ -354,11 +354,11 @@ def test_random_strategies_follow_the_seed(method):
 def test_missing_input_is_an_error():
     with pytest.raises(ValueError, match="snapshot_labels"):
         STRATEGIES["DIAM"].select(SelectionInputs(n_unlabeled=5), 2,
-                                  np.random.default_rng(0), "cpu")
+                                  np.random.default_rng(0), SelectionOptions())
 
 
 def test_input_not_covering_the_pool_is_an_error():
     inputs = random_inputs(30)
     shorter = SelectionInputs(n_unlabeled=29, unlabeled_probs=inputs.unlabeled_probs)
     with pytest.raises(ValueError, match="n_unlabeled is 29"):
-        STRATEGIES["margin"].select(shorter, 2, np.random.default_rng(0), "cpu")
+        STRATEGIES["margin"].select(shorter, 2, np.random.default_rng(0), SelectionOptions())
