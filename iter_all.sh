@@ -4,8 +4,10 @@
 # For every dataset: train iteration 0 of nets 0..T-1 once (shared by all methods);
 # then for every method and iteration: train (after iteration 0), test, select the next batch.
 # Narrow the run with space-separated lists in the environment:
-#   PRESET (paper), DATASETS ("mnist kmnist"), METHODS (all seven), ITERS (every iteration of the preset)
+#   PRESET (paper), DATASETS ("mnist kmnist"), METHODS (all seven), ITERS (every iteration of the preset),
+#   SEEDS ("0": the repeats to run, each with its own initial split, training streams and selections)
 # e.g. PRESET=quick DATASETS=digits bash iter_all.sh cpu 2
+#      SEEDS="0 1 2" PRESET=quick DATASETS=digits METHODS="random DIAM" bash iter_all.sh cpu 2
 # Every step skips work whose outputs exist, so running the same command again after
 # an interruption continues where it stopped. The loop stops at the first failing step.
 # Extra flags for every script go in EXTRA_ARGS (e.g. "--epochs 5 --work_dir runs2").
@@ -65,6 +67,13 @@ PYTHON=${PYTHON:-python}
 PRESET=${PRESET:-paper}
 DATASETS=${DATASETS:-"mnist kmnist"}
 METHODS=${METHODS:-"random least_conf margin entropy coreset CAL DIAM"}
+SEEDS=${SEEDS:-0}
+for S in $SEEDS; do
+    if ! [[ "$S" =~ ^[0-9]+$ ]]; then
+        echo "error: SEEDS must be repeat indices (0, 1, 2, ...) separated by spaces, got '$SEEDS'." >&2
+        exit 2
+    fi
+done
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 # The preset (with any --al_iters override) knows how many iterations there are.
 LAST_ITER=$("$PYTHON" -c "
@@ -128,17 +137,21 @@ train_nets() {  # train nets 0..T-1 of one iteration ("$@": --dataset ... --al_i
     [ "$failed" -eq 0 ] || exit 1
 }
 
-for D in $DATASETS; do
-    train_nets --dataset "$D" --al_iter 0
-    for M in $METHODS; do
-        for I in $ITERS; do
-            if [ "$I" -gt 0 ]; then
-                train_nets --dataset "$D" --method "$M" --al_iter "$I"
-            fi
-            step test_multi_models.py --dataset "$D" --method "$M" --al_iter "$I" "${COMMON[@]}"
-            if [ "$I" -lt "$LAST_ITER" ] && wanted $((I + 1)); then
-                step al_select.py --dataset "$D" --method "$M" --al_iter "$I" "${COMMON[@]}"
-            fi
+BASE=("${COMMON[@]}")
+for S in $SEEDS; do
+    COMMON=("${BASE[@]}" --seed "$S")
+    for D in $DATASETS; do
+        train_nets --dataset "$D" --al_iter 0
+        for M in $METHODS; do
+            for I in $ITERS; do
+                if [ "$I" -gt 0 ]; then
+                    train_nets --dataset "$D" --method "$M" --al_iter "$I"
+                fi
+                step test_multi_models.py --dataset "$D" --method "$M" --al_iter "$I" "${COMMON[@]}"
+                if [ "$I" -lt "$LAST_ITER" ] && wanted $((I + 1)); then
+                    step al_select.py --dataset "$D" --method "$M" --al_iter "$I" "${COMMON[@]}"
+                fi
+            done
         done
     done
 done

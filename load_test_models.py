@@ -9,12 +9,12 @@ import torch
 from diam import models
 
 
-def load_test_models(net_id: int, n_classes: int = 10, trained_weights=None, init: str = "auto"):
+def load_test_models(net_id: int, n_classes: int = 10, trained_weights=None, init: str = "he_fout"):
     """(net, input size) for target net `net_id`.
 
     With `trained_weights` (a checkpoint written by train_net.py) the trained net is
-    returned; otherwise the net gets its initial weights (`init`: auto, pretrained
-    or scratch, as train_net.py's --init).
+    returned; otherwise the net gets its initial weights (`init`: he_fout, pretrained
+    or pytorch, as the scripts' --init).
     """
     net = models.build_net(net_id, n_classes)
     if trained_weights is not None:

@@ -7,14 +7,11 @@ in one process, which saves start-up time on small runs).
 """
 from diam import cli
 from diam.errors import run_cli
-from diam.presets import INIT_MODES
 
 
 def main():
     p = cli.parser(__doc__.splitlines()[0], method_required=False)
     p.add_argument("--net_id", type=int, nargs="+", required=True, help="target net(s), 0..11 (SPEC section 2)")
-    p.add_argument("--init", default="auto", choices=INIT_MODES,
-                   help="auto: OFA ImageNet weights when cached or downloadable, else fresh (default)")
     p.add_argument("--mDIS", action="store_true", help="record late-epoch snapshots whatever the method")
     p.add_argument("--DIS_frac", dest="dis_frac", type=float, default=None,
                    help="share of the last epochs that leave snapshots (default: the preset's, 0.5)")
@@ -31,7 +28,7 @@ def main():
 
     run = Run(args)
     for net_id in args.net_id:
-        print(train_step(run, net_id, args.init, args.mDIS), flush=True)
+        print(train_step(run, net_id, args.mDIS), flush=True)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_pass(net, pool, size, batch, device) -> tuple[float, np.ndarray]:
+def timed_pass(net, pool, size, batch, device, bf16) -> tuple[float, np.ndarray]:
     """Seconds of one probabilities pass over `pool`, and the probabilities."""
     synchronize(device)
     start = time.perf_counter()
-    _, probs, _ = predict(net, pool, size, batch, want_probs=True)
+    _, probs, _ = predict(net, pool, size, batch, want_probs=True, bf16=bf16)
     synchronize(device)
     return time.perf_counter() - start, probs
 
@@ -54,6 +54,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (default: fp32, TF32 on CUDA)")
     p.add_argument("--pool", type=int, default=None,
                    help="unlabeled pool size (default: 57,000 on cuda, the paper's; 1,000 on the cpu)")
     p.add_argument("--nets", nargs="+", default=["all"], help="net ids 0..11, or 'all' (default)")
@@ -82,7 +83,7 @@ def main():
     print(device_line(device))
     print("\n".join(load_average_lines()))
     print(f"pool passes: {args.pool:,} images of {IMAGE_SIDE}x{IMAGE_SIDE}, batch {args.batch}, each net at its "
-          f"paper input size, median of {args.repeats}; then entropy picks {min(args.query, args.pool):,} "
+          f"paper input size, {'bf16' if args.bf16 else 'fp32'}, median of {args.repeats}; then entropy picks {min(args.query, args.pool):,} "
           f"from T = {len(args.nets)}\n")
 
     generator = torch.Generator().manual_seed(0)
@@ -95,10 +96,10 @@ def main():
     for net_id in args.nets:
         size = models.input_size(net_id)
         net = to_device(models.build_net(net_id, 10, PAPER.dropout), device)
-        predict(net, pool[:args.batch], size, args.batch)  # warm-up: kernels, allocator
+        predict(net, pool[:args.batch], size, args.batch, bf16=args.bf16)  # warm-up: kernels, allocator
         times = []
         for _ in range(args.repeats):
-            seconds, probs = timed_pass(net, pool, size, args.batch, device)
+            seconds, probs = timed_pass(net, pool, size, args.batch, device, args.bf16)
             times.append(seconds)
         median = statistics.median(times)
         per_net.append(median)

@@ -24,7 +24,8 @@ way and no extra steps are spent. 'aug ms' is the augmentation alone for
 one batch (median of --aug_repeats): batched on the device, PIL serially in this
 process, i.e. the CPU time the DataLoader's workers must find per batch.
 
-On CUDA both pipelines use channels_last and bf16 autocast, as diam.training does.
+On CUDA both pipelines use channels_last, as diam.training does; both compute in fp32
+(TF32 on CUDA) unless --bf16 turns on bf16 autocast, as the scripts' --bf16 does.
 """
 import argparse
 import os
@@ -113,9 +114,9 @@ def _seed_worker(worker_id: int) -> None:
 class Trainer:
     """A target net with the paper's optimiser and loss; `step(x, y)` is one SGD step."""
 
-    def __init__(self, net_id: int, n_classes: int, device: torch.device):
+    def __init__(self, net_id: int, n_classes: int, device: torch.device, bf16: bool):
         torch.manual_seed(SEED)
-        self.device = device
+        self.device, self.bf16 = device, bf16
         self.net = to_device(models.build_net(net_id, n_classes, PAPER.dropout), device)
         self.net.train()
         self.optimizer = torch.optim.SGD(parameter_groups(self.net, PAPER.weight_decay), lr=PAPER.lr,
@@ -124,7 +125,7 @@ class Trainer:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         x = to_input_layout(x)
-        with autocast(self.device):
+        with autocast(self.device, self.bf16):
             loss = self.criterion(self.net(x).float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -224,6 +225,7 @@ def parse_args():
     p.add_argument("--prefetch", type=int, default=2, help="DataLoader prefetch factor (default: 2)")
     p.add_argument("--aug_repeats", type=int, default=3, help="repeats of the augmentation-only timing")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (default: fp32, TF32 on CUDA)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads in this process; 0 = torch's own choice (default: 1, so that "
                         "the DataLoader's workers are not fighting the training threads for the cores, and "
@@ -248,6 +250,7 @@ def main():
     print("\n".join(machine_description(device, torch.get_num_threads())))
     data, description = load_pool(pick_data_root(args.data_root))
     print(f"data: {description}")
+    print(f"precision: {'bf16 autocast' if args.bf16 else 'fp32 (TF32 matmuls on CUDA)'}")
     print(f"batch {args.batch}; {args.steps} timed steps after {args.warmup} warm-up "
           f"(+ workers x prefetch {args.prefetch} for a DataLoader that may be the bottleneck); fresh init (weights do not change the cost)")
     print("times are medians over the timed steps; this machine may be shared, so expect noise\n")
@@ -261,7 +264,7 @@ def main():
     for net_id in args.nets:
         sizes = [models.input_size(net_id) if s == "paper" else PRESETS["quick"].image_size for s in args.sizes]
         for size in dict.fromkeys(sizes):
-            trainer = Trainer(net_id, data.n_classes, device)
+            trainer = Trainer(net_id, data.n_classes, device, args.bf16)
             dataset = PILDataset(data.pool_images, data.pool_labels, size)
             aug_batched_ms, aug_pil_ms = time_augmentation_only(pool_images, dataset, size, args.batch, device,
                                                                 args.aug_repeats)

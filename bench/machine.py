@@ -27,6 +27,10 @@ def torch_device(name: str, threads: int = 0):
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit(f"--device {name}: PyTorch sees no GPU here")
+    if device.type == "cuda":
+        from diam.training import allow_tf32
+
+        allow_tf32()  # as the scripts run: fp32 with TF32 matmuls and convolutions
     if threads:
         torch.set_num_threads(threads)
     return device

@@ -23,7 +23,7 @@ def parser(description: str, method_required: bool = True) -> argparse.ArgumentP
 def run_paths(args, results_dir=None) -> RunPaths:
     """The run folder of these flags, checked against the settings it was made with."""
     preset = preset_from_args(args)
-    paths = RunPaths(args.work_dir or default_work_dir(), preset.name, args.dataset, results_dir)
+    paths = RunPaths(args.work_dir or default_work_dir(), preset.name, args.dataset, results_dir, preset.seed)
     if args.dataset in DATASETS:
         check_run_config(paths, run_settings(args.dataset, preset), claim=False)
     return paths
@@ -43,8 +43,8 @@ def finished(*outputs) -> bool:
 
 
 def run_settings(dataset: str, preset: Preset) -> dict:
-    """What config.json of a run folder records."""
-    return {"dataset": dataset, **preset.as_dict()}
+    """What config.json of a run folder records: every setting, and the mode they add up to."""
+    return {"dataset": dataset, "mode": preset.mode, **preset.as_dict()}
 
 
 def device_from_arg(name):

@@ -20,9 +20,10 @@ from .data import Data, load_dataset
 from .errors import UserError
 from .paths import (RunPaths, check_run_config, default_work_dir, read_indices, refuse_paper_results, step_lock,
                     write_indices, write_json, write_npz, write_text, atomic_write)
-from .presets import DATASETS, MAX_MODELS, METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, preset_from_args
+from .presets import (DATASETS, MAX_MODELS, METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, SUBSET_SEED,
+                      preset_from_args)
 from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions
-from .training import Record, evaluate, predict, to_device, train_target_net
+from .training import Record, allow_tf32, evaluate, predict, stream_seed, to_device, train_target_net
 
 
 class Run:
@@ -43,14 +44,17 @@ class Run:
         self.dataset, self.model_num, self.method, self.al_iter = \
             args.dataset, args.model_num, getattr(args, "method", None), args.al_iter
         self.device = device_from_arg(args.device)
+        if self.device.type == "cuda":
+            allow_tf32()
         self.data_root = args.data_root
-        self.paths = RunPaths(args.work_dir or default_work_dir(), self.preset.name, self.dataset, results_dir)
+        self.paths = RunPaths(args.work_dir or default_work_dir(), self.preset.name, self.dataset, results_dir,
+                              self.preset.seed)
         self.redo = args.redo
 
     @cached_property
     def data(self) -> Data:
         data = load_dataset(self.dataset, self.data_root, self.preset.pool_size, self.preset.test_size,
-                            self.preset.seed).to(self.device)
+                            SUBSET_SEED).to(self.device)
         # The run folder is claimed only once the data is known to load.
         check_run_config(self.paths, run_settings(self.dataset, self.preset))
         return data
@@ -113,7 +117,7 @@ class Run:
 
 
 # ---------------------------------------------------------------- training
-def train_step(run: Run, net_id: int, init: str = "auto", record_snapshots: bool = False) -> str:
+def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
     """Train net `net_id` for this iteration; returns a line saying what happened."""
     models.check_net_id(net_id)
     if net_id >= run.model_num:
@@ -130,22 +134,24 @@ def train_step(run: Run, net_id: int, init: str = "auto", record_snapshots: bool
         record = Record(snapshots=record_snapshots or first or method in SNAPSHOT_METHODS,
                         probs=first or method in PROBABILITY_METHODS,
                         features=net_id == preset.coreset_feature_net and (first or method == "coreset"))
-        torch.manual_seed(preset.seed)
+        stream = stream_seed(preset.seed, net_id)
+        torch.manual_seed(stream)  # the initial weights are drawn from the net's own stream too
         net = models.build_net(net_id, run.data.n_classes, preset.dropout)
-        init_source = models.initialise(net, net_id, init)
+        init = models.initialise(net, net_id, preset.init)
         size = run.image_size(net_id)
         predictions = train_target_net(
             net, run.data, torch.from_numpy(labeled), torch.from_numpy(unlabeled).to(run.device), preset, size,
-            record, desc=f"net {net_id} iter {run.al_iter}")
-        info = {"net_id": net_id, "ofa_id": models.OFA_IDS[net_id], "dataset": run.dataset, "init": init_source,
+            record, stream, desc=f"net {net_id} iter {run.al_iter}")
+        info = {"net_id": net_id, "ofa_id": models.OFA_IDS[net_id], "dataset": run.dataset, "init": init,
                 "image_size": size, "n_labeled": int(len(labeled)), "al_iter": run.al_iter,
-                "method": "shared" if first else method, "preset": preset.name}
+                "method": "shared" if first else method, "preset": preset.name, "seed": preset.seed,
+                "mode": preset.mode, "precision": "bf16" if preset.bf16 else "fp32"}
         write_npz(run.paths.pool_predictions(run.model_num, method, run.al_iter, net_id),
                   unlabeled=unlabeled, **predictions.arrays())
         write_json(run.paths.checkpoint_info(run.model_num, method, run.al_iter, net_id), info)
         state = {k: v.cpu() for k, v in net.state_dict().items()}
         atomic_write(ckpt, lambda f: torch.save({"state_dict": state, "info": info}, f))
-    return f"net {net_id} trained on {len(labeled)} labeled examples ({init_source} init): {ckpt}"
+    return f"net {net_id} trained on {len(labeled)} labeled examples ({init} init): {ckpt}"
 
 
 # ---------------------------------------------------------------- testing
@@ -159,27 +165,24 @@ def test_step(run: Run) -> str:
     for net_id in range(run.model_num):
         net, info = run.load_net(net_id)
         size = run.image_size(net_id, testing=True)
-        top1, top5 = evaluate(net, run.data.test_images, run.data.test_labels, size, run.preset.eval_batch)
+        top1, top5 = evaluate(net, run.data.test_images, run.data.test_labels, size, run.preset.eval_batch,
+                              bf16=run.preset.bf16)
         rows.append(f"{top1:.6f} {top5:.6f}")
         infos.append({**info, "test_image_size": size, "top1": top1, "top5": top5})
     write_json(out.with_name("models.json"), infos)
     write_text(out, "\n".join(rows) + "\n")
-    scratch = [i["net_id"] for i in infos if i["init"] == "scratch"]
-    if scratch:
-        print(f"note: nets {scratch} were trained from a fresh initialisation, not OFA's ImageNet weights "
-              f"(recorded in {out.with_name('models.json')}).", file=sys.stderr)
     return f"mean top-1 {np.mean([i['top1'] for i in infos]):.2f}% over {run.model_num} nets: {out}"
 
 
 # ---------------------------------------------------------------- selection
 def selection_rng(run: Run) -> np.random.Generator:
-    """Random steps seeded from (dataset, method, iteration), so a rerun picks the same batch."""
+    """Random steps seeded from (seed, dataset, method, iteration), so a rerun picks the same batch."""
     key = zlib.crc32(f"{run.dataset}|{run.method}|{run.al_iter}".encode())
     return np.random.default_rng([run.preset.seed, key])
 
 
 def selection_options(run: Run) -> SelectionOptions:
-    return SelectionOptions(device=str(run.device))
+    return SelectionOptions(device=str(run.device), original_uncertainty=run.preset.original_uncertainty)
 
 
 def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str) -> dict:
@@ -203,11 +206,11 @@ def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str)
         net, _ = run.load_net(net_id)
         scored = run.data.pool_images if wanted == "pool_features" else \
             run.data.pool_images[torch.from_numpy(unlabeled).to(run.device)]
-        gen = torch.Generator(device=run.device).manual_seed(run.preset.seed) \
+        gen = torch.Generator(device=run.device).manual_seed(stream_seed(run.preset.seed, net_id)) \
             if run.preset.score_with_train_aug else None
         _, probs, feats = predict(net, scored, run.image_size(net_id), run.preset.eval_batch,
                                   want_probs=wanted == "unlabeled_probs", want_features=wanted == "pool_features",
-                                  generator=gen, crop_scale_min=run.preset.crop_scale_min)
+                                  generator=gen, crop_scale_min=run.preset.crop_scale_min, bf16=run.preset.bf16)
         stored.update(unlabeled=unlabeled, **{wanted: probs if wanted == "unlabeled_probs" else feats})
         write_npz(path, **stored)
     return stored

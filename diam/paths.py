@@ -7,6 +7,10 @@
     <work_dir>/<preset>/<dataset>/models/T<T>/<method>/iter<I>/net<N>.{pt,json,npz}
     <work_dir>/<preset>/extracted_results/<T>/<dataset>/<method>/<I>/performances.txt
 
+A repeat with --seed S >= 1 lives beside seed 0, which keeps the layout above:
+    <work_dir>/<preset>/seed<S>/<dataset>/...                  (the same tree as above)
+    <results_root>/seed<S>/<T>/<dataset>/<method>/<I>/performances.txt
+
 Iteration 0 is trained on the same initial split for every T and method, so its
 models are stored once; later iterations depend on (T, method) and never collide.
 Every file is written to a temporary name and renamed, so a file that exists is
@@ -32,11 +36,18 @@ def default_work_dir() -> Path:
     return Path(os.environ.get("DIAM_WORK_DIR", "runs"))
 
 
+def seed_folder(seed: int) -> str:
+    """The folder of repeat `seed` inside a run or results folder; '' for seed 0 (today's layout)."""
+    return f"seed{seed}" if seed else ""
+
+
 class RunPaths:
-    def __init__(self, work_dir, preset_name: str, dataset: str, results_dir=None):
+    def __init__(self, work_dir, preset_name: str, dataset: str, results_dir=None, seed: int = 0):
         self.work_dir = Path(work_dir)
-        self.root = self.work_dir / preset_name / dataset
+        self.root = self.work_dir / preset_name / seed_folder(seed) / dataset
         self.dataset = dataset
+        self.seed = seed
+        # results_root is the whole tree that table.py and plot.py read, every seed included.
         self.results_root = Path(results_dir) if results_dir else self.work_dir / preset_name / "extracted_results"
 
     @property
@@ -64,7 +75,7 @@ class RunPaths:
         return self.model_dir(model_num, method, al_iter) / f"net{net_id}_pool.npz"
 
     def results(self, model_num: int, method: str, al_iter: int) -> Path:
-        return self.results_root / str(model_num) / self.dataset / method / str(al_iter)
+        return self.results_root / seed_folder(self.seed) / str(model_num) / self.dataset / method / str(al_iter)
 
     def performances(self, model_num, method, al_iter) -> Path:
         return self.results(model_num, method, al_iter) / "performances.txt"
@@ -152,11 +163,17 @@ def check_run_config(paths: RunPaths, settings: dict, claim: bool = True) -> Non
             raise UserError(f"{paths.config_file} is unreadable ({err}). Delete it only if the whole "
                             f"folder {paths.root} is to be redone.")
     # Quirks that only change how a run is tested may differ between scripts.
-    differing = sorted(k for k in settings if k != "test_at_net0_size" and recorded.get(k) != settings[k])
+    # The mode is compared through the quirks it is made of.
+    differing = sorted(k for k in settings if k not in ("test_at_net0_size", "mode") and recorded.get(k) != settings[k])
     if differing:
         pairs = ", ".join(f"{k}: folder has {recorded.get(k)!r}, you asked {settings[k]!r}" for k in differing)
-        raise UserError(f"the run folder {paths.root} was made with other settings ({pairs}). Pass the same "
-                        "--preset and overrides to every script of one run, or use another --work_dir.")
+        mode = ""
+        if "mode" in settings and recorded.get("mode") != settings["mode"]:
+            mode = (f" It holds a run in '{recorded.get('mode')}' mode and you asked for '{settings['mode']}' "
+                    "mode: the two behaviours never share a folder.")
+        raise UserError(f"the run folder {paths.root} was made with other settings ({pairs}).{mode} Pass the "
+                        "same --preset, overrides and quirk flags to every script of one run, or use another "
+                        "--work_dir.")
 
 
 # ---------------------------------------------------------------- index files

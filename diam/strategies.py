@@ -3,8 +3,8 @@
 Every strategy returns a 1-D int64 array of *positions* into the unlabeled set
 (0..U-1), of length min(batch_size, U), without duplicates. Randomness comes only
 from the `numpy.random.Generator` the caller passes in, so a batch is a function
-of (inputs, batch_size, rng state). Deterministic rankings break ties by lower
-position first.
+of (inputs, batch_size, rng state, options). Deterministic rankings break ties by
+lower position first; DIAM, as the original, breaks them at random.
 
 `STRATEGIES` maps the command-line method names to what each strategy needs and
 to a `select(inputs, batch_size, rng, options)` with one signature for all
@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from sklearn.preprocessing import MinMaxScaler
 
 # The paper's DIAM keeps the top 5B by (d, v) before drawing B at random.
 DIAM_CANDIDATE_FACTOR = 5
@@ -62,28 +63,56 @@ def smallest_scaled_average(per_model_scores: np.ndarray, batch_size: int) -> np
     return np.argsort(averaged, kind="stable")[:n_picks].astype(np.int64)
 
 
-def least_confidence(unlabeled_probs, batch_size: int) -> np.ndarray:
-    """Score = probability of the predicted class (low = the model is unsure)."""
+def original_scaled_average(per_model_scores: np.ndarray, batch_size: int,
+                            rng: np.random.Generator) -> np.ndarray:
+    """The original code's ranking (SPEC 8.2), kept as the --original_uncertainty quirk.
+
+    Its al_select.py walked a shuffled unlabeled list and scaled each model's scores with
+    `MinMaxScaler().fit_transform(scores.reshape(1, -1))`: one sample of U features, so
+    every feature's range is 0 and every scaled score is 0. The smallest B of the average
+    are then the first B of the shuffled list: a function of the shuffle alone, whatever
+    the probabilities (random sampling). The same steps are taken here.
+    """
+    n_unlabeled = per_model_scores.shape[1]
+    shuffled = rng.permutation(n_unlabeled)
+    scaled = np.stack([MinMaxScaler().fit_transform(scores[shuffled].reshape(1, -1))[0]
+                       for scores in per_model_scores])
+    averaged = scaled.mean(axis=0)
+    n_picks = _batch_length(n_unlabeled, batch_size)
+    return shuffled[np.argsort(averaged, kind="stable")[:n_picks]].astype(np.int64)
+
+
+def _rank_uncertainty(per_model_scores: np.ndarray, batch_size: int, original_scaling_rng):
+    if original_scaling_rng is not None:
+        return original_scaled_average(per_model_scores, batch_size, original_scaling_rng)
+    return smallest_scaled_average(per_model_scores, batch_size)
+
+
+def least_confidence(unlabeled_probs, batch_size: int, original_scaling_rng=None) -> np.ndarray:
+    """Score = probability of the predicted class (low = the model is unsure).
+
+    With `original_scaling_rng` (here and in margin and entropy), the original's scaling
+    (`original_scaled_average`) instead of SPEC section 5's."""
     probs = _check_probs(unlabeled_probs)
-    return smallest_scaled_average(probs.max(axis=2), batch_size)
+    return _rank_uncertainty(probs.max(axis=2), batch_size, original_scaling_rng)
 
 
-def margin(unlabeled_probs, batch_size: int) -> np.ndarray:
+def margin(unlabeled_probs, batch_size: int, original_scaling_rng=None) -> np.ndarray:
     """Score = p(1st) - p(2nd) (small = the two top classes are close)."""
     probs = _check_probs(unlabeled_probs)
     n_classes = probs.shape[2]
     if n_classes < 2:
         raise ValueError("margin needs at least two classes")
     top_two = np.partition(probs, n_classes - 2, axis=2)[:, :, -2:]
-    return smallest_scaled_average(top_two[:, :, 1] - top_two[:, :, 0], batch_size)
+    return _rank_uncertainty(top_two[:, :, 1] - top_two[:, :, 0], batch_size, original_scaling_rng)
 
 
-def entropy(unlabeled_probs, batch_size: int) -> np.ndarray:
+def entropy(unlabeled_probs, batch_size: int, original_scaling_rng=None) -> np.ndarray:
     """Score = sum_c p log p, the negative entropy (small = high entropy)."""
     probs = _check_probs(unlabeled_probs)
     # 0 log 0 = 0: the log is only taken where p > 0 and is 0 elsewhere.
     log_probs = np.log(probs, out=np.zeros_like(probs), where=probs > 0)
-    return smallest_scaled_average((probs * log_probs).sum(axis=2), batch_size)
+    return _rank_uncertainty((probs * log_probs).sum(axis=2), batch_size, original_scaling_rng)
 
 
 # -------------------------------------------------------------------- coreset
@@ -283,15 +312,16 @@ def cal(snapshot_labels, batch_size: int, rng: np.random.Generator) -> np.ndarra
 
 def diam(snapshot_labels, batch_size: int, rng: np.random.Generator,
          candidate_factor: int = DIAM_CANDIDATE_FACTOR) -> np.ndarray:
-    """DIAM: rank by d(x) descending, then v(x) descending, then position ascending;
-    keep the top candidate_factor * B (at most U); draw B of them uniformly at random."""
+    """DIAM: rank by d(x) descending, then v(x) descending, then at random (as the original,
+    which ranked a shuffled list); keep the top candidate_factor * B (at most U); draw B
+    of them uniformly at random."""
     disagreeing_models = disagreement_count(snapshot_labels)
     summed_vote_entropy = vote_entropy(snapshot_labels)
     n_unlabeled = disagreeing_models.shape[0]
     n_picks = _batch_length(n_unlabeled, batch_size)
-    positions = np.arange(n_unlabeled)
+    tie_break = rng.permutation(n_unlabeled)
     # lexsort's last key is the primary one.
-    ranking = np.lexsort((positions, -summed_vote_entropy, -disagreeing_models))
+    ranking = np.lexsort((tie_break, -summed_vote_entropy, -disagreeing_models))
     candidates = ranking[:min(candidate_factor * n_picks, n_unlabeled)]
     return rng.choice(candidates, size=n_picks, replace=False).astype(np.int64)
 
@@ -313,6 +343,11 @@ class SelectionInputs:
 class SelectionOptions:
     """How a strategy runs, apart from its inputs: where, and the settings some strategies read."""
     device: str = "cpu"
+    original_uncertainty: bool = False  # least_conf/margin/entropy as the original ranked them
+
+
+def _original_scaling_rng(options: SelectionOptions, rng: np.random.Generator):
+    return rng if options.original_uncertainty else None
 
 
 @dataclass(frozen=True)
@@ -343,11 +378,14 @@ STRATEGIES: dict[str, Strategy] = {
     "random": Strategy("nothing", lambda inputs, batch_size, rng, options:
                        random_sampling(inputs.n_unlabeled, batch_size, rng)),
     "least_conf": Strategy("probs", lambda inputs, batch_size, rng, options:
-                           least_confidence(_required(inputs, "unlabeled_probs", 1), batch_size)),
+                           least_confidence(_required(inputs, "unlabeled_probs", 1), batch_size,
+                                        _original_scaling_rng(options, rng))),
     "margin": Strategy("probs", lambda inputs, batch_size, rng, options:
-                       margin(_required(inputs, "unlabeled_probs", 1), batch_size)),
+                       margin(_required(inputs, "unlabeled_probs", 1), batch_size,
+                                        _original_scaling_rng(options, rng))),
     "entropy": Strategy("probs", lambda inputs, batch_size, rng, options:
-                        entropy(_required(inputs, "unlabeled_probs", 1), batch_size)),
+                        entropy(_required(inputs, "unlabeled_probs", 1), batch_size,
+                                        _original_scaling_rng(options, rng))),
     "coreset": Strategy("features", lambda inputs, batch_size, rng, options:
                         coreset(_required(inputs, "unlabeled_features", 0),
                                 _labeled_features(inputs), batch_size, device=options.device)),

@@ -38,13 +38,27 @@ class PoolPredictions:
         return {k: v for k, v in vars(self).items() if v is not None}
 
 
+def stream_seed(seed: int, net_id: int) -> int:
+    """The seed of net `net_id`'s own random stream (init, epoch order, crops, flips, jitter) in
+    repeat `seed`. Nets must not share one stream: shared draws would correlate exactly the
+    disagreement between nets that CAL and DIAM measure (SPEC 8.3)."""
+    return int(np.random.SeedSequence([seed, net_id]).generate_state(1)[0])
+
+
 def fast_path(device: torch.device) -> bool:
-    """bf16 autocast and channels_last pay off on CUDA tensor cores; on the CPU they would only slow these nets."""
+    """channels_last pays off on CUDA tensor cores; on the CPU it would only slow these nets."""
     return device.type == "cuda"
 
 
-def autocast(device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=fast_path(device))
+def allow_tf32() -> None:
+    """fp32 everywhere, as the original, but with TF32 matmuls and convolutions on CUDA."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast only when asked (--bf16): it flips argmax on near-ties, and so snapshot labels."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def to_device(net: nn.Module, device: torch.device) -> nn.Module:
@@ -66,7 +80,7 @@ def parameter_groups(net: nn.Module, weight_decay: float):
 
 @torch.no_grad()
 def predict(net, images, size, batch, want_probs=False, want_features=False, generator=None,
-            crop_scale_min=0.08):
+            crop_scale_min=0.08, bf16=False):
     """Labels (and optionally softmax outputs and features) for uint8 images, in eval mode.
 
     With a generator the images go through the training augmentation (the
@@ -80,7 +94,7 @@ def predict(net, images, size, batch, want_probs=False, want_features=False, gen
         x = train_transform(chunk, size, generator, crop_scale_min) if generator is not None \
             else eval_transform(chunk, size)
         x = to_input_layout(x)
-        with autocast(device):
+        with autocast(device, bf16):
             features, logits = features_and_logits(net, x)
         logits = logits.float()
         labels.append(logits.argmax(1).to(torch.uint8).cpu())
@@ -93,13 +107,13 @@ def predict(net, images, size, batch, want_probs=False, want_features=False, gen
 
 
 @torch.no_grad()
-def evaluate(net, images, labels, size, batch):
+def evaluate(net, images, labels, size, batch, bf16=False):
     """Top-1 and top-5 accuracy in percent on a labelled split."""
     net.eval()
     correct1 = correct5 = 0
     for start in range(0, len(images), batch):
         x = to_input_layout(eval_transform(images[start:start + batch], size))
-        with autocast(images.device):
+        with autocast(images.device, bf16):
             logits = net(x).float()
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
         target = labels[start:start + batch].unsqueeze(1)
@@ -114,11 +128,16 @@ def _batches(order: torch.Tensor, batch: int):
 
 
 def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabeled: torch.Tensor,
-                     preset: Preset, size: int, record: Record, desc: str = "train") -> PoolPredictions:
-    """Train `net` in place on data.pool[labeled]; return what `record` asks for."""
+                     preset: Preset, size: int, record: Record, stream: int,
+                     desc: str = "train") -> PoolPredictions:
+    """Train `net` in place on data.pool[labeled]; return what `record` asks for.
+
+    `stream` seeds this net's own generator (`stream_seed`): epoch order, augmentation
+    and, with the score_with_train_aug quirk, the augmentation of its passes over the pool.
+    """
     device = data.pool_images.device
     to_device(net, device)
-    generator = torch.Generator(device=device).manual_seed(preset.seed)
+    generator = torch.Generator(device=device).manual_seed(stream)
     labeled = labeled.to(device)
     steps_per_epoch = len(_batches(labeled, preset.train_batch))
     if steps_per_epoch == 0:
@@ -140,7 +159,7 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
         for idx in _batches(order, preset.train_batch):
             x = train_transform(data.pool_images[idx], size, generator, preset.crop_scale_min)
             x = to_input_layout(x)
-            with autocast(device):
+            with autocast(device, preset.bf16):
                 loss = criterion(net(x).float(), data.pool_labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -156,7 +175,8 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
             scored = torch.arange(len(data.pool_images), device=device) if record.features else unlabeled
             labels, probs, feats = predict(net, data.pool_images[scored], size, preset.eval_batch,
                                            want_probs=record.probs, want_features=record.features,
-                                           generator=score_gen, crop_scale_min=preset.crop_scale_min)
+                                           generator=score_gen, crop_scale_min=preset.crop_scale_min,
+                                           bf16=preset.bf16)
             if record.features:
                 out.pool_features = feats
                 labels = labels[unlabeled.cpu().numpy()]
@@ -166,7 +186,8 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
                 snapshots.append(labels)
         elif record.snapshots and epoch >= first_snapshot:
             snapshots.append(predict(net, data.pool_images[unlabeled], size, preset.eval_batch,
-                                     generator=score_gen, crop_scale_min=preset.crop_scale_min)[0])
+                                     generator=score_gen, crop_scale_min=preset.crop_scale_min,
+                                     bf16=preset.bf16)[0])
     if record.snapshots:
         out.snapshot_labels = np.stack(snapshots)
     return out

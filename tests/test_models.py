@@ -17,7 +17,7 @@ def test_twelve_nets_in_spec_order_with_their_input_sizes():
 
 @pytest.mark.parametrize("net_id", range(12))
 def test_every_net_gives_ten_class_outputs_at_its_size_and_the_quick_size(net_id):
-    net, size = ltm.load_test_models(net_id, init="scratch")
+    net, size = ltm.load_test_models(net_id)
     net.eval()
     with torch.no_grad():
         for s in (size, PRESETS["quick"].image_size):
@@ -49,20 +49,14 @@ def test_cached_imagenet_weights_load_into_everything_but_the_head(workdir, monk
     torch.save({"state_dict": imagenet_net.state_dict()}, path)
     torch.manual_seed(2)
     net = models.build_net(2)
-    assert models.initialise(net, 2, "auto") == "pretrained"
+    assert models.initialise(net, 2, "pretrained") == "pretrained"
     torch.testing.assert_close(net.first_conv.conv.weight, imagenet_net.first_conv.conv.weight)
     assert net.classifier.linear.out_features == 10
 
 
-def test_unreachable_weights_fall_back_to_scratch_with_a_warning(workdir, monkeypatch, capsys):
-    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    assert models.initialise(models.build_net(1), 1, "auto") == "scratch"
-    assert "fresh initialisation" in capsys.readouterr().err
-
-
 def test_pretrained_demanded_but_unavailable_is_a_clear_error(workdir, monkeypatch):
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    with pytest.raises(UserError, match="--init scratch"):
+    with pytest.raises(UserError, match="--init he_fout"):
         models.initialise(models.build_net(1), 1, "pretrained")
 
 
@@ -75,8 +69,12 @@ def test_corrupted_weights_file_is_refused(workdir, monkeypatch):
         models.initialise(models.build_net(4), 4, "pretrained")
 
 
-def test_scratch_init_never_touches_the_network(workdir):
-    assert models.initialise(models.build_net(5), 5, "scratch") == "scratch"
+def test_pytorch_init_keeps_pytorchs_default_weights(workdir):
+    torch.manual_seed(5)
+    net = models.build_net(5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert models.initialise(net, 5, "pytorch") == "pytorch"
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
 def test_unknown_net_id_is_refused():

@@ -39,7 +39,7 @@ def test_one_training_run_saves_checkpoint_and_late_epoch_snapshots(quick_run):
     for net_id in (0, 1):
         assert paths.checkpoint(2, "random", 0, net_id).exists()
         info = json.loads(paths.checkpoint_info(2, "random", 0, net_id).read_text())
-        assert info["init"] == "scratch"  # no OFA weights offline: said, not hidden
+        assert info["init"] == "he_fout"  # the default: what the original code trained from
         with np.load(paths.pool_predictions(2, "random", 0, net_id)) as z:
             assert z["snapshot_labels"].shape == (QUICK.snapshot_epochs, len(unlabeled))
             assert z["unlabeled_probs"].shape == (len(unlabeled), 10)

@@ -201,7 +201,7 @@ def test_coreset_rejects_non_finite_features():
 #   x6: both unanimous                             d=0 v=0
 #   x7: model 0 splits 3-1, model 1 splits 2-2     d=2 v=1.256
 # DIAM ranking: d desc -> {x7, x3} (v 1.256 > 1.125), then d=1 by v desc:
-# x5, then x2 and x4 tied (lower position first), x1, then x0, x6.
+# x5, then x2 and x4 tied (in random order), x1, then x0 and x6 tied.
 DIAM_RANKING = [7, 3, 5, 2, 4, 1, 0, 6]
 DIAM_SNAPSHOTS = snapshots_from_columns([
     [[0, 0, 0, 0], [0, 0, 0, 1], [0, 1, 0, 1], [0, 0, 0, 1],
@@ -244,12 +244,21 @@ def test_vote_entropy_is_bit_identical_for_relabelled_and_reordered_votes():
 
 # ----------------------------------------------------------------------- DIAM
 
-def test_diam_ranks_by_disagreement_then_vote_entropy_then_position():
+def test_diam_ranks_by_disagreement_then_vote_entropy():
     rng = np.random.default_rng(0)
-    for batch_size in range(1, 9):
+    for batch_size in (1, 2, 3, 5, 6, 8):  # cuts that do not split a tie
         # With candidate_factor=1 the candidates are exactly the batch: the top B.
         picks = diam(DIAM_SNAPSHOTS, batch_size, rng, candidate_factor=1)
         assert sorted(picks.tolist()) == sorted(DIAM_RANKING[:batch_size])
+
+
+def test_diam_breaks_ties_at_the_cut_at_random_and_by_the_seed():
+    # B = 4 cuts between x2 and x4 (equal d and v): either may be taken, as in the original.
+    batches = [tuple(sorted(diam(DIAM_SNAPSHOTS, 4, np.random.default_rng(seed), candidate_factor=1)))
+               for seed in range(40)]
+    assert set(batches) == {(2, 3, 5, 7), (3, 4, 5, 7)}
+    assert batches == [tuple(sorted(diam(DIAM_SNAPSHOTS, 4, np.random.default_rng(seed), candidate_factor=1)))
+                       for seed in range(40)]
 
 
 def test_diam_draws_batch_uniformly_from_top_five_b():

@@ -18,7 +18,7 @@ from diam.training import Record, evaluate, train_target_net
 @pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast_path"])
 def test_training_records_what_selection_reads_on_either_path(monkeypatch, fast):
     monkeypatch.setattr(training, "fast_path", lambda device: fast)
-    preset = dataclasses.replace(PRESETS["quick"], epochs=4, pool_size=400, test_size=200)
+    preset = dataclasses.replace(PRESETS["quick"], epochs=4, pool_size=400, test_size=200, bf16=fast)
     data = load_dataset("digits", pool_size=preset.pool_size, test_size=preset.test_size)
     labeled, unlabeled = torch.arange(100), torch.arange(100, 400)
     torch.manual_seed(0)
@@ -27,7 +27,7 @@ def test_training_records_what_selection_reads_on_either_path(monkeypatch, fast)
     net.first_conv.register_forward_hook(lambda module, inputs, output: conv_dtypes.append(output.dtype))
 
     out = train_target_net(net, data, labeled, unlabeled, preset, preset.image_size,
-                           Record(snapshots=True, probs=True, features=True))
+                           Record(snapshots=True, probs=True, features=True), stream=0)
 
     # The path asked for is the path taken: bf16 activations and channels_last weights only on the fast path.
     assert set(conv_dtypes) == {torch.bfloat16 if fast else torch.float32}
@@ -40,5 +40,5 @@ def test_training_records_what_selection_reads_on_either_path(monkeypatch, fast)
     assert np.isfinite(out.pool_features).all()
     # The last snapshot comes from the same pass as the probabilities.
     np.testing.assert_array_equal(out.snapshot_labels[-1], out.unlabeled_probs.argmax(1))
-    top1, top5 = evaluate(net, data.test_images, data.test_labels, preset.image_size, preset.eval_batch)
+    top1, top5 = evaluate(net, data.test_images, data.test_labels, preset.image_size, preset.eval_batch, bf16=fast)
     assert 0 <= top1 <= top5 <= 100
