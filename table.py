@@ -122,8 +122,7 @@ def verdict_parts(verdict, expected_iterations) -> tuple[str, str]:
         aulc = f"AULC difference {signed(difference.mean)} (1 seed in common: no CI)"
     if list(verdict.iterations) != list(expected_iterations):
         aulc += f" over al_iter {results.as_ranges(verdict.iterations)} only"
-    tested = verdict.wins + verdict.ties + verdict.losses
-    if tested == 0:
+    if verdict.tested == 0:
         rounds = "rounds: no test (fewer than 2 seeds in common)"
     else:
         rounds = f"rounds won/tied/lost {verdict.wins}/{verdict.ties}/{verdict.losses}"
@@ -140,7 +139,10 @@ def print_verdicts(tree, dataset, model_nums, methods) -> None:
         f" rounds = al_iter {results.as_ranges(rounds)}, each a two-sided paired t-test across seeds, p < {ALPHA})"
     )
     for model_num in model_nums:
-        for verdict in results.verdicts(tree, model_num, dataset, methods):
+        found = results.verdicts(tree, model_num, dataset, methods)
+        if not found and tree.methods(model_num, dataset):
+            print(f"T={model_num}: no verdict, {results.REFERENCE_METHOD} has no results to pair with the others'")
+        for verdict in found:
             aulc, won = verdict_parts(verdict, tree.expected_iterations(dataset))
             print(f"T={model_num} vs {results.method_display_name(verdict.method)}: {aulc}; {won}")
     print()
@@ -169,7 +171,8 @@ def print_penalty_matrices(tree, dataset, model_nums, methods) -> None:
 
 def print_latex(table, seeds) -> None:
     spread = "; cells: mean over seeds \\pm 95\\% CI half-width" if len(seeds) > 1 else ""
-    print(f"% {results.dataset_display_name(table.dataset)}: columns T = {', '.join(map(str, table.model_nums))}{spread}")
+    columns = ", ".join(map(str, table.model_nums))
+    print(f"% {results.dataset_display_name(table.dataset)}: columns T = {columns}{spread}")
     for method in table.methods:
         cells = " & ".join(latex_cell(table.cells.get((method, t))) for t in table.model_nums)
         print(f"{results.method_display_name(method)} & {cells} \\\\")
@@ -191,8 +194,7 @@ def print_latex_verdicts(tree, dataset, model_nums, methods) -> None:
                 aulc = f"${signed(difference.mean)}\\ [{signed(difference.low)}, {signed(difference.high)}]$"
             else:
                 aulc = f"${signed(difference.mean)}$ (1 seed: no CI)"
-            tested = verdict.wins + verdict.ties + verdict.losses
-            rounds = f"{verdict.wins}/{verdict.ties}/{verdict.losses}" if tested else "no test"
+            rounds = f"{verdict.wins}/{verdict.ties}/{verdict.losses}" if verdict.tested else "no test"
             print(f"{model_num} & {results.method_display_name(verdict.method)} & {aulc} & {rounds} \\\\")
 
 

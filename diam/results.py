@@ -339,6 +339,10 @@ class Verdict:
     losses: int  # rounds at which the method is significantly better than DIAM
     untested: int  # rounds with fewer than 2 seeds in common: no test possible
 
+    @property
+    def tested(self) -> int:
+        return self.wins + self.ties + self.losses
+
 
 def verdicts(tree: ResultsTree, model_num: int, dataset: str, methods=None) -> list[Verdict]:
     """DIAM against each other method; empty when DIAM has no results at (dataset, T)."""
