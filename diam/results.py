@@ -164,13 +164,16 @@ def read_performances(path: Path, model_num: int) -> np.ndarray:
     return accuracies
 
 
-def _seed_roots(root: Path) -> list[tuple[int, Path]]:
+def _seed_roots(root: Path, skipped: list[str]) -> list[tuple[int, Path]]:
     """(seed, folder holding that seed's <T> folders): the top for seed 0, then seed<S>/."""
     seed_roots = [(0, root)]
     for child in sorted(root.iterdir()):
         match = SEED_FOLDER.fullmatch(child.name)
         if match and child.is_dir():
             seed_roots.append((int(match.group(1)), child))
+        elif re.fullmatch(r"seed[0-9]+", child.name):
+            skipped.append(f"{child}: not read; seed 0's results live at the top of the tree and"
+                           " seed S >= 1's in seed<S>/, written without leading zeros")
     return sorted(seed_roots)
 
 
@@ -186,7 +189,7 @@ def load_results(root) -> ResultsTree:
         )
     runs: dict[RunKey, dict[int, dict[int, np.ndarray]]] = {}
     skipped: list[str] = []
-    for seed, seed_root in _seed_roots(root):
+    for seed, seed_root in _seed_roots(root, skipped):
         for path in sorted(seed_root.glob(f"*/*/*/*/{PERFORMANCES_FILE}")):
             model_num_name, dataset, method, iteration_name = path.relative_to(seed_root).parts[:4]
             if seed == 0 and SEED_FOLDER.fullmatch(model_num_name):
