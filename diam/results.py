@@ -28,11 +28,12 @@ import numpy as np
 from diam import statistics
 from diam.errors import UserError
 from diam.paths import PAPER_MARKER as PAPER_RESULTS_MARKER
+from diam.paths import seed_folder
 from diam.statistics import Estimate
 
 PERFORMANCES_FILE = "performances.txt"
 MODELS_FILE = "models.json"  # beside performances.txt: per net, its labeled-set size among others
-# Seed S >= 1 lives in <root>/seed<S>/ (the layout diam/paths.py writes); seed 0 at the top.
+# How a folder name written by diam.paths.seed_folder(S), S >= 1, is read back; seed 0 is the top.
 SEED_FOLDER = re.compile(r"seed([1-9][0-9]*)")
 
 # The order in which the original scripts run the methods.
@@ -104,7 +105,7 @@ class ResultsTree:
         return len(self.seeds()) > 1
 
     def seed_root(self, seed: int) -> Path:
-        return self.root if seed == 0 else self.root / f"seed{seed}"
+        return self.root / seed_folder(seed)
 
     @property
     def accuracies(self) -> dict[RunKey, dict[int, np.ndarray]]:

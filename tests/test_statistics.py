@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from diam import results, statistics
+from diam.paths import RunPaths
 from test_results_plot_table import run_script, write_tree
 
 import plot  # noqa: E402  (the script's drawing functions return their Figure)
@@ -86,6 +87,17 @@ def test_seed_folders_are_seeds_not_t_folders(seed_tree):
     np.testing.assert_allclose(per_seed[3][2][:, 0], [model_mean("DIAM", 3, 2) - 1, model_mean("DIAM", 3, 2) + 1])
     with pytest.raises(ValueError, match="holds seeds"):
         tree.accuracies  # one seed's view of a tree of several would hide the others
+
+
+def test_results_reads_each_seed_where_the_run_paths_write_it(tmp_path):
+    for seed in (0, 1, 12):
+        run = RunPaths(tmp_path / "runs", "quick", DATASET, seed=seed)
+        path = run.performances(MODEL_NUM, "DIAM", 0)
+        path.parent.mkdir(parents=True)
+        path.write_text(f"{50 + seed} 90\n{52 + seed} 91\n")
+    tree = results.load_results(tmp_path / "runs" / "quick" / "extracted_results")
+    assert tree.seeds() == [0, 1, 12] and tree.skipped == []
+    assert {seed: a[0][0, 0] for seed, a in tree.runs[(MODEL_NUM, DATASET, "DIAM")].items()} == {0: 50, 1: 51, 12: 62}
 
 
 def test_a_tree_without_seed_zero_at_the_top_holds_only_its_seed_folders(tmp_path):
