@@ -11,7 +11,6 @@ BADGE's pairwise penalty matrix is drawn beside it in PREFIX_penalty.png and .pd
 import argparse
 import math
 import sys
-import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -132,6 +131,10 @@ def draw_panel(ax, tree, model_num: int, dataset: str, query_batch: int) -> None
     last_iteration = max(tree.expected_iterations(dataset))
     tick_step = math.ceil((last_iteration + 1) / 6)  # 11 iterations -> every 2nd, as in the paper
     ax.set_xticks(np.arange(0, last_iteration + 1, tick_step) * query_batch)
+    if tree.has_several_seeds:
+        # With few seeds a t interval can reach past 0 or 100%: the axes stop at what accuracy can be.
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, 0.0), min(high, 100.0))
     y_limits = PAPER_Y_LIMITS.get(dataset)
     if y_limits and y_limits[0] <= min(all_means) and max(all_means) <= y_limits[1]:
         ax.set_ylim(*y_limits)
@@ -165,9 +168,9 @@ def draw_learning_curves(trees, model_num: int, datasets, query_batch: int | Non
 def draw_penalty_matrices(trees, model_num: int, datasets):
     """BADGE's penalty matrix per (tree, dataset) as a heatmap; one row per tree. Returns the Figure."""
     matrices = [[results.penalty_matrix(tree, model_num, dataset) for dataset in datasets] for tree in trees]
-    side = max(4.5, 0.9 * max(len(m.methods) for row in matrices for m in row) + 2.0)
+    side = max(5.0, 0.9 * max(len(m.methods) for row in matrices for m in row) + 2.0)
     fig, axes = plt.subplots(len(trees), len(datasets), squeeze=False, layout="constrained",
-                             figsize=(side * len(datasets), side * len(trees) + 0.8))
+                             figsize=(side * len(datasets), side * len(trees) + 1.2))
     for row, (tree, row_matrices) in enumerate(zip(trees, matrices)):
         for column, matrix in enumerate(row_matrices):
             ax = axes[row, column]
@@ -188,9 +191,11 @@ def draw_penalty_matrices(trees, model_num: int, datasets):
             if len(trees) > 1:
                 title += f"\n{tree_label(tree)}"
             ax.set_title(title)
-    caption = (f"Entry (i, j): labeling rounds (al_iter >= 1) at which method i is significantly better than"
-               f" method j (two-sided paired t-test across seeds, p < {ALPHA})")
-    fig.suptitle(textwrap.fill(caption, width=int(11 * side * len(datasets))))
+    fig.suptitle(
+        "Entry (i, j): labeling rounds (al_iter >= 1) at which\n"
+        "method i is significantly better than method j\n"
+        f"(two-sided paired t-test across seeds, p < {ALPHA})"
+    )
     return fig
 
 
