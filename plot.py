@@ -3,6 +3,10 @@
 With no arguments it redraws the paper's figure (T=12, MNIST and Kuzushiji-MNIST) from
 the paper's own numbers shipped in extracted_results/. Error bars: std across the T
 models. --compare DIR adds a second row drawn from DIR (e.g. our runs) under the first.
+
+A tree holding several seeds (seed<S>/ folders beside seed 0's <T> folders) is drawn as
+the mean over seeds with a band for the 95% confidence interval across seeds, and
+BADGE's pairwise penalty matrix is drawn beside it in PREFIX_penalty.png and .pdf.
 """
 import argparse
 import math
@@ -17,7 +21,8 @@ import numpy as np  # noqa: E402
 
 from diam import results  # noqa: E402
 from diam.errors import UserError, run_cli  # noqa: E402
-from diam.paths import refuse_paper_results  # noqa: E402
+from diam.paths import atomic_write, refuse_paper_results  # noqa: E402
+from diam.statistics import ALPHA  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PAPER_RESULTS_DIR = HERE / "extracted_results"
@@ -53,16 +58,17 @@ def parse_args():
     parser.add_argument("--model_num", type=int, default=12, help="number of target models T (default 12)")
     parser.add_argument("--datasets", nargs="+", help="datasets to draw, one column each (default: all found)")
     parser.add_argument(
-        "--query_batch", type=int, default=results.PAPER_QUERY_BATCH,
+        "--query_batch", type=int,
         help="examples queried per AL iteration, for the x axis of trees other than the paper's;"
-        " the paper's numbers always use its 1500 (default 1500)",
+        " the paper's numbers always use its 1500 (default: the labeled-set sizes the runs recorded"
+        " in models.json, else 1500)",
     )
     parser.add_argument(
         "--out", default=str(HERE / "assets" / "lc"), metavar="PREFIX",
         help="output path without extension; PREFIX.png and PREFIX.pdf are written (default assets/lc)",
     )
     args = parser.parse_args()
-    if args.model_num < 1 or args.query_batch < 1:
+    if args.model_num < 1 or (args.query_batch is not None and args.query_batch < 1):
         raise UserError("--model_num and --query_batch must be positive whole numbers.")
     return args
 
@@ -80,6 +86,15 @@ def tree_label(tree: results.ResultsTree) -> str:
     return "paper" if tree.is_paper else f"ours ({tree.root})"
 
 
+def panel_query_batch(tree, model_num: int, dataset: str, requested: int | None) -> int:
+    """The x axis's step: the paper's 1500 for its tree, else the flag, else what the runs recorded."""
+    if tree.is_paper:
+        return results.PAPER_QUERY_BATCH
+    if requested is not None:
+        return requested
+    return results.recorded_query_batch(tree, model_num, dataset) or results.PAPER_QUERY_BATCH
+
+
 def draw_panel(ax, tree, model_num: int, dataset: str, query_batch: int) -> None:
     methods = tree.methods(model_num, dataset)
     if not methods:
@@ -93,7 +108,18 @@ def draw_panel(ax, tree, model_num: int, dataset: str, query_batch: int) -> None
     for method in methods:
         style = method_style(method, extra_index)
         extra_index += method not in METHOD_STYLES
-        curve = results.learning_curve(tree.accuracies[(model_num, dataset, method)])
+        per_seed = tree.runs[(model_num, dataset, method)]
+        if tree.has_several_seeds:
+            curve = results.seed_curve(per_seed)
+            queried = curve.iterations * query_batch
+            means, half_widths = curve.mean_top1, curve.half_widths
+            ax.plot(queried, means, label=results.method_display_name(method), markersize=4, **style)
+            # The band is the 95% CI across seeds; it has gaps where fewer than 2 seeds reached an iteration.
+            ax.fill_between(queried, means - half_widths, means + half_widths, color=style["color"],
+                            alpha=0.15, linewidth=0)
+            all_means.extend(means)
+            continue
+        curve = results.learning_curve(next(iter(per_seed.values())))
         queried = curve.iterations * query_batch
         all_means.extend(curve.mean_top1)
         ax.plot(queried, curve.mean_top1, label=results.method_display_name(method), markersize=4, **style)
@@ -105,12 +131,82 @@ def draw_panel(ax, tree, model_num: int, dataset: str, query_batch: int) -> None
     last_iteration = max(tree.expected_iterations(dataset))
     tick_step = math.ceil((last_iteration + 1) / 6)  # 11 iterations -> every 2nd, as in the paper
     ax.set_xticks(np.arange(0, last_iteration + 1, tick_step) * query_batch)
+    if tree.has_several_seeds:
+        # With few seeds a t interval can reach past 0 or 100%: the axes stop at what accuracy can be.
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, 0.0), min(high, 100.0))
     y_limits = PAPER_Y_LIMITS.get(dataset)
     if y_limits and y_limits[0] <= min(all_means) and max(all_means) <= y_limits[1]:
         ax.set_ylim(*y_limits)
     ax.set_xlabel("number of queries")
     ax.set_ylabel("mean accuracy")
     ax.legend(loc="lower right")
+
+
+def draw_learning_curves(trees, model_num: int, datasets, query_batch: int | None = None):
+    """The paper's figure: one row per tree, one column per dataset. Returns the Figure."""
+    with plt.rc_context(PAPER_RC):
+        fig, axes = plt.subplots(
+            len(trees), len(datasets), squeeze=False, layout="constrained",
+            figsize=(PANEL_SIZE[0] * len(datasets), PANEL_SIZE[1] * len(trees) + 0.4),
+        )
+        panel_letters = iter("abcdefghijklmnopqrstuvwxyz")
+        for row, tree in enumerate(trees):
+            for column, dataset in enumerate(datasets):
+                ax = axes[row, column]
+                draw_panel(ax, tree, model_num, dataset, panel_query_batch(tree, model_num, dataset, query_batch))
+                caption = f"({next(panel_letters)}) {results.dataset_display_name(dataset)}"
+                if len(trees) > 1:
+                    caption += f", {tree_label(tree)}"
+                if tree.has_several_seeds:
+                    caption += f", {len(tree.seeds())} seeds, 95% CI bands"
+                # Below the axes, like the paper's sub-figure captions.
+                ax.set_title(caption, y=-0.26, fontsize=16)
+    return fig
+
+
+def draw_penalty_matrices(trees, model_num: int, datasets):
+    """BADGE's penalty matrix per (tree, dataset) as a heatmap; one row per tree. Returns the Figure."""
+    matrices = [[results.penalty_matrix(tree, model_num, dataset) for dataset in datasets] for tree in trees]
+    side = max(5.0, 0.9 * max(len(m.methods) for row in matrices for m in row) + 2.0)
+    fig, axes = plt.subplots(len(trees), len(datasets), squeeze=False, layout="constrained",
+                             figsize=(side * len(datasets), side * len(trees) + 1.2))
+    for row, (tree, row_matrices) in enumerate(zip(trees, matrices)):
+        for column, matrix in enumerate(row_matrices):
+            ax = axes[row, column]
+            names = [results.method_display_name(m) for m in matrix.methods]
+            most = max(len(matrix.rounds), 1)
+            ax.imshow(matrix.wins, cmap="Reds", vmin=0, vmax=most)
+            for i in range(len(names)):
+                for j in range(len(names)):
+                    dark = matrix.wins[i, j] > most / 2
+                    ax.text(j, i, "-" if i == j else str(matrix.wins[i, j]), ha="center", va="center",
+                            color="white" if dark else "black")
+            ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+            ax.set_yticks(range(len(names)), names)
+            ax.set_xlabel("method j (column)")
+            ax.set_ylabel("method i (row)")
+            title = (f"{results.dataset_display_name(matrix.dataset)}, T={model_num}, {len(matrix.seeds)} seeds,"
+                     f" {len(matrix.rounds)} rounds")
+            if len(trees) > 1:
+                title += f"\n{tree_label(tree)}"
+            ax.set_title(title)
+    fig.suptitle(
+        "Entry (i, j): labeling rounds (al_iter >= 1) at which\n"
+        "method i is significantly better than method j\n"
+        f"(two-sided paired t-test across seeds, p < {ALPHA})"
+    )
+    return fig
+
+
+def save_figure(fig, out_prefix: Path) -> list[Path]:
+    written = []
+    for suffix in (".png", ".pdf"):
+        path = out_prefix.with_name(out_prefix.name + suffix)
+        atomic_write(path, lambda f, fmt=suffix[1:]: fig.savefig(f, format=fmt, dpi=150))
+        written.append(path)
+    plt.close(fig)
+    return written
 
 
 def main() -> None:
@@ -140,29 +236,12 @@ def main() -> None:
         for line in results.missing_parts(tree, [args.model_num], datasets, methods):
             print(f"missing in {tree_label(tree)}: {line}", file=sys.stderr)
 
-    with plt.rc_context(PAPER_RC):
-        fig, axes = plt.subplots(
-            len(trees), len(datasets), squeeze=False, layout="constrained",
-            figsize=(PANEL_SIZE[0] * len(datasets), PANEL_SIZE[1] * len(trees) + 0.4),
-        )
-        panel_letters = iter("abcdefghijklmnopqrstuvwxyz")
-        for row, tree in enumerate(trees):
-            query_batch = results.PAPER_QUERY_BATCH if tree.is_paper else args.query_batch
-            for column, dataset in enumerate(datasets):
-                ax = axes[row, column]
-                draw_panel(ax, tree, args.model_num, dataset, query_batch)
-                caption = f"({next(panel_letters)}) {results.dataset_display_name(dataset)}"
-                if len(trees) > 1:
-                    caption += f", {tree_label(tree)}"
-                # Below the axes, like the paper's sub-figure captions.
-                ax.set_title(caption, y=-0.26, fontsize=16)
-        out_prefix.parent.mkdir(parents=True, exist_ok=True)
-        written = []
-        for suffix in (".png", ".pdf"):
-            path = out_prefix.with_name(out_prefix.name + suffix)
-            fig.savefig(path, dpi=150)
-            written.append(path)
-        plt.close(fig)
+    written = save_figure(draw_learning_curves(trees, args.model_num, datasets, args.query_batch), out_prefix)
+    repeated = [tree for tree in trees if tree.has_several_seeds]
+    if repeated:
+        penalty_datasets = [d for d in datasets if any(d in tree.datasets(args.model_num) for tree in repeated)]
+        figure = draw_penalty_matrices(repeated, args.model_num, penalty_datasets)
+        written += save_figure(figure, out_prefix.with_name(out_prefix.name + "_penalty"))
     for path in written:
         print(f"wrote {path}")
 

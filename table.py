@@ -4,6 +4,12 @@ Cell: mean over the AL iterations of the mean top-1 accuracy of the T models, ±
 over the iterations of their std; the best mean of each column is bold (LaTeX) or
 marked '*' (plain). With no arguments it reads the paper's numbers shipped in
 extracted_results/.
+
+A tree holding several seeds (seed<S>/ folders beside seed 0's <T> folders): a cell is
+the mean over seeds of that mean (the area under the learning curve, AULC) ± the
+half-width of its 95% confidence interval across seeds, followed by DIAM's verdict
+against each other method (AULC difference paired by seed, with its 95% CI, and the
+rounds won/tied/lost by paired t-tests) and, in plain text, BADGE's penalty matrix.
 """
 import argparse
 import sys
@@ -11,6 +17,7 @@ from pathlib import Path
 
 from diam import results
 from diam.errors import UserError, run_cli
+from diam.statistics import ALPHA
 
 PAPER_RESULTS_DIR = Path(__file__).resolve().parent / "extracted_results"
 
@@ -30,51 +37,165 @@ def parse_args():
     return parser.parse_args()
 
 
+def cell_notes(cell) -> list[str]:
+    notes = []
+    if cell.seeds_used != cell.seeds_expected:
+        notes.append(f"{cell.seeds_used}/{cell.seeds_expected} seeds")
+    if cell.iterations_used != cell.iterations_expected:
+        notes.append(f"{cell.iterations_used}/{cell.iterations_expected} it.")
+    return notes
+
+
 def plain_cell(cell) -> str:
     if cell is None:
         return "-"
-    text = f"{cell.mean:.2f} ± {cell.std:.2f}"
-    if not cell.complete:
-        text += f" ({cell.iterations_used}/{cell.iterations_expected} it.)"
+    if cell.aulc is None:
+        text = f"{cell.mean:.2f} ± {cell.std:.2f}"
+    elif cell.aulc.has_ci:
+        text = f"{cell.mean:.2f} ± {cell.aulc.half_width:.2f}"
+    else:
+        text = f"{cell.mean:.2f}, no CI"
+    notes = cell_notes(cell)
+    if notes:
+        text += f" ({', '.join(notes)})"
     return text + ("*" if cell.best else "")
 
 
 def latex_cell(cell) -> str:
     if cell is None:
         return "--"
-    body = f"{cell.mean:.2f} \\pm {cell.std:.2f}"
+    if cell.aulc is None:
+        body = f"{cell.mean:.2f} \\pm {cell.std:.2f}"
+    elif cell.aulc.has_ci:
+        body = f"{cell.mean:.2f} \\pm {cell.aulc.half_width:.2f}"
+    else:
+        body = f"{cell.mean:.2f}"
     if cell.best:
         body = f"\\bm{{{body}}}"
-    if not cell.complete:
+    if cell.iterations_used != cell.iterations_expected:
         body += "^{\\dagger}"
+    if cell.seeds_used != cell.seeds_expected:
+        body += "^{\\ddagger}"
     return f"${body}$"
 
 
-def print_plain(table, iterations) -> None:
+def print_plain(table, iterations, seeds) -> None:
     header = ["method"] + [f"T={t}" for t in table.model_nums]
     rows = [
         [results.method_display_name(method)] + [plain_cell(table.cells.get((method, t))) for t in table.model_nums]
         for method in table.methods
     ]
     widths = [max(len(row[column]) for row in [header] + rows) for column in range(len(header))]
-    print(
-        f"{results.dataset_display_name(table.dataset)}: mean top-1 accuracy (%) over al_iter"
-        f" {iterations[0]}-{iterations[-1]} ± mean std across the T models; * = best of column"
-    )
+    over = f"al_iter {iterations[0]}-{iterations[-1]}"
+    if len(seeds) > 1:
+        print(
+            f"{results.dataset_display_name(table.dataset)}: mean top-1 accuracy (%) of the T models over {over}"
+            f" (AULC), mean over seeds {results.as_ranges(seeds)} ± 95% CI half-width across seeds (Student t);"
+            " * = best of column"
+        )
+    else:
+        print(
+            f"{results.dataset_display_name(table.dataset)}: mean top-1 accuracy (%) over {over}"
+            " ± mean std across the T models; * = best of column"
+        )
     for row in [header] + rows:
         print("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
-    if any(not cell.complete for cell in table.cells.values()):
+    cells = table.cells.values()
+    if any(cell.seeds_used != cell.seeds_expected for cell in cells):
+        print("(k/n seeds): only k of the tree's n seeds; not compared for best; no CI with 1 seed")
+    if any(cell.iterations_used != cell.iterations_expected for cell in cells):
         print("(k/n it.): computed over only k of the n iterations; not compared for best")
     print()
 
 
-def print_latex(table) -> None:
-    print(f"% {results.dataset_display_name(table.dataset)}: columns T = {', '.join(map(str, table.model_nums))}")
+def signed(value: float) -> str:
+    return f"{value:+.2f}"
+
+
+def verdict_parts(verdict, expected_iterations) -> tuple[str, str]:
+    """(AULC difference with its CI, rounds won/tied/lost), as plain text."""
+    difference = verdict.aulc_difference
+    if difference.has_ci:
+        aulc = (f"AULC difference {signed(difference.mean)}, 95% CI [{signed(difference.low)},"
+                f" {signed(difference.high)}] ({difference.n} seeds)")
+    else:
+        aulc = f"AULC difference {signed(difference.mean)} (1 seed in common: no CI)"
+    if list(verdict.iterations) != list(expected_iterations):
+        aulc += f" over al_iter {results.as_ranges(verdict.iterations)} only"
+    if verdict.tested == 0:
+        rounds = "rounds: no test (fewer than 2 seeds in common)"
+    else:
+        rounds = f"rounds won/tied/lost {verdict.wins}/{verdict.ties}/{verdict.losses}"
+        if verdict.untested:
+            rounds += f", {verdict.untested} untested (fewer than 2 seeds in common)"
+    return aulc, rounds
+
+
+def print_verdicts(tree, dataset, model_nums, methods) -> None:
+    rounds = tree.expected_iterations(dataset)[1:]
+    print(
+        f"{results.dataset_display_name(dataset)}: {results.REFERENCE_METHOD} against each other method,"
+        f" paired by seed (AULC = mean accuracy over al_iter {results.as_ranges(tree.expected_iterations(dataset))};"
+        f" rounds = al_iter {results.as_ranges(rounds)}, each a two-sided paired t-test across seeds, p < {ALPHA})"
+    )
+    for model_num in model_nums:
+        found = results.verdicts(tree, model_num, dataset, methods)
+        if not found and tree.methods(model_num, dataset):
+            print(f"T={model_num}: no verdict, {results.REFERENCE_METHOD} has no results to pair with the others'")
+        for verdict in found:
+            aulc, won = verdict_parts(verdict, tree.expected_iterations(dataset))
+            print(f"T={model_num} vs {results.method_display_name(verdict.method)}: {aulc}; {won}")
+    print()
+
+
+def print_penalty_matrices(tree, dataset, model_nums, methods) -> None:
+    for model_num in model_nums:
+        present = [m for m in methods if (model_num, dataset, m) in tree.runs]
+        if len(present) < 2:
+            continue
+        matrix = results.penalty_matrix(tree, model_num, dataset, present)
+        print(
+            f"{results.dataset_display_name(dataset)}, T={model_num}: penalty matrix, entry = rounds (of"
+            f" {len(matrix.rounds)}) at which the row method is significantly better than the column method"
+        )
+        names = [results.method_display_name(m) for m in present]
+        rows = [[""] + names] + [
+            [name] + ["-" if i == j else str(matrix.wins[i, j]) for j in range(len(present))]
+            for i, name in enumerate(names)
+        ]
+        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
+        print()
+
+
+def print_latex(table, seeds) -> None:
+    spread = "; cells: mean over seeds \\pm 95\\% CI half-width" if len(seeds) > 1 else ""
+    columns = ", ".join(map(str, table.model_nums))
+    print(f"% {results.dataset_display_name(table.dataset)}: columns T = {columns}{spread}")
     for method in table.methods:
         cells = " & ".join(latex_cell(table.cells.get((method, t))) for t in table.model_nums)
         print(f"{results.method_display_name(method)} & {cells} \\\\")
-    if any(not cell.complete for cell in table.cells.values()):
+    if any(cell.iterations_used != cell.iterations_expected for cell in table.cells.values()):
         print("% \\dagger: computed over only some of the iterations; not compared for best")
+    if any(cell.seeds_used != cell.seeds_expected for cell in table.cells.values()):
+        print("% \\ddagger: computed over only some of the seeds; not compared for best")
+
+
+def print_latex_verdicts(tree, dataset, model_nums, methods) -> None:
+    print(
+        f"% {results.dataset_display_name(dataset)}: {results.REFERENCE_METHOD} vs method: T & method &"
+        f" AULC difference [95\\% CI] & rounds won/tied/lost (paired t-test, p < {ALPHA})"
+    )
+    for model_num in model_nums:
+        for verdict in results.verdicts(tree, model_num, dataset, methods):
+            difference = verdict.aulc_difference
+            if difference.has_ci:
+                aulc = f"${signed(difference.mean)}\\ [{signed(difference.low)}, {signed(difference.high)}]$"
+            else:
+                aulc = f"${signed(difference.mean)}$ (1 seed: no CI)"
+            rounds = f"{verdict.wins}/{verdict.ties}/{verdict.losses}" if verdict.tested else "no test"
+            print(f"{model_num} & {results.method_display_name(verdict.method)} & {aulc} & {rounds} \\\\")
 
 
 def main() -> None:
@@ -96,14 +217,20 @@ def main() -> None:
         )
     for line in results.missing_parts(tree, model_nums, [d for d in datasets if d not in unknown], methods):
         print(f"missing: {line}", file=sys.stderr)
+    seeds = tree.seeds()
     for dataset in datasets:
         if dataset in unknown:
             continue
         table = results.dataset_table(tree, dataset, model_nums, methods)
         if args.latex:
-            print_latex(table)
+            print_latex(table, seeds)
+            if len(seeds) > 1:
+                print_latex_verdicts(tree, dataset, model_nums, methods)
         else:
-            print_plain(table, tree.expected_iterations(dataset))
+            print_plain(table, tree.expected_iterations(dataset), seeds)
+            if len(seeds) > 1:
+                print_verdicts(tree, dataset, model_nums, methods)
+                print_penalty_matrices(tree, dataset, model_nums, methods)
 
 
 if __name__ == "__main__":

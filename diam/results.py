@@ -1,25 +1,40 @@
-"""Results trees: reading them and the paper's summary numbers.
+"""Results trees: reading them, the paper's summary numbers, and the statistics over seeds.
 
 A results tree is laid out as `<root>/<T>/<dataset>/<method>/<al_iter>/performances.txt`,
 each file holding T rows of "top1 top5" test accuracy in percent, one row per target
-model in net_id order. This module is the one place that reads that layout.
+model in net_id order. Those are seed 0's results; a repeat with seed S >= 1 is the
+same layout under `<root>/seed<S>/`. This module is the one place that reads it.
 
 The paper's numbers, per AL iteration: the mean top-1 accuracy over the T target
 models, with their standard deviation as the error bar. Per table cell: the mean over
 the iterations of both. The std is the population std (ddof=0): it is what the
 authors' table.py computes (np.std) for the published table.
+
+With several seeds (SPEC section 9), the spread that matters is across seeds: the
+curves are the mean over seeds of the T-model mean with a 95% confidence interval,
+a cell is the area under the learning curve (AULC, the mean over iterations) with
+its interval, and methods are compared round by round with paired t-tests
+(diam/statistics.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from diam import statistics
 from diam.errors import UserError
 from diam.paths import PAPER_MARKER as PAPER_RESULTS_MARKER
+from diam.paths import seed_folder
+from diam.statistics import Estimate
 
 PERFORMANCES_FILE = "performances.txt"
+MODELS_FILE = "models.json"  # beside performances.txt: per net, its labeled-set size among others
+# How a folder name written by diam.paths.seed_folder(S), S >= 1, is read back; seed 0 is the top.
+SEED_FOLDER = re.compile(r"seed([1-9][0-9]*)")
 
 # The order in which the original scripts run the methods.
 PAPER_METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM")
@@ -46,6 +61,8 @@ PAPER_MODEL_NUMS = (2, 4, 6, 8, 12)
 PAPER_QUERY_BATCH = 1500
 
 RunKey = tuple[int, str, str]  # (number of target models T, dataset, method)
+# The method whose claim the verdicts test against every other method.
+REFERENCE_METHOD = "DIAM"
 
 
 def method_display_name(method: str) -> str:
@@ -71,8 +88,8 @@ def in_dataset_order(datasets) -> list[str]:
 @dataclass
 class ResultsTree:
     root: Path
-    # (T, dataset, method) -> {al_iter: array (T, 2) of top-1, top-5 in percent}
-    accuracies: dict[RunKey, dict[int, np.ndarray]]
+    # (T, dataset, method) -> {seed: {al_iter: array (T, 2) of top-1, top-5 in percent}}
+    runs: dict[RunKey, dict[int, dict[int, np.ndarray]]]
     # files under root that look like results but could not be used, each with why
     skipped: list[str]
 
@@ -80,18 +97,35 @@ class ResultsTree:
     def is_paper(self) -> bool:
         return (self.root / PAPER_RESULTS_MARKER).exists()
 
+    def seeds(self) -> list[int]:
+        return sorted({seed for per_seed in self.runs.values() for seed in per_seed})
+
+    @property
+    def has_several_seeds(self) -> bool:
+        return len(self.seeds()) > 1
+
+    def seed_root(self, seed: int) -> Path:
+        return self.root / seed_folder(seed)
+
+    @property
+    def accuracies(self) -> dict[RunKey, dict[int, np.ndarray]]:
+        """(T, dataset, method) -> {al_iter: array (T, 2)} of a tree holding one seed."""
+        if self.has_several_seeds:
+            raise ValueError(f"{self.root} holds seeds {self.seeds()}: read tree.runs, per seed")
+        return {key: next(iter(per_seed.values())) for key, per_seed in self.runs.items()}
+
     def model_nums(self) -> list[int]:
-        return sorted({model_num for model_num, _, _ in self.accuracies})
+        return sorted({model_num for model_num, _, _ in self.runs})
 
     def datasets(self, model_num: int | None = None) -> list[str]:
         return in_dataset_order(
-            dataset for t, dataset, _ in self.accuracies if model_num in (None, t)
+            dataset for t, dataset, _ in self.runs if model_num in (None, t)
         )
 
     def methods(self, model_num: int | None = None, dataset: str | None = None) -> list[str]:
         return in_display_order(
             method
-            for t, d, method in self.accuracies
+            for t, d, method in self.runs
             if model_num in (None, t) and dataset in (None, d)
         )
 
@@ -104,8 +138,9 @@ class ResultsTree:
         """
         last = max(
             iteration
-            for (_, d, _), per_iteration in self.accuracies.items()
+            for (_, d, _), per_seed in self.runs.items()
             if d == dataset
+            for per_iteration in per_seed.values()
             for iteration in per_iteration
         )
         return list(range(last + 1))
@@ -130,6 +165,19 @@ def read_performances(path: Path, model_num: int) -> np.ndarray:
     return accuracies
 
 
+def _seed_roots(root: Path, skipped: list[str]) -> list[tuple[int, Path]]:
+    """(seed, folder holding that seed's <T> folders): the top for seed 0, then seed<S>/."""
+    seed_roots = [(0, root)]
+    for child in sorted(root.iterdir()):
+        match = SEED_FOLDER.fullmatch(child.name)
+        if match and child.is_dir():
+            seed_roots.append((int(match.group(1)), child))
+        elif re.fullmatch(r"seed[0-9]+", child.name):
+            skipped.append(f"{child}: not read; seed 0's results live at the top of the tree and"
+                           " seed S >= 1's in seed<S>/, written without leading zeros")
+    return sorted(seed_roots)
+
+
 def load_results(root) -> ResultsTree:
     root = Path(root)
     layout = f"<T>/<dataset>/<method>/<al_iter>/{PERFORMANCES_FILE}"
@@ -140,28 +188,58 @@ def load_results(root) -> ResultsTree:
             " as the one the training scripts write, or leave the option out to use the"
             " paper's numbers shipped in extracted_results/."
         )
-    accuracies: dict[RunKey, dict[int, np.ndarray]] = {}
+    runs: dict[RunKey, dict[int, dict[int, np.ndarray]]] = {}
     skipped: list[str] = []
-    for path in sorted(root.glob(f"*/*/*/*/{PERFORMANCES_FILE}")):
-        model_num_name, dataset, method, iteration_name = path.relative_to(root).parts[:4]
-        if not (model_num_name.isdigit() and iteration_name.isdigit()) or int(model_num_name) == 0:
-            skipped.append(f"{path}: the T and al_iter folder names must be whole numbers, T >= 1")
-            continue
-        try:
-            run_accuracies = read_performances(path, int(model_num_name))
-        except (ValueError, OSError, UnicodeDecodeError) as err:
-            skipped.append(f"{path}: {err}")
-            continue
-        key = (int(model_num_name), dataset, method)
-        accuracies.setdefault(key, {})[int(iteration_name)] = run_accuracies
-    if not accuracies:
+    for seed, seed_root in _seed_roots(root, skipped):
+        for path in sorted(seed_root.glob(f"*/*/*/*/{PERFORMANCES_FILE}")):
+            model_num_name, dataset, method, iteration_name = path.relative_to(seed_root).parts[:4]
+            if seed == 0 and SEED_FOLDER.fullmatch(model_num_name):
+                skipped.append(f"{path}: a seed folder holds <T>/<dataset>/<method>/<al_iter>/ inside it")
+                continue
+            if not (model_num_name.isdigit() and iteration_name.isdigit()) or int(model_num_name) == 0:
+                skipped.append(f"{path}: the T and al_iter folder names must be whole numbers, T >= 1")
+                continue
+            try:
+                run_accuracies = read_performances(path, int(model_num_name))
+            except (ValueError, OSError, UnicodeDecodeError) as err:
+                skipped.append(f"{path}: {err}")
+                continue
+            key = (int(model_num_name), dataset, method)
+            runs.setdefault(key, {}).setdefault(seed, {})[int(iteration_name)] = run_accuracies
+    if not runs:
         detail = f" ({len(skipped)} such files could not be read: {skipped[0]})" if skipped else ""
         raise UserError(
             f"the folder {root} holds no results: no readable {layout} files were found"
-            f" under it{detail}. Point --results at the folder the runs wrote, the one"
-            " holding the <T> folders."
+            f" under it (nor under seed<S>/ folders in it){detail}. Point --results at the"
+            " folder the runs wrote, the one holding the <T> folders."
         )
-    return ResultsTree(root=root, accuracies=accuracies, skipped=skipped)
+    return ResultsTree(root=root, runs=runs, skipped=skipped)
+
+
+def recorded_query_batch(tree: ResultsTree, model_num: int, dataset: str) -> int | None:
+    """Examples queried per AL iteration, as the runs recorded it; None where they did not.
+
+    The labeled-set size recorded in models.json at al_iter 1 minus that at al_iter 0,
+    from the first run of (T, dataset) that has both (the paper's tree has none).
+    """
+    for (t, d, method), per_seed in sorted(tree.runs.items()):
+        if (t, d) != (model_num, dataset):
+            continue
+        for seed, per_iteration in sorted(per_seed.items()):
+            if 0 in per_iteration and 1 in per_iteration:
+                folder = tree.seed_root(seed) / str(t) / d / method
+                sizes = [_recorded_labeled_size(folder / str(i) / MODELS_FILE) for i in (0, 1)]
+                if None not in sizes and sizes[1] > sizes[0]:
+                    return sizes[1] - sizes[0]
+    return None
+
+
+def _recorded_labeled_size(path: Path) -> int | None:
+    try:
+        sizes = {int(net["n_labeled"]) for net in json.loads(path.read_text())}
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # not recorded, or not readable: the caller falls back to a default
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -177,17 +255,152 @@ def learning_curve(per_iteration: dict[int, np.ndarray]) -> LearningCurve:
     return LearningCurve(iterations, top1.mean(axis=1), top1.std(axis=1, ddof=0))
 
 
+# ------------------------------------------------------------- across seeds
+@dataclass(frozen=True)
+class SeedCurve:
+    """A learning curve over seeds: per iteration, the seeds that reached it."""
+
+    iterations: np.ndarray  # al_iter values reached by at least one seed, ascending
+    estimates: tuple[Estimate, ...]  # per iteration: mean over seeds of the T-model mean top-1, 95% CI
+
+    @property
+    def mean_top1(self) -> np.ndarray:
+        return np.array([estimate.mean for estimate in self.estimates])
+
+    @property
+    def half_widths(self) -> np.ndarray:
+        """CI half-width per iteration; nan where fewer than 2 seeds reached it."""
+        return np.array([np.nan if e.half_width is None else e.half_width for e in self.estimates])
+
+
+def model_mean_top1(per_iteration: dict[int, np.ndarray], iteration: int) -> float:
+    """The quantity the paper plots: mean top-1 accuracy over the T target models."""
+    return float(per_iteration[iteration][:, 0].mean())
+
+
+def seed_curve(per_seed: dict[int, dict[int, np.ndarray]]) -> SeedCurve:
+    iterations = sorted({i for per_iteration in per_seed.values() for i in per_iteration})
+    estimates = tuple(
+        statistics.mean_with_ci(
+            [model_mean_top1(per_iteration, i) for per_iteration in per_seed.values() if i in per_iteration]
+        )
+        for i in iterations
+    )
+    return SeedCurve(np.array(iterations, dtype=int), estimates)
+
+
+def common_iterations(per_iteration_dicts) -> list[int]:
+    """The al_iter values every one of the given runs reached."""
+    sets = [set(per_iteration) for per_iteration in per_iteration_dicts]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def seed_aulcs(per_seed: dict[int, dict[int, np.ndarray]], iterations) -> dict[int, float]:
+    """Per seed: area under the learning curve, the mean over `iterations` of the T-model mean."""
+    return {
+        seed: float(np.mean([model_mean_top1(per_iteration, i) for i in iterations]))
+        for seed, per_iteration in per_seed.items()
+    }
+
+
+@dataclass(frozen=True)
+class PenaltyMatrix:
+    """BADGE's pairwise penalty matrix for one (dataset, T), counted in labeling rounds."""
+
+    model_num: int
+    dataset: str
+    methods: tuple[str, ...]
+    rounds: tuple[int, ...]  # the al_iter values compared: iteration 0 (shared by all) excluded
+    seeds: tuple[int, ...]
+    wins: np.ndarray  # (methods, methods): rounds at which row method is significantly better than column
+    tested: np.ndarray  # (methods, methods): rounds at which the pair shares >= 2 seeds
+
+
+def penalty_matrix(tree: ResultsTree, model_num: int, dataset: str, methods=None) -> PenaltyMatrix:
+    methods = tuple(methods if methods is not None else tree.methods(model_num, dataset))
+    rounds = tuple(tree.expected_iterations(dataset)[1:])
+    seeds = tuple(tree.seeds())
+    scores = np.full((len(methods), len(rounds), len(seeds)), np.nan)
+    for m, method in enumerate(methods):
+        for s, seed in enumerate(seeds):
+            per_iteration = tree.runs.get((model_num, dataset, method), {}).get(seed, {})
+            for r, round_ in enumerate(rounds):
+                if round_ in per_iteration:
+                    scores[m, r, s] = model_mean_top1(per_iteration, round_)
+    wins, tested = statistics.penalty_matrix(scores)
+    return PenaltyMatrix(model_num, dataset, methods, rounds, seeds, wins, tested)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """REFERENCE_METHOD (DIAM) against one other method at one (dataset, T)."""
+
+    method: str  # the method DIAM is compared with
+    aulc_difference: Estimate  # DIAM's AULC minus the method's, paired by seed, with its 95% CI
+    iterations: tuple[int, ...]  # the al_iter values both AULCs cover
+    wins: int  # rounds at which DIAM is significantly better (paired t-test, p < 0.05)
+    ties: int  # rounds tested with no significant difference
+    losses: int  # rounds at which the method is significantly better than DIAM
+    untested: int  # rounds with fewer than 2 seeds in common: no test possible
+
+    @property
+    def tested(self) -> int:
+        return self.wins + self.ties + self.losses
+
+
+def verdicts(tree: ResultsTree, model_num: int, dataset: str, methods=None) -> list[Verdict]:
+    """DIAM against each other method; empty when DIAM has no results at (dataset, T)."""
+    methods = tuple(methods if methods is not None else tree.methods(model_num, dataset))
+    present = [m for m in methods if (model_num, dataset, m) in tree.runs]
+    if REFERENCE_METHOD not in present:
+        return []
+    matrix = penalty_matrix(tree, model_num, dataset, present)
+    reference = present.index(REFERENCE_METHOD)
+    reference_runs = tree.runs[(model_num, dataset, REFERENCE_METHOD)]
+    found = []
+    for other, method in enumerate(present):
+        if method == REFERENCE_METHOD:
+            continue
+        other_runs = tree.runs[(model_num, dataset, method)]
+        paired_seeds = sorted(set(reference_runs) & set(other_runs))
+        if not paired_seeds:
+            continue
+        iterations = common_iterations(
+            [reference_runs[s] for s in paired_seeds] + [other_runs[s] for s in paired_seeds]
+        )
+        reference_aulcs = seed_aulcs({s: reference_runs[s] for s in paired_seeds}, iterations)
+        other_aulcs = seed_aulcs({s: other_runs[s] for s in paired_seeds}, iterations)
+        differences = [reference_aulcs[s] - other_aulcs[s] for s in paired_seeds]
+        wins, losses = int(matrix.wins[reference, other]), int(matrix.wins[other, reference])
+        tested = int(matrix.tested[reference, other])
+        found.append(Verdict(
+            method=method,
+            aulc_difference=statistics.mean_with_ci(differences),
+            iterations=tuple(iterations),
+            wins=wins,
+            ties=tested - wins - losses,
+            losses=losses,
+            untested=len(matrix.rounds) - tested,
+        ))
+    return found
+
+
+# ------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class TableCell:
-    mean: float  # mean over iterations of the across-model mean top-1
-    std: float  # mean over iterations of the across-model std
+    mean: float  # mean over iterations of the across-model mean top-1 (and of the seed-mean)
+    std: float  # mean over iterations of the across-model std (and over seeds)
     iterations_used: int
     iterations_expected: int
     best: bool  # highest mean of its column among the complete cells
+    seeds_used: int = 1
+    seeds_expected: int = 1
+    # with several seeds: the AULC across seeds, whose mean is `mean` and whose 95% CI is the spread
+    aulc: Estimate | None = None
 
     @property
     def complete(self) -> bool:
-        return self.iterations_used == self.iterations_expected
+        return self.iterations_used == self.iterations_expected and self.seeds_used == self.seeds_expected
 
 
 @dataclass(frozen=True)
@@ -202,35 +415,52 @@ def table_cell_values(curve: LearningCurve) -> tuple[float, float]:
     return float(curve.mean_top1.mean()), float(curve.std_top1.mean())
 
 
+def _single_seed_cell(per_iteration: dict[int, np.ndarray], expected: int) -> dict:
+    mean, std = table_cell_values(learning_curve(per_iteration))
+    return dict(mean=mean, std=std, iterations_used=len(per_iteration), iterations_expected=expected)
+
+
+def _several_seeds_cell(per_seed: dict[int, dict[int, np.ndarray]], expected: int, seeds_expected: int) -> dict:
+    """Over the iterations every seed of the run reached, so the seeds' AULCs are comparable."""
+    iterations = common_iterations(per_seed.values())
+    aulc = statistics.mean_with_ci(list(seed_aulcs(per_seed, iterations).values()))
+    std = float(np.mean([
+        per_iteration[i][:, 0].std(ddof=0) for per_iteration in per_seed.values() for i in iterations
+    ]))
+    return dict(mean=aulc.mean, std=std, iterations_used=len(iterations), iterations_expected=expected,
+                seeds_used=len(per_seed), seeds_expected=seeds_expected, aulc=aulc)
+
+
 def dataset_table(tree: ResultsTree, dataset: str, model_nums, methods) -> DatasetTable:
     """The paper's table for one dataset: rows methods, columns T.
 
-    A cell missing some iterations is still computed over those it has, but cannot
-    be best: its mean covers different (usually earlier, lower) iterations than the
-    others', so comparing it would mislead.
+    A cell missing some iterations (or, in a tree of several seeds, some seeds) is
+    still computed over those it has, but cannot be best: its mean covers different
+    (usually earlier, lower) iterations or fewer repeats than the others', so
+    comparing it would mislead. With several seeds a cell is the mean over seeds of
+    the AULC, which is the mean over iterations of the seed-mean curve.
     """
     expected = len(tree.expected_iterations(dataset)) if dataset in tree.datasets() else 0
+    several_seeds = tree.has_several_seeds
     cells: dict[tuple[str, int], TableCell] = {}
     for model_num in model_nums:
-        column = {}
+        column: dict[str, TableCell] = {}
         for method in methods:
-            per_iteration = tree.accuracies.get((model_num, dataset, method))
-            if per_iteration:
-                column[method] = (table_cell_values(learning_curve(per_iteration)), len(per_iteration))
-        complete_means = [mean for (mean, _), used in column.values() if used == expected]
-        best_mean = max(complete_means, default=None)
-        for method, ((mean, std), used) in column.items():
-            cells[(method, model_num)] = TableCell(
-                mean=mean,
-                std=std,
-                iterations_used=used,
-                iterations_expected=expected,
-                best=used == expected and mean == best_mean,
-            )
+            per_seed = tree.runs.get((model_num, dataset, method))
+            if not per_seed:
+                continue
+            if several_seeds:
+                fields = _several_seeds_cell(per_seed, expected, len(tree.seeds()))
+            else:
+                fields = _single_seed_cell(next(iter(per_seed.values())), expected)
+            column[method] = TableCell(best=False, **fields)
+        best_mean = max((cell.mean for cell in column.values() if cell.complete), default=None)
+        for method, cell in column.items():
+            cells[(method, model_num)] = replace(cell, best=cell.complete and cell.mean == best_mean)
     return DatasetTable(dataset, tuple(model_nums), tuple(methods), cells)
 
 
-def _as_ranges(numbers) -> str:
+def as_ranges(numbers) -> str:
     """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8'."""
     numbers = sorted(numbers)
     spans: list[list[int]] = []
@@ -248,6 +478,7 @@ def missing_parts(tree: ResultsTree, model_nums, datasets, methods) -> list[str]
     absent_model_nums = [t for t in model_nums if t not in tree.model_nums()]
     if absent_model_nums:
         lines.append(f"no results at all for T={', '.join(map(str, absent_model_nums))}")
+    all_seeds = tree.seeds()
     for model_num in model_nums:
         if model_num in absent_model_nums:
             continue
@@ -261,12 +492,22 @@ def missing_parts(tree: ResultsTree, model_nums, datasets, methods) -> list[str]
             if absent_methods:
                 lines.append(f"T={model_num} {dataset}: no results for {', '.join(absent_methods)}")
             for method in methods:
-                per_iteration = tree.accuracies.get((model_num, dataset, method))
-                if per_iteration and expected - set(per_iteration):
+                per_seed = tree.runs.get((model_num, dataset, method))
+                if not per_seed:
+                    continue
+                absent_seeds = [seed for seed in all_seeds if seed not in per_seed]
+                if absent_seeds:
                     lines.append(
-                        f"T={model_num} {dataset} {method}: al_iter"
-                        f" {_as_ranges(expected - set(per_iteration))} missing"
-                        f" (expected {_as_ranges(expected)})"
+                        f"T={model_num} {dataset} {method}: seed {as_ranges(absent_seeds)} missing"
+                        f" (the tree holds seeds {as_ranges(all_seeds)})"
                     )
+                for seed, per_iteration in sorted(per_seed.items()):
+                    if expected - set(per_iteration):
+                        which = f" seed {seed}" if len(all_seeds) > 1 else ""
+                        lines.append(
+                            f"T={model_num} {dataset} {method}{which}: al_iter"
+                            f" {as_ranges(expected - set(per_iteration))} missing"
+                            f" (expected {as_ranges(expected)})"
+                        )
     lines.extend(f"skipped {reason}" for reason in tree.skipped)
     return lines

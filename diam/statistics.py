@@ -1,0 +1,129 @@
+"""Statistics over repeated trials (seeds): confidence intervals and paired tests.
+
+Pure functions over arrays; `diam/results.py` feeds them from results trees. The
+distributions come from scipy.stats. SPEC section 9: several repeats, a 95%
+confidence interval across them, and BADGE's pairwise penalty matrix (Ash et al.,
+ICLR 2020): at each labeling round, a two-sided paired t-test across repeats between
+every pair of methods.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+# Significance level of the paired tests and coverage of the confidence intervals.
+ALPHA = 0.05
+CONFIDENCE = 1 - ALPHA
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over seeds with its confidence interval (Student t, n - 1 degrees of freedom)."""
+
+    mean: float
+    n: int  # number of seeds
+    half_width: float | None  # CI half-width; None with fewer than 2 seeds (no spread to measure)
+
+    @property
+    def has_ci(self) -> bool:
+        return self.half_width is not None
+
+    @property
+    def low(self) -> float | None:
+        return None if self.half_width is None else self.mean - self.half_width
+
+    @property
+    def high(self) -> float | None:
+        return None if self.half_width is None else self.mean + self.half_width
+
+
+def mean_with_ci(values, confidence: float = CONFIDENCE) -> Estimate:
+    """Mean of `values` (one per seed) and the half-width of its t confidence interval."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError("mean_with_ci needs a non-empty 1-d array, one value per seed")
+    mean = float(values.mean())
+    if values.size < 2:
+        return Estimate(mean, 1, None)
+    t_quantile = stats.t.ppf((1 + confidence) / 2, df=values.size - 1)
+    # sem with ddof=1; zero spread gives a zero-width interval, not nan
+    return Estimate(mean, int(values.size), float(t_quantile * stats.sem(values)))
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A two-sided paired t-test of `first` against `second`, paired by seed."""
+
+    n: int  # number of seeds both have
+    mean_difference: float  # mean over seeds of first - second
+    p_value: float | None  # None when untestable (fewer than 2 pairs) or all differences are zero
+
+    @property
+    def testable(self) -> bool:
+        return self.n >= 2
+
+    def outcome(self, alpha: float = ALPHA) -> int:
+        """+1: first significantly better; -1: second significantly better; 0: neither."""
+        if self.p_value is None or self.p_value >= alpha:
+            return 0
+        return 1 if self.mean_difference > 0 else -1
+
+
+def paired_test(first, second) -> PairedTest:
+    """scipy.stats.ttest_rel on the seeds both arrays have (nan marks a missing seed).
+
+    Zero variance of the differences: when the differences are the same for every
+    seed, ttest_rel's t is +-inf (p = 0) if they are non-zero and nan (0/0) if they
+    are all zero. We follow BADGE's convention (Ash et al. 2020), where a method is
+    penalised when its t-score exceeds the threshold: a constant non-zero difference
+    is significant (p = 0, as scipy says), and all-zero differences are a tie
+    (p_value None: nothing to test, neither method is better).
+    """
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    both = ~(np.isnan(first) | np.isnan(second))
+    first, second = first[both], second[both]
+    n = int(both.sum())
+    if n == 0:
+        return PairedTest(0, float("nan"), None)
+    mean_difference = float(np.mean(first - second))
+    if n < 2:
+        return PairedTest(n, mean_difference, None)
+    with warnings.catch_warnings():
+        # "catastrophic cancellation" when differences are nearly equal: scipy then
+        # returns t = +-inf, which is the convention above.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p_value = float(stats.ttest_rel(first, second).pvalue)
+    return PairedTest(n, mean_difference, None if np.isnan(p_value) else p_value)
+
+
+def penalty_matrix(scores, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """BADGE's pairwise penalty matrix, counted in labeling rounds.
+
+    scores: array (methods, rounds, seeds) of accuracies, nan where a seed is missing.
+    Returns (wins, tested), both (methods, methods) integer arrays: wins[i, j] = number
+    of rounds at which method i is significantly better than method j by a two-sided
+    paired t-test across seeds (p < alpha, higher mean); tested[i, j] = number of
+    rounds at which the two methods share at least 2 seeds, so a test was possible.
+    The diagonal is zero.
+    """
+    scores = np.asarray(scores, dtype=float)
+    n_methods, n_rounds, _ = scores.shape
+    wins = np.zeros((n_methods, n_methods), dtype=int)
+    tested = np.zeros((n_methods, n_methods), dtype=int)
+    for i in range(n_methods):
+        for j in range(i + 1, n_methods):
+            for round_ in range(n_rounds):
+                test = paired_test(scores[i, round_], scores[j, round_])
+                if not test.testable:
+                    continue
+                tested[i, j] += 1
+                tested[j, i] += 1
+                outcome = test.outcome(alpha)
+                if outcome > 0:
+                    wins[i, j] += 1
+                elif outcome < 0:
+                    wins[j, i] += 1
+    return wins, tested

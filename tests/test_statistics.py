@@ -1,0 +1,343 @@
+"""SPEC.md section 9: repeated trials. Seeds in a results tree, confidence intervals across
+seeds, the area under the learning curve, BADGE's paired-test penalty matrix and DIAM's
+verdict, each checked against numbers computed here from the construction of the tree."""
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from diam import results, statistics
+from diam.paths import RunPaths
+from test_results_plot_table import run_script, write_tree
+
+import plot  # noqa: E402  (the script's drawing functions return their Figure)
+
+MODEL_NUM, DATASET = 2, "digits"
+SEEDS = (0, 1, 2, 3)
+ITERATIONS = (0, 1, 2, 3)
+METHODS = ("DIAM", "CAL", "entropy", "margin", "random")  # the paper's display order
+T_975_DOF3 = 3.182446305284263  # Student t, 0.975 quantile, 3 degrees of freedom (printed tables)
+
+
+def baseline(seed: int, iteration: int) -> float:
+    """The T-model mean of random; seeds differ by far more than the methods do, so only a
+    test paired by seed can see the methods' gaps."""
+    return 50.0 + 10.0 * iteration + 2.0 * seed
+
+
+def diam_gain(seed: int, iteration: int) -> float:
+    """DIAM is built to be significantly better from round 2 on, and equal before."""
+    return 0.0 if iteration < 2 else 3.0 + 0.5 * (seed % 2)
+
+
+def model_mean(method: str, seed: int, iteration: int) -> float:
+    b = baseline(seed, iteration)
+    if iteration == 0:  # iteration 0 is shared by every method
+        return b
+    if method == "DIAM":
+        return b + diam_gain(seed, iteration)
+    if method == "CAL":  # exactly 2 points under DIAM at every seed: zero variance of the difference
+        return b + diam_gain(seed, iteration) - 2.0
+    if method == "entropy":  # built to tie with random: +0.5 and -0.5 in turn, mean difference 0
+        return b + (0.5 if seed % 2 == 0 else -0.5)
+    return b  # margin is random itself: all differences 0, ttest_rel gives nan
+
+
+def write_seed_tree(root, seeds=SEEDS, methods=METHODS, iterations=ITERATIONS):
+    """The T = 2 models sit at mean - 1 and mean + 1; seed 0 at the top, seed S in seed<S>/."""
+    for seed in seeds:
+        write_tree(root if seed == 0 else root / f"seed{seed}", {
+            (MODEL_NUM, DATASET, method): {
+                i: [model_mean(method, seed, i) - 1, model_mean(method, seed, i) + 1] for i in iterations
+            }
+            for method in methods
+        })
+    return root
+
+
+@pytest.fixture
+def seed_tree(tmp_path):
+    return write_seed_tree(tmp_path / "runs")
+
+
+def sample_sd(values) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def t3_two_sided_p(t: float) -> float:
+    """Two-sided p of Student t with 3 degrees of freedom, from its closed-form CDF."""
+    x = abs(t) / math.sqrt(3)
+    cdf = 0.5 + (x / (1 + x * x) + math.atan(x)) / math.pi
+    return 2 * (1 - cdf)
+
+
+# ------------------------------------------------------------------ reading seeds
+def test_seed_folders_are_seeds_not_t_folders(seed_tree):
+    (seed_tree / "seed01").mkdir()  # not a seed folder: reported, not read
+    tree = results.load_results(seed_tree)
+    assert tree.seeds() == list(SEEDS) and tree.has_several_seeds
+    assert tree.model_nums() == [MODEL_NUM] and tree.datasets() == [DATASET]
+    assert set(tree.methods()) == set(METHODS)
+    assert len(tree.skipped) == 1 and "seed01" in tree.skipped[0]
+    per_seed = tree.runs[(MODEL_NUM, DATASET, "DIAM")]
+    assert sorted(per_seed) == list(SEEDS)
+    np.testing.assert_allclose(per_seed[3][2][:, 0], [model_mean("DIAM", 3, 2) - 1, model_mean("DIAM", 3, 2) + 1])
+    with pytest.raises(ValueError, match="holds seeds"):
+        tree.accuracies  # one seed's view of a tree of several would hide the others
+
+
+def test_results_reads_each_seed_where_the_run_paths_write_it(tmp_path):
+    for seed in (0, 1, 12):
+        run = RunPaths(tmp_path / "runs", "quick", DATASET, seed=seed)
+        path = run.performances(MODEL_NUM, "DIAM", 0)
+        path.parent.mkdir(parents=True)
+        path.write_text(f"{50 + seed} 90\n{52 + seed} 91\n")
+    tree = results.load_results(tmp_path / "runs" / "quick" / "extracted_results")
+    assert tree.seeds() == [0, 1, 12] and tree.skipped == []
+    assert {seed: a[0][0, 0] for seed, a in tree.runs[(MODEL_NUM, DATASET, "DIAM")].items()} == {0: 50, 1: 51, 12: 62}
+
+
+def test_a_tree_without_seed_zero_at_the_top_holds_only_its_seed_folders(tmp_path):
+    root = write_seed_tree(tmp_path / "runs", seeds=(1, 2))
+    tree = results.load_results(root)
+    assert tree.seeds() == [1, 2]
+
+
+def test_a_missing_seed_and_a_missing_iteration_of_one_seed_are_reported(tmp_path):
+    root = write_seed_tree(tmp_path / "runs", seeds=(0, 1, 2), methods=("DIAM", "random"))
+    write_seed_tree(root, seeds=(0, 2), methods=("entropy",))
+    (root / "seed1" / "2" / DATASET / "random" / "3" / results.PERFORMANCES_FILE).unlink()
+    tree = results.load_results(root)
+    lines = results.missing_parts(tree, [MODEL_NUM], [DATASET], ["DIAM", "entropy", "random"])
+    assert lines == [
+        "T=2 digits entropy: seed 1 missing (the tree holds seeds 0-2)",
+        "T=2 digits random seed 1: al_iter 3 missing (expected 0-3)",
+    ]
+    shown = run_script("table.py", "--results", str(root), "--model_nums", "2")
+    assert shown.returncode == 0, shown.stderr
+    assert "missing: T=2 digits entropy: seed 1 missing" in shown.stderr
+    entropy_row = next(line for line in shown.stdout.splitlines() if line.startswith("Entropy"))
+    assert "(2/3 seeds)" in entropy_row and "*" not in entropy_row
+
+
+# ------------------------------------------------------------------ the statistics
+def test_mean_and_ci_across_seeds_agree_with_a_hand_computation_and_scipy():
+    values = [model_mean("DIAM", s, 2) for s in SEEDS]
+    estimate = statistics.mean_with_ci(values)
+    half_width = T_975_DOF3 * sample_sd(values) / math.sqrt(len(values))
+    assert (estimate.mean, estimate.n) == (pytest.approx(sum(values) / 4), 4)
+    assert estimate.half_width == pytest.approx(half_width, rel=1e-12)
+    low, high = stats.t.interval(0.95, df=3, loc=np.mean(values), scale=stats.sem(values))
+    assert (estimate.low, estimate.high) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_fewer_than_two_seeds_have_no_ci_and_no_test():
+    one = statistics.mean_with_ci([71.5])
+    assert (one.mean, one.n, one.half_width, one.has_ci) == (71.5, 1, None, False)
+    test = statistics.paired_test([70.0, np.nan], [69.0, 68.0])  # one seed in common
+    assert (test.n, test.mean_difference, test.p_value, test.testable, test.outcome()) == (1, 1.0, None, False, 0)
+
+
+def test_paired_t_test_agrees_with_a_hand_computation_and_scipy():
+    diam = [model_mean("DIAM", s, 2) for s in SEEDS]
+    entropy = [model_mean("entropy", s, 2) for s in SEEDS]
+    differences = [a - b for a, b in zip(diam, entropy)]  # 2.5, 4, 2.5, 4
+    t = (sum(differences) / 4) / (sample_sd(differences) / 2)
+    test = statistics.paired_test(diam, entropy)
+    assert test.mean_difference == pytest.approx(3.25)
+    assert test.p_value == pytest.approx(t3_two_sided_p(t), rel=1e-9)
+    assert test.p_value == pytest.approx(stats.ttest_rel(diam, entropy).pvalue, rel=1e-12)
+    assert test.outcome() == 1 and statistics.paired_test(entropy, diam).outcome() == -1
+
+
+def test_built_to_tie_is_a_tie_and_zero_variance_follows_badges_convention():
+    random = [model_mean("random", s, 2) for s in SEEDS]
+    entropy = [model_mean("entropy", s, 2) for s in SEEDS]
+    tie = statistics.paired_test(entropy, random)
+    assert tie.mean_difference == 0 and tie.p_value == pytest.approx(1.0) and tie.outcome() == 0
+    # all differences zero: ttest_rel gives nan; no method is better
+    margin = [model_mean("margin", s, 2) for s in SEEDS]
+    assert np.isnan(stats.ttest_rel(margin, random).pvalue)
+    identical = statistics.paired_test(margin, random)
+    assert (identical.p_value, identical.outcome()) == (None, 0)
+    # the same non-zero difference at every seed: t is infinite, significant
+    diam = [model_mean("DIAM", s, 2) for s in SEEDS]
+    cal = [model_mean("CAL", s, 2) for s in SEEDS]
+    constant = statistics.paired_test(diam, cal)
+    assert (constant.p_value, constant.outcome(), statistics.paired_test(cal, diam).outcome()) == (0.0, 1, -1)
+
+
+def test_seed_curve_is_the_mean_over_seeds_of_the_model_mean_with_its_ci(seed_tree):
+    tree = results.load_results(seed_tree)
+    curve = results.seed_curve(tree.runs[(MODEL_NUM, DATASET, "DIAM")])
+    np.testing.assert_array_equal(curve.iterations, ITERATIONS)
+    expected = [np.mean([model_mean("DIAM", s, i) for s in SEEDS]) for i in ITERATIONS]
+    np.testing.assert_allclose(curve.mean_top1, expected)
+    # iteration 1: DIAM's gain is 0, seeds are 2 points apart: sd of 0, 2, 4, 6
+    assert curve.half_widths[1] == pytest.approx(T_975_DOF3 * sample_sd([0, 2, 4, 6]) / 2)
+
+
+def test_aulc_per_seed_and_its_ci_per_method(seed_tree):
+    tree = results.load_results(seed_tree)
+    table = results.dataset_table(tree, DATASET, [MODEL_NUM], METHODS)
+    for method in METHODS:
+        aulcs = [np.mean([model_mean(method, s, i) for i in ITERATIONS]) for s in SEEDS]
+        cell = table.cells[(method, MODEL_NUM)]
+        assert cell.mean == pytest.approx(np.mean(aulcs))
+        assert cell.aulc.half_width == pytest.approx(T_975_DOF3 * sample_sd(aulcs) / 2)
+        assert (cell.seeds_used, cell.seeds_expected, cell.iterations_used) == (4, 4, 4)
+        # the cell's mean is also the mean over iterations of the seed-mean curve, as the single-seed table
+        curve = results.seed_curve(tree.runs[(MODEL_NUM, DATASET, method)])
+        assert cell.mean == pytest.approx(curve.mean_top1.mean())
+        assert cell.std == pytest.approx(1.0)  # the two models sit 1 point either side of their mean
+    assert [m for m in METHODS if table.cells[(m, MODEL_NUM)].best] == ["DIAM"]
+
+
+def test_penalty_matrix_on_a_constructed_case(seed_tree):
+    matrix = results.penalty_matrix(results.load_results(seed_tree), MODEL_NUM, DATASET)
+    assert matrix.methods == METHODS and matrix.rounds == (1, 2, 3) and matrix.seeds == SEEDS
+    # Rounds 1-3. DIAM = CAL + 2 always (constant: significant), and beats the others at rounds 2-3.
+    # CAL is 2 under the others at round 1 and 1-1.5 over random and margin at rounds 2-3; against
+    # entropy at rounds 2-3 its differences 0.5, 2, 0.5, 2 give p = 0.063: a tie.
+    expected = [
+        # DIAM CAL entropy margin random
+        [0, 3, 2, 2, 2],  # DIAM
+        [0, 0, 0, 2, 2],  # CAL
+        [0, 1, 0, 0, 0],  # entropy
+        [0, 1, 0, 0, 0],  # margin
+        [0, 1, 0, 0, 0],  # random
+    ]
+    np.testing.assert_array_equal(matrix.wins, expected)
+    np.testing.assert_array_equal(matrix.tested, 3 * (1 - np.eye(5, dtype=int)))
+    # the same matrix from the rule, with p from the closed-form t(3) CDF
+    for i, better in enumerate(METHODS):
+        for j, worse in enumerate(METHODS):
+            count = 0
+            for round_ in (1, 2, 3):
+                differences = [model_mean(better, s, round_) - model_mean(worse, s, round_) for s in SEEDS]
+                mean, sd = np.mean(differences), sample_sd(differences)
+                if i != j and mean > 0 and (sd < 1e-9 or t3_two_sided_p(mean / (sd / 2)) < 0.05):
+                    count += 1
+            assert matrix.wins[i, j] == count, (better, worse)
+
+
+def test_verdict_is_diam_against_each_method_paired_by_seed(seed_tree):
+    verdicts = {v.method: v for v in results.verdicts(results.load_results(seed_tree), MODEL_NUM, DATASET)}
+    assert list(verdicts) == ["CAL", "entropy", "margin", "random"]
+    random = verdicts["random"]
+    differences = [np.mean([diam_gain(s, i) for i in ITERATIONS]) for s in SEEDS]  # 1.5, 1.75, 1.5, 1.75
+    assert random.aulc_difference.mean == pytest.approx(1.625)
+    assert random.aulc_difference.half_width == pytest.approx(T_975_DOF3 * sample_sd(differences) / 2)
+    low, high = stats.ttest_rel(
+        [np.mean([model_mean("DIAM", s, i) for i in ITERATIONS]) for s in SEEDS],
+        [np.mean([model_mean("random", s, i) for i in ITERATIONS]) for s in SEEDS],
+    ).confidence_interval(0.95)
+    assert (random.aulc_difference.low, random.aulc_difference.high) == (pytest.approx(low), pytest.approx(high))
+    assert (random.wins, random.ties, random.losses, random.untested) == (2, 1, 0, 0)
+    assert random.iterations == ITERATIONS
+    cal = verdicts["CAL"]
+    assert (cal.aulc_difference.mean, cal.aulc_difference.half_width) == (pytest.approx(1.5), pytest.approx(0))
+    assert (cal.wins, cal.ties, cal.losses) == (3, 0, 0)
+
+
+# ------------------------------------------------------------------ the scripts
+def test_table_prints_mean_and_ci_and_verdicts_plain_and_latex(seed_tree):
+    tree = results.load_results(seed_tree)
+    cell = results.dataset_table(tree, DATASET, [MODEL_NUM], ["DIAM"]).cells[("DIAM", MODEL_NUM)]
+    plain = run_script("table.py", "--results", str(seed_tree), "--model_nums", "2")
+    assert plain.returncode == 0, plain.stderr
+    assert "95% CI half-width across seeds" in plain.stdout
+    diam_row = next(line for line in plain.stdout.splitlines() if line.startswith("DIAM "))
+    assert f"{cell.mean:.2f} ± {cell.aulc.half_width:.2f}*" in diam_row
+    assert "T=2 vs Random: AULC difference +1.62, 95% CI [+1.40, +1.85] (4 seeds); rounds won/tied/lost 2/1/0" \
+        in plain.stdout
+    assert "T=2 vs CAL: AULC difference +1.50, 95% CI [+1.50, +1.50] (4 seeds); rounds won/tied/lost 3/0/0" \
+        in plain.stdout
+    assert "penalty matrix" in plain.stdout and "nan" not in plain.stdout
+
+    latex = run_script("table.py", "--results", str(seed_tree), "--model_nums", "2", "--latex")
+    assert latex.returncode == 0, latex.stderr
+    assert f"DIAM & $\\bm{{{cell.mean:.2f} \\pm {cell.aulc.half_width:.2f}}}$ \\\\" in latex.stdout
+    assert "2 & Random & $+1.62\\ [+1.40, +1.85]$ & 2/1/0 \\\\" in latex.stdout
+
+
+def test_one_seed_in_common_is_said_not_printed_as_nan(tmp_path):
+    root = write_seed_tree(tmp_path / "runs", seeds=(0, 1), methods=("DIAM",))
+    write_seed_tree(root, seeds=(0,), methods=("random",))
+    plain = run_script("table.py", "--results", str(root), "--model_nums", "2")
+    assert plain.returncode == 0, plain.stderr
+    random_row = next(line for line in plain.stdout.splitlines() if line.startswith("Random"))
+    assert ", no CI (1/2 seeds)" in random_row
+    assert ("T=2 vs Random: AULC difference +1.50 (1 seed in common: no CI);"
+            " rounds: no test (fewer than 2 seeds in common)") in plain.stdout
+    assert "nan" not in plain.stdout.lower()
+
+
+def test_single_seed_table_prints_what_it_printed_before_seeds(tmp_path):
+    root = write_seed_tree(tmp_path / "runs", seeds=(0,), methods=("DIAM", "random"))
+    plain = run_script("table.py", "--results", str(root), "--model_nums", "2")
+    assert plain.returncode == 0, plain.stderr
+    diam_mean = np.mean([model_mean("DIAM", 0, i) for i in ITERATIONS])
+    assert plain.stdout.splitlines()[:2] == [
+        "digits: mean top-1 accuracy (%) over al_iter 0-3 ± mean std across the T models; * = best of column",
+        "method       T=2",
+    ]
+    assert f"DIAM         {diam_mean:.2f} ± 1.00*" in plain.stdout
+    assert "seed" not in plain.stdout and "AULC" not in plain.stdout and "penalty" not in plain.stdout
+
+
+def test_plotted_curves_and_bands_are_the_seed_statistics(seed_tree):
+    tree = results.load_results(seed_tree)
+    figure = plot.draw_learning_curves([tree], MODEL_NUM, [DATASET], query_batch=50)
+    ax = figure.axes[0]
+    lines = {line.get_label(): line for line in ax.lines}
+    bands = ax.collections
+    assert len(bands) == len(METHODS)  # one CI band per method, no per-model error bars
+    for method, band in zip(tree.methods(MODEL_NUM, DATASET), bands):
+        curve = results.seed_curve(tree.runs[(MODEL_NUM, DATASET, method)])
+        line = lines[results.method_display_name(method)]
+        np.testing.assert_array_equal(line.get_xdata(), np.array(ITERATIONS) * 50)
+        np.testing.assert_allclose(line.get_ydata(), curve.mean_top1)
+        cell = results.dataset_table(tree, DATASET, [MODEL_NUM], [method]).cells[(method, MODEL_NUM)]
+        assert np.mean(line.get_ydata()) == pytest.approx(cell.mean)
+        vertices = band.get_paths()[0].vertices
+        for x, mean, half_width in zip(line.get_xdata(), curve.mean_top1, curve.half_widths):
+            at_x = vertices[np.isclose(vertices[:, 0], x), 1]
+            assert (at_x.min(), at_x.max()) == (pytest.approx(mean - half_width), pytest.approx(mean + half_width))
+
+
+def test_penalty_heatmap_shows_the_matrix_with_names_and_numbers(seed_tree):
+    tree = results.load_results(seed_tree)
+    matrix = results.penalty_matrix(tree, MODEL_NUM, DATASET)
+    figure = plot.draw_penalty_matrices([tree], MODEL_NUM, [DATASET])
+    ax = figure.axes[0]
+    np.testing.assert_array_equal(ax.images[0].get_array(), matrix.wins)
+    names = [results.method_display_name(m) for m in METHODS]
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+    numbers = [t.get_text() for t in ax.texts]
+    assert numbers == ["-" if i == j else str(matrix.wins[i, j]) for i in range(5) for j in range(5)]
+    assert "significantly better" in figure._suptitle.get_text()
+
+
+def test_plot_command_of_the_issue_writes_curves_and_penalty_matrix(seed_tree, tmp_path):
+    # No --query_batch: the x axis comes from the labeled-set sizes the runs recorded.
+    for iteration, n_labeled in ((0, 150), (1, 200)):
+        models = [{"net_id": n, "n_labeled": n_labeled} for n in range(MODEL_NUM)]
+        (seed_tree / "2" / DATASET / "DIAM" / str(iteration) / results.MODELS_FILE).write_text(json.dumps(models))
+    tree = results.load_results(seed_tree)
+    assert results.recorded_query_batch(tree, MODEL_NUM, DATASET) == 50
+    drawn = plot.draw_learning_curves([tree], MODEL_NUM, [DATASET])
+    np.testing.assert_array_equal(drawn.axes[0].lines[0].get_xdata(), np.array(ITERATIONS) * 50)
+
+    out = tmp_path / "lc_seeds"
+    done = run_script("plot.py", "--results", str(seed_tree), "--model_num", "2", "--datasets", DATASET,
+                      "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    for name in ("lc_seeds.png", "lc_seeds_penalty.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG") and str(tmp_path / name) in done.stdout
+    for name in ("lc_seeds.pdf", "lc_seeds_penalty.pdf"):
+        assert (tmp_path / name).read_bytes().startswith(b"%PDF")
