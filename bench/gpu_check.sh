@@ -6,6 +6,8 @@
 #   bash bench/gpu_check.sh --dry    the same parts at toy size on the CPU, in a few seconds each (the test
 #                                    suite runs this); writes to a temporary file unless --out is given
 #   --out FILE                       where the results go
+#   --only PART[,PART]               run only these parts (machine, tests, training, inference, selection,
+#                                    grid), e.g. to rerun one that failed or ran out of time; adds to FILE
 # Each part has a time limit; the check stops at the first part that fails or runs out of time,
 # and says which. Fashion-MNIST is read from $DIAM_DATA_ROOT, else the first of ./data,
 # ./shared/datasets and ../shared/datasets that holds FashionMNIST/raw (the four files, .gz or not).
@@ -14,30 +16,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PARTS="machine tests training inference selection grid"
 DRY=0
 OUT=""
+ONLY=$PARTS
+usage() { echo "usage: bash bench/gpu_check.sh [--dry] [--out FILE] [--only PART[,PART]]  (parts: $PARTS)" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry) DRY=1 ;;
-        --out) OUT=${2:?--out needs a file}; shift ;;
-        *) echo "usage: bash bench/gpu_check.sh [--dry] [--out FILE]" >&2; exit 2 ;;
+        --out) OUT=${2:-}; [ -n "$OUT" ] || usage; shift ;;
+        --only) ONLY=${2:-}; [ -n "$ONLY" ] || usage; ONLY=${ONLY//,/ }; shift ;;
+        *) usage ;;
     esac
     shift
 done
+for key in $ONLY; do [[ " $PARTS " == *" $key "* ]] || usage; done
+wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 PYTHON=${PYTHON:-python}
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-if [ -z "$OUT" ]; then
-    if [ "$DRY" -eq 1 ]; then OUT=$(mktemp "${TMPDIR:-/tmp}/gpu_check_dry.XXXXXX"); else OUT=bench/RESULTS_gpu.txt; fi
-fi
-: > "$OUT"
-BEGAN=$(date +%s)
 
 say() { echo "$*" | tee -a "$OUT"; }
 
-part() {  # part NAME SECONDS COMMAND...: run it with a time limit, its output into $OUT too
-    local name=$1 limit=$2 start rc=0
-    shift 2
+part() {  # part KEY NAME SECONDS COMMAND...: run it with a time limit, its output into $OUT too
+    local key=$1 name=$2 limit=$3 start rc=0
+    shift 3
+    wanted "$key" || return 0
     say ""
     say "=== $name (limit ${limit} s)"
     say "\$ $*"
@@ -74,10 +76,17 @@ else
     fi
     export DIAM_DATA_ROOT=$DATA_ROOT
 fi
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+if [ -z "$OUT" ]; then
+    if [ "$DRY" -eq 1 ]; then OUT=$(mktemp "${TMPDIR:-/tmp}/gpu_check_dry.XXXXXX"); else OUT=bench/RESULTS_gpu.txt; fi
+fi
+[ "$ONLY" != "$PARTS" ] || : > "$OUT"  # a rerun of some parts adds to the results of the others
+BEGAN=$(date +%s)
 
-say "gpu_check.sh$([ "$DRY" -eq 1 ] && echo ' --dry'): $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+say "gpu_check.sh$([ "$DRY" -eq 1 ] && echo ' --dry') (parts: $ONLY): $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 say "data root: ${DATA_ROOT:-(digits only)}"
-part "machine" 60 "$PYTHON" -c "
+part machine "machine" 60 "$PYTHON" -c "
 import os, torch
 print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, {os.cpu_count()} CPUs')
 if '$DEVICE' == 'cuda':
@@ -90,8 +99,9 @@ if '$DEVICE' == 'cuda':
 # The suite's tests that need CUDA, named so (on the CPU they are skipped; on a GPU a skip is a failure).
 # Only the files that mention CUDA are collected: the others cannot hold such a test.
 mapfile -t CUDA_FILES < <(grep -lis cuda tests/test_*.py)
-part "CUDA tests" 120 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -k cuda "${CUDA_FILES[@]}"
-if [ "$DRY" -eq 0 ] && grep -q "^SKIPPED" "$OUT"; then
+LINES_BEFORE=$(wc -l < "$OUT")
+part tests "CUDA tests" 120 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -k cuda "${CUDA_FILES[@]}"
+if wanted tests && [ "$DRY" -eq 0 ] && tail -n +"$((LINES_BEFORE + 1))" "$OUT" | grep -q "^SKIPPED"; then
     say "FAILED: a CUDA test was skipped on the GPU machine"
     exit 1
 fi
@@ -111,11 +121,11 @@ else
     GRID=(--preset paper --datasets fmnist --model_nums 12 --methods random --al_iters 1
           --gpus_per_train "${GPUS_PER_TRAIN:-0.25}" --threads_per_train "${THREADS_PER_TRAIN:-2}")
 fi
-part "bench_training, fp32" 120 "$PYTHON" bench/bench_training.py "${TRAINING[@]}"
-part "bench_training, bf16" 120 "$PYTHON" bench/bench_training.py "${TRAINING[@]}" --bf16
-part "bench_inference" 150 "$PYTHON" bench/bench_inference.py "${INFERENCE[@]}"
-part "bench_selection" 120 "$PYTHON" bench/bench_selection.py "${SELECTION[@]}"
+part training "bench_training, fp32" 120 "$PYTHON" bench/bench_training.py "${TRAINING[@]}"
+part training "bench_training, bf16" 120 "$PYTHON" bench/bench_training.py "${TRAINING[@]}" --bf16
+part inference "bench_inference" 150 "$PYTHON" bench/bench_inference.py "${INFERENCE[@]}"
+part selection "bench_selection" 120 "$PYTHON" bench/bench_selection.py "${SELECTION[@]}"
 # Iteration 0 only (--al_iters 1): the nets train, then one test of all of them.
-part "run_grid.py, iteration 0" 300 "$PYTHON" run_grid.py "${GRID[@]}" --work_dir "$WORK/runs"
+part grid "run_grid.py, iteration 0" 360 "$PYTHON" run_grid.py "${GRID[@]}" --work_dir "$WORK/runs"
 say ""
 say "gpu_check.sh: all parts passed in $(( $(date +%s) - BEGAN )) s; results in $OUT"
