@@ -125,7 +125,9 @@ class StepWorker:
                             "Workers on several machines need it, and the work dir, on a shared filesystem "
                             "mounted at the same path everywhere.")
         os.chdir(cwd)  # relative --work_dir and --data_root mean what they mean to the driver
-        os.environ.update(env)  # the driver's DIAM_* settings (work dir, data root, caches)
+        for name in [name for name in os.environ if name.startswith("DIAM_") and name not in env]:
+            del os.environ[name]
+        os.environ.update(env)  # the driver's DIAM_* settings (work dir, data root, caches), not this machine's
         import torch
         from threadpoolctl import threadpool_limits
 
