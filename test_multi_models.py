@@ -4,21 +4,10 @@
 """
 from diam import cli
 from diam.errors import run_cli
-from diam.paths import refuse_paper_results
 
 
 def main():
-    p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("--results_dir", default=None,
-                   help="root of the results tree (default: <work_dir>/<preset>/extracted_results)")
-    args = p.parse_args()
-    paths = cli.run_paths(args, args.results_dir)
-    refuse_paper_results(paths.results_root)
-    if not args.redo and cli.finished(paths.performances(args.model_num, args.method, args.al_iter)):
-        return
-    from diam.experiment import Run, test_step  # loads torch: only when there is work to do
-
-    print(test_step(Run(args, results_dir=args.results_dir)))
+    cli.run_test(cli.test_args(description=__doc__.splitlines()[0]))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ A repeat with --seed S >= 1 lives beside seed 0, which keeps the layout above:
     <work_dir>/<preset>/seed<S>/<dataset>/...                  (the same tree as above)
     <results_root>/seed<S>/<T>/<dataset>/<method>/<I>/performances.txt
 
+run_grid.py keeps each step's output in a log beside them (never read back):
+    <work_dir>/<preset>/logs/[seed<S>/]<dataset>/iter0/train_net<N>.log
+    <work_dir>/<preset>/logs/[seed<S>/]<dataset>/T<T>/<method>/iter<I>/{train_net<N>,test,select}.log
+
 Iteration 0 is trained on the same initial split for every T and method, so its
 models are stored once; later iterations depend on (T, method) and never collide.
 Every file is written to a temporary name and renamed, so a file that exists is
@@ -45,6 +49,7 @@ class RunPaths:
     def __init__(self, work_dir, preset_name: str, dataset: str, results_dir=None, seed: int = 0):
         self.work_dir = Path(work_dir)
         self.root = self.work_dir / preset_name / seed_folder(seed) / dataset
+        self.logs_root = self.work_dir / preset_name / "logs" / seed_folder(seed) / dataset
         self.dataset = dataset
         self.seed = seed
         # results_root is the whole tree that table.py and plot.py read, every seed included.
@@ -79,6 +84,12 @@ class RunPaths:
 
     def performances(self, model_num, method, al_iter) -> Path:
         return self.results(model_num, method, al_iter) / "performances.txt"
+
+    def step_log(self, model_num: int, method: str, al_iter: int, step: str) -> Path:
+        """The log of one step of run_grid.py (`step`: train_net<N>, test or select)."""
+        if al_iter == 0 and step.startswith("train"):  # iteration 0's nets are shared, as their files are
+            return self.logs_root / "iter0" / f"{step}.log"
+        return self.logs_root / f"T{model_num}" / method / f"iter{al_iter}" / f"{step}.log"
 
 
 # ---------------------------------------------------------------- atomic writes

@@ -1,0 +1,438 @@
+"""The experiment grid on Ray: iter_all.sh's steps, run by long-lived workers on one machine or a cluster.
+
+Per (dataset, seed), iteration 0's nets are trained once; then every (T, method)
+is a chain: test and select iteration I, train its T nets for I+1, and so on.
+Each step is the command line iter_all.sh would run, parsed by the same parser
+and done by the same function as its script (diam.cli), inside a Ray actor that
+imported torch and ofa once. Ray places the actors (CPU threads or a GPU share
+each) and, when one dies, restarts it and retries its step; a step skips work
+whose outputs exist, so a retried step, or a rerun grid, ends with the same files.
+
+Ray stays in this module: the steps know nothing of it.
+"""
+import argparse
+import heapq
+import logging
+import math
+import os
+import shlex
+import socket
+import sys
+import time
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from . import cli
+from .errors import UserError
+from .paths import RunPaths, default_work_dir
+from .presets import (DATASETS, MAX_MODELS, METHODS, PAPER_MODEL_NUMS, Preset, add_preset_arguments,
+                      preset_from_args)
+
+# How often Ray restarts a dead worker and resubmits the step it was running.
+RETRIES = 3
+# Set by the tests: the first worker to start a training step after iteration 0 creates
+# this file and dies, as a machine or process lost mid-grid would.
+KILL_ONCE_ENV = "DIAM_TEST_KILL_WORKER_ONCE"
+
+
+class Script(NamedTuple):
+    parse: Callable  # argv -> args, as the script parses its command line
+    outputs: Callable  # args -> the files that mark the step done
+    run: Callable  # args -> True when it did work, False when it was done already
+
+
+SCRIPTS = {
+    "train_net.py": Script(cli.train_args, cli.train_outputs, cli.run_train),
+    "test_multi_models.py": Script(cli.test_args, cli.test_outputs, cli.run_test),
+    "al_select.py": Script(cli.select_args, cli.select_outputs, cli.run_select),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    script: str  # a key of SCRIPTS
+    argv: tuple  # its command line, as iter_all.sh builds it
+    al_iter: int
+    chain: str  # what it belongs to, for the progress bar: "digits seed 0 T=2 DIAM"
+    log: str
+    needs: tuple = ()  # positions of the steps that must be done first
+
+    @property
+    def command(self) -> str:
+        return shlex.join(["python", self.script, *self.argv])
+
+    def outputs(self) -> list:
+        script = SCRIPTS[self.script]
+        return script.outputs(script.parse(list(self.argv)))
+
+
+# ---------------------------------------------------------------- the plan
+def plan(datasets, model_nums, methods, seeds, preset: Preset, device: str, extra: list, work_dir) -> list[Step]:
+    """Every step iter_all.sh runs for these lists, with what each waits for.
+
+    A step's flags are iter_all.sh's, in its order: "--dataset D [--method M] --al_iter I",
+    then "--net_id N" for training, then "--preset P --model_num T --device DEV <extra> --seed S".
+    Iteration 0's nets are trained with the largest T (they do not depend on T). Testing
+    and selecting an iteration both wait for its nets only, so they run side by side.
+    """
+    steps: list[Step] = []
+
+    def add(script, argv, al_iter, chain, log, needs=()) -> int:
+        steps.append(Step(script, tuple(argv), al_iter, chain, str(log), tuple(needs)))
+        return len(steps) - 1
+
+    largest = max(model_nums)
+    for seed in seeds:
+        for dataset in datasets:
+            paths = RunPaths(work_dir, preset.name, dataset, seed=seed)
+
+            def common(model_num):
+                return ["--preset", preset.name, "--model_num", str(model_num), "--device", device, *extra,
+                        "--seed", str(seed)]
+
+            where = f"{dataset} seed {seed}"
+            shared = [add("train_net.py", ["--dataset", dataset, "--al_iter", "0", "--net_id", str(n),
+                                           *common(largest)], 0, f"{where} iteration 0",
+                          paths.step_log(largest, "random", 0, f"train_net{n}")) for n in range(largest)]
+            for model_num in model_nums:
+                for method in methods:
+                    chain = f"{where} T={model_num} {method}"
+                    trained, selected = shared[:model_num], None
+                    for al_iter in range(preset.al_iters):
+                        at = ["--dataset", dataset, "--method", method, "--al_iter", str(al_iter)]
+                        log = partial(paths.step_log, model_num, method, al_iter)
+                        if al_iter > 0:
+                            trained = [add("train_net.py", [*at, "--net_id", str(n), *common(model_num)], al_iter,
+                                           chain, log(f"train_net{n}"), [selected]) for n in range(model_num)]
+                        add("test_multi_models.py", [*at, *common(model_num)], al_iter, chain, log("test"), trained)
+                        if al_iter < preset.al_iters - 1:
+                            selected = add("al_select.py", [*at, *common(model_num)], al_iter, chain,
+                                           log("select"), trained)
+    return steps
+
+
+# ---------------------------------------------------------------- the workers
+class StepWorker:
+    """A long-lived process that runs steps one at a time; torch, torchvision and ofa are imported once."""
+
+    def __init__(self, cwd: str, threads: int, env: dict):
+        if not os.path.isdir(cwd):
+            raise UserError(f"the folder run_grid.py was started in, {cwd}, does not exist on {socket.gethostname()}. "
+                            "Workers on several machines need it, and the work dir, on a shared filesystem "
+                            "mounted at the same path everywhere.")
+        os.chdir(cwd)  # relative --work_dir and --data_root mean what they mean to the driver
+        for name in [name for name in os.environ if name.startswith("DIAM_") and name not in env]:
+            del os.environ[name]
+        os.environ.update(env)  # the driver's DIAM_* settings (work dir, data root, caches), not this machine's
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        # As many threads as the cores Ray gave this worker: torch's, and numpy's BLAS.
+        torch.set_num_threads(threads)
+        self._blas_limit = threadpool_limits(threads)
+        from . import experiment  # noqa: F401  (torch, torchvision, ofa: the start-up the grid saves)
+
+    def run(self, step: Step) -> tuple[str, str]:
+        """('run' | 'skipped' | 'failed', what went wrong); the step's output goes to its log."""
+        Path(step.log).parent.mkdir(parents=True, exist_ok=True)
+        with open(step.log, "a") as log, redirect_stdout(log), redirect_stderr(log):
+            print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()} pid {os.getpid()}: "
+                  f"{step.command}", flush=True)
+            _die_once_for_tests(step)
+            script = SCRIPTS[step.script]
+            try:
+                did_work = script.run(script.parse(list(step.argv)))
+            except UserError as err:
+                print(f"error: {err}")
+                return "failed", f"error: {err}"
+            except SystemExit as err:  # argparse refused the command line; it said why above
+                return "failed", f"the command line was refused (exit {err.code}); see the log"
+            except Exception as err:  # a bug, or the machine (out of memory, a CUDA fault): keep the grid going
+                traceback.print_exc()
+                return "failed", f"{type(err).__name__}: {err}"
+            return ("run" if did_work else "skipped"), ""
+
+
+def _die_once_for_tests(step: Step) -> None:
+    marker = os.environ.get(KILL_ONCE_ENV)
+    if not marker or step.script != "train_net.py" or step.al_iter == 0:
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # exactly one worker wins
+    except FileExistsError:
+        return
+    os._exit(1)
+
+
+# ---------------------------------------------------------------- the driver
+@dataclass
+class Summary:
+    total: int
+    run: int = 0
+    skipped: int = 0
+    failed: list = field(default_factory=list)  # (step, message)
+    seconds: float = 0.0
+
+    @property
+    def not_reached(self) -> int:
+        return self.total - self.run - self.skipped - len(self.failed)
+
+
+def run_steps(steps: list[Step], workers: list, progress) -> Summary:
+    """Run the steps on the workers as their needs are met; a failed step stops its chain only."""
+    import ray
+
+    summary = Summary(len(steps))
+    waiting = [len(step.needs) for step in steps]
+    dependents = [[] for _ in steps]
+    for i, step in enumerate(steps):
+        for need in step.needs:
+            dependents[need].append(i)
+    ready = []  # a heap of (is a test, position): tests are leaves, training and selection keep chains moving
+    idle, running = list(workers), {}  # running: object ref -> (step position, worker)
+
+    def done(i, status, message=""):
+        if status == "failed":
+            summary.failed.append((steps[i], message))
+            return
+        setattr(summary, status, getattr(summary, status) + 1)
+        for j in dependents[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                make_ready(j)
+
+    def make_ready(i):
+        """Queue a step whose needs are met, or count it done when its outputs exist (no worker needed)."""
+        try:
+            finished = all(p.exists() for p in steps[i].outputs())
+        except UserError as err:
+            return done(i, "failed", f"error: {err}")
+        except SystemExit:  # the step's parser refused its command line (and said why)
+            return done(i, "failed", "the command line was refused")
+        if finished:
+            return done(i, "skipped")
+        heapq.heappush(ready, (steps[i].script == "test_multi_models.py", i))
+
+    shown = None
+
+    def show():  # redrawn when something changed, so that a log of it stays short
+        nonlocal shown
+        now = (summary.run + summary.skipped + len(summary.failed), len({steps[i].chain for i, _ in running.values()}))
+        if now != shown:
+            shown = now
+            progress.n = now[0]
+            progress.set_postfix(chains=now[1], failed=len(summary.failed))
+
+    for i, step in enumerate(steps):
+        if not step.needs:
+            make_ready(i)
+    while ready or running:
+        while ready and idle:
+            worker, (_, i) = idle.pop(), heapq.heappop(ready)
+            running[worker.run.remote(steps[i])] = (i, worker)
+        show()
+        if not running:
+            break  # steps are ready but every worker is gone: they cannot run
+        finished_refs, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+        for ref in finished_refs:
+            i, worker = running.pop(ref)
+            try:
+                status, message = ray.get(ref)
+            except ray.exceptions.RayError as err:  # the worker died more often than Ray retries
+                status, message = "failed", f"its worker was lost: {str(err).splitlines()[0]}"
+            else:
+                idle.append(worker)
+            done(i, status, message)
+    show()
+    return summary
+
+
+# ---------------------------------------------------------------- Ray
+def start_ray(address, num_cpus):
+    import ray
+    from ray.job_config import JobConfig
+
+    # Workers import diam from this project (shared by every machine), as the driver does.
+    options = dict(log_to_driver=False, logging_level=logging.WARNING,
+                   job_config=JobConfig(code_search_path=[str(Path(__file__).resolve().parent.parent)]))
+    if address:
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise UserError(f"could not join the Ray cluster at '{address}' ({str(err).splitlines()[0]}). Start "
+                            "one with `ray start --head` (and `ray start --address=HEAD:6379` on the other "
+                            "machines), or leave --address out to start a Ray on this machine alone. A cluster "
+                            "started by `ray start` asks for its token: set RAY_AUTH_MODE=token here, with the "
+                            "token in ~/.ray/auth_token or RAY_AUTH_TOKEN.") from None
+    else:
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 object_store_memory=100 * 1024 ** 2, **options)  # steps pass file names only
+    return ray
+
+
+def worker_slots(nodes, threads: int, gpus_per_train) -> int:
+    """How many workers fit on the live nodes, each with `threads` CPUs and a `gpus_per_train` GPU share."""
+    slots = 0
+    for node in nodes:
+        if not node.get("Alive"):
+            continue
+        resources = node.get("Resources", {})
+        fit = math.floor(resources.get("CPU", 0) / threads)
+        if gpus_per_train:
+            fit = min(fit, math.floor(resources.get("GPU", 0) / gpus_per_train + 1e-9))
+        slots += fit
+    return slots
+
+
+def start_workers(ray, threads: int, gpus_per_train) -> list:
+    count = worker_slots(ray.nodes(), threads, gpus_per_train)
+    resources = ray.cluster_resources()
+    if count == 0:
+        asked = f"{threads} CPU(s)" + (f" and {gpus_per_train} of a GPU" if gpus_per_train else "")
+        raise UserError(f"no machine of the Ray cluster has {asked} for one worker (the cluster has "
+                        f"{resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} GPUs). Lower "
+                        "--threads_per_train or --gpus_per_train, or leave --gpus_per_train out to train on CPUs.")
+    if not gpus_per_train and resources.get("GPU", 0):
+        print(f"note: the cluster has {resources['GPU']:g} GPU(s), but without --gpus_per_train every step "
+              "runs on the CPUs.", file=sys.stderr)
+    # Passed by hand, not as a Ray runtime_env: that needs ray[default]'s agent.
+    env = {name: value for name, value in os.environ.items() if name.startswith("DIAM_")}
+    worker = ray.remote(StepWorker).options(num_cpus=threads, num_gpus=gpus_per_train or 0,
+                                            max_restarts=RETRIES, max_task_retries=RETRIES)
+    return [worker.remote(os.getcwd(), threads, env) for _ in range(count)]
+
+
+# ---------------------------------------------------------------- command line
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one paragraph and exit 2, as every script's bad input
+        raise UserError(f"{message}. See python run_grid.py --help.")
+
+
+def _grid_arguments(p) -> None:
+    """The flags run_grid.py keeps for itself; every other flag goes to each step."""
+    p.add_argument("--datasets", nargs="+", default=["mnist", "kmnist"],
+                   help=f"datasets (default: mnist kmnist); from {', '.join(DATASETS)}")
+    p.add_argument("--model_nums", nargs="+", type=int, default=list(PAPER_MODEL_NUMS),
+                   help="values of T, the number of target models (default: the paper's 2 4 6 8 12)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help="selection methods (default: all seven)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0],
+                   help="repeats to run (default: 0), each with its own split, training streams and selections")
+    p.add_argument("--address", default=None,
+                   help="a running Ray cluster to join: 'auto' (this machine is part of it) or HEAD_IP:6379 "
+                        "(default: start a Ray on this machine alone)")
+    p.add_argument("--num_cpus", type=int, default=None,
+                   help="CPUs of the Ray started on this machine (default: all of them); not with --address")
+    p.add_argument("--gpus_per_train", type=float, default=None,
+                   help="train, test and select on GPUs, each worker holding this share of one (e.g. 0.25: "
+                        "four workers per GPU); default: CPUs only")
+    p.add_argument("--threads_per_train", type=int, default=1,
+                   help="CPU threads (cores) of each worker (default: 1); a machine runs as many workers as its "
+                        "cores hold, so they never oversubscribe them")
+
+
+def parse_args(argv) -> tuple[argparse.Namespace, list]:
+    """The grid's flags, and the flags for every step (iter_all.sh's EXTRA_ARGS) as they were given."""
+    p = _Parser(prog="run_grid.py", description=__doc__.splitlines()[0], allow_abbrev=False,
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    _grid_arguments(p.add_argument_group("the grid"))
+    steps = p.add_argument_group("passed to every step, as iter_all.sh's EXTRA_ARGS (overrides, quirks, folders)")
+    add_preset_arguments(steps)
+    steps.add_argument("--work_dir", default=None, help="where runs live (default: $DIAM_WORK_DIR or ./runs)")
+    steps.add_argument("--data_root", default=None, help="dataset files (default: $DIAM_DATA_ROOT or ./data)")
+    args = p.parse_args(argv)
+    own = _Parser(add_help=False, allow_abbrev=False)
+    _grid_arguments(own)
+    own.add_argument("--preset")  # each step gets it first, as iter_all.sh's PRESET
+    _, extra = own.parse_known_args(argv)
+    return args, extra
+
+
+def check_args(args) -> Preset:
+    unknown = [d for d in args.datasets if d not in DATASETS]
+    if unknown:
+        raise UserError(f"unknown dataset(s) {', '.join(unknown)}. Choose from: {', '.join(DATASETS)}.")
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(unknown)}. Choose from: {', '.join(METHODS)}.")
+    bad = [t for t in args.model_nums if not 1 <= t <= MAX_MODELS]
+    if bad:
+        raise UserError(f"--model_nums must be numbers of target models between 1 and {MAX_MODELS} "
+                        f"(the OFA target nets), got {' '.join(map(str, bad))}.")
+    if args.seed is not None:
+        raise UserError("--seed is one repeat of one script; the grid runs the repeats listed by --seeds "
+                        "(e.g. --seeds 0 1 2).")
+    if any(s < 0 for s in args.seeds):
+        raise UserError(f"--seeds must be repeat indices 0, 1, 2, ..., got {' '.join(map(str, args.seeds))}.")
+    if args.gpus_per_train is not None and not 0 < args.gpus_per_train <= 1:
+        raise UserError(f"--gpus_per_train is the share of one GPU a training needs, in (0, 1] (e.g. 0.25 for "
+                        f"four at once on each GPU), got {args.gpus_per_train:g}. Leave it out to use CPUs only.")
+    if args.threads_per_train < 1:
+        raise UserError(f"--threads_per_train must be at least 1, got {args.threads_per_train}.")
+    if args.num_cpus is not None and (args.num_cpus < 1 or args.address):
+        raise UserError("--num_cpus sizes the Ray this command starts on this machine: a positive number, and "
+                        "not with --address (a running cluster has its own CPUs).")
+    return preset_from_args(args)
+
+
+def main(argv) -> None:
+    args, extra = parse_args(argv)
+    preset = check_args(args)
+    seeds = list(dict.fromkeys(args.seeds))
+    model_nums = list(dict.fromkeys(args.model_nums))
+    work_dir = Path(args.work_dir) if args.work_dir else default_work_dir()
+    steps = plan(list(dict.fromkeys(args.datasets)), model_nums, list(dict.fromkeys(args.methods)), seeds,
+                 preset, "cuda" if args.gpus_per_train else "cpu", extra, work_dir)
+    for step in steps:  # a folder made with other settings, or the paper's results, stop it before Ray starts
+        if step.al_iter == 0:
+            step.outputs()
+
+    from tqdm import tqdm
+
+    began = time.perf_counter()
+    ray = start_ray(args.address, args.num_cpus)
+    try:
+        workers = start_workers(ray, args.threads_per_train, args.gpus_per_train)
+        where = f"{args.gpus_per_train:g} GPU and " if args.gpus_per_train else ""
+        print(f"run_grid.py: {len(steps)} steps on {len(workers)} workers ({where}{args.threads_per_train} "
+              f"CPU thread(s) each); logs in {work_dir / preset.name / 'logs'}", file=sys.stderr, flush=True)
+        with tqdm(total=len(steps), desc="grid", unit="step", mininterval=1, dynamic_ncols=True) as progress:
+            summary = run_steps(steps, workers, progress)
+    except KeyboardInterrupt:
+        print("\nrun_grid.py: interrupted; finished steps are kept: run the same command again to continue.",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        ray.shutdown()
+    summary.seconds = time.perf_counter() - began
+    report(summary, work_dir / preset.name, model_nums)
+    if summary.failed:
+        raise SystemExit(1)
+
+
+def report(summary: Summary, run_folder: Path, model_nums) -> None:
+    print(f"run_grid.py: {summary.total} steps: {summary.run} run, {summary.skipped} already done, "
+          f"{len(summary.failed)} failed, {summary.not_reached} not reached; wall time {summary.seconds:.0f} s")
+    for step, message in summary.failed:
+        print(f"failed: {step.command}\n  {message}\n  log: {step.log}")
+    if summary.failed:
+        print("Fix what failed and run the same command again: finished steps are skipped.")
+    print(f"Results: python table.py --results {run_folder / 'extracted_results'} --model_nums "
+          f"{' '.join(map(str, model_nums))}")
+
+
+EPILOG = """\
+examples:
+  python run_grid.py --preset quick --datasets digits --model_nums 2      # a Ray on this machine, all its cores
+  python run_grid.py --model_nums 12 --gpus_per_train 0.25               # the paper's T=12, 4 trainings per GPU
+  python run_grid.py --address auto --gpus_per_train 0.25 ...            # on a running Ray cluster
+
+Several machines: start Ray on each (`ray start --head` on one, `ray start --address=HEAD_IP:6379`
+on the others), then run this on one of them with --address auto. The workers read and write the
+work dir (and the data root) at the paths the driver sees: put the project, --work_dir and
+--data_root on a filesystem shared by every machine, mounted at the same path.
+Every step skips work whose outputs exist: after Ctrl-C, or a lost machine, run the same command again.
+"""

@@ -1,0 +1,226 @@
+"""run_grid.py: iter_all.sh's steps on a local Ray, the same files, faults, progress and bad input."""
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from argparse import Namespace
+
+import pytest
+
+from conftest import PROJECT, assert_clean_error
+from diam.grid import plan, worker_slots
+from diam.presets import preset_from_args
+
+TINY = ["--epochs", "2", "--initial_labeled", "40", "--pool_size", "300", "--test_size", "100", "--query_batch", "20",
+        "--al_iters", "2", "--image_size", "32"]
+METHODS = ["random", "DIAM"]
+STEPS = 2 * (2 + 2 * 5)  # per seed: iteration 0's 2 nets; per method: test 0, select 0, 2 nets of iteration 1, test 1
+
+
+def tree_digest(work_dir):
+    """{relative path: sha256} of every file a run wrote, aside: lock files, the grid's logs, and the
+    temp files a killed process leaves beside an output it had not yet renamed (never read)."""
+    return {str(p.relative_to(work_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(work_dir.rglob("*"))
+            if p.is_file() and not p.name.endswith(".lock") and not (p.name.startswith(".") and p.suffix == ".tmp")
+            and p.relative_to(work_dir).parts[1] != "logs"}
+
+
+def clean_env(home, **extra):
+    env = {**os.environ, "HOME": str(home), "OMP_NUM_THREADS": "1"}
+    env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
+    for name in ("DIAM_WORK_DIR", "DIAM_DATA_ROOT", "RAY_ADDRESS", "DIAM_TEST_KILL_WORKER_ONCE"):
+        env.pop(name, None)
+    return {**env, **extra}
+
+
+def _interruptible():
+    """Ctrl-C reaches the grid even when the suite runs where SIGINT is ignored (a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def grid_command(work_dir, *extra):
+    return [sys.executable, str(PROJECT / "run_grid.py"), "--preset", "quick", "--datasets", "digits",
+            "--model_nums", "2", "--methods", *METHODS, "--seeds", "0", "1", *TINY, "--work_dir", str(work_dir),
+            "--num_cpus", "2", *extra]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """iter_all.sh and the grid on the same small quick grid, side by side.
+
+    The grid is interrupted (Ctrl-C) once its first net is trained, then run again with
+    a hook that kills the worker of the first later training step once.
+    """
+    home = tmp_path_factory.mktemp("grid")
+    reference, grid = home / "iter_all" / "runs", home / "grid" / "runs"
+    logs = {name: open(home / f"{name}.out", "w+") for name in ("iter_all", "interrupted")}
+    started = []
+    try:
+        # One iter_all.sh per seed, at the same time: the seeds share no file, and the test is shorter.
+        for seed in ("0", "1"):
+            started.append(subprocess.Popen(
+                ["bash", str(PROJECT / "iter_all.sh"), "cpu", "2"], cwd=home, stdout=logs["iter_all"],
+                stderr=subprocess.STDOUT, start_new_session=True,
+                env=clean_env(home, PRESET="quick", DATASETS="digits", METHODS=" ".join(METHODS), SEEDS=seed,
+                              PYTHON=sys.executable, EXTRA_ARGS=" ".join([*TINY, "--work_dir", str(reference)]))))
+        first = subprocess.Popen(grid_command(grid), cwd=home, stdout=logs["interrupted"], stderr=subprocess.STDOUT,
+                                 env=clean_env(home), start_new_session=True, preexec_fn=_interruptible)
+        started.append(first)
+        first_net = grid / "quick" / "digits" / "models" / "iter0" / "net0.pt"
+        deadline = time.monotonic() + 300
+        while not first_net.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first.send_signal(signal.SIGINT)  # as Ctrl-C in a terminal
+        first.wait(timeout=120)
+        marker = home / "worker-killed"
+        resumed = subprocess.run(grid_command(grid), cwd=home, capture_output=True, text=True, timeout=600,
+                                 env=clean_env(home, DIAM_TEST_KILL_WORKER_ONCE=str(marker)))
+        iter_all_codes = [proc.wait(timeout=600) for proc in started[:2]]
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    outputs = {}
+    for name, f in logs.items():
+        f.seek(0)
+        outputs[name] = f.read()
+        f.close()
+    assert iter_all_codes == [0, 0], outputs["iter_all"]
+    interrupted = Namespace(returncode=first.returncode, output=outputs["interrupted"])
+    return Namespace(reference=reference, grid=grid, interrupted=interrupted, resumed=resumed, marker=marker)
+
+
+def test_the_grid_writes_the_files_of_iter_all_bit_for_bit(runs):
+    assert runs.resumed.returncode == 0, runs.resumed.stdout + runs.resumed.stderr
+    grid = tree_digest(runs.grid)
+    assert grid == tree_digest(runs.reference)
+    # Both seeds and both methods went through their last iteration.
+    for prefix in ("", "seed1/"):
+        for method in METHODS:
+            assert f"quick/extracted_results/{prefix}2/digits/{method}/1/performances.txt" in grid
+
+
+def test_ctrl_c_stops_the_grid_and_the_same_command_continues(runs):
+    assert runs.interrupted.returncode == 130, runs.interrupted.output
+    assert "run the same command again to continue" in runs.interrupted.output
+    summary = runs.resumed.stdout
+    assert f"run_grid.py: {STEPS} steps: " in summary and " 0 failed, 0 not reached" in summary
+    already_done = int(summary.split(" run, ")[1].split(" already done")[0])
+    assert already_done >= 1, summary  # at least the net trained before Ctrl-C was not trained again
+
+
+def test_a_worker_killed_mid_grid_is_retried(runs):
+    assert runs.marker.exists(), "the test hook never killed a worker"
+    logs = runs.grid / "quick" / "logs"
+    # The killed step's log shows the attempt that died and the retry that trained the net.
+    attempts = {log: log.read_text().count("\n--- ") + log.read_text().startswith("--- ")
+                for log in logs.rglob("iter1/train_net*.log")}
+    retried = [log for log, n in attempts.items() if n == 2]
+    assert len(retried) == 1, attempts
+    assert retried[0].read_text().rstrip().splitlines()[-1].startswith("net ")
+    assert runs.resumed.returncode == 0  # and the files are iter_all.sh's (first test)
+
+
+def test_every_step_leaves_its_output_in_a_log_in_the_run_folder(runs):
+    logs = sorted((runs.grid / "quick" / "logs").rglob("*.log"))
+    assert len(logs) == STEPS
+    select = runs.grid / "quick" / "logs" / "seed1" / "digits" / "T2" / "DIAM" / "iter0" / "select.log"
+    text = select.read_text()
+    assert "python al_select.py --dataset digits --method DIAM --al_iter 0 --preset quick --model_num 2" in text
+    assert "DIAM selected 20 of 260 unlabeled" in text
+
+
+def _iter_all_steps(tmp_path, model_num, seeds, datasets):
+    """The command lines iter_all.sh runs, recorded by a stand-in for python; one per trained net."""
+    stub = tmp_path / "python-stub"
+    stub.write_text('#!/bin/bash\nif [ "$1" = "-c" ]; then echo 2; exit 0; fi\necho "$*" >> "$STEPS_LOG"\n')
+    stub.chmod(0o755)
+    log = tmp_path / "steps.log"
+    result = subprocess.run(["bash", str(PROJECT / "iter_all.sh"), "cpu", str(model_num)], capture_output=True,
+                            text=True, timeout=60,
+                            env={**os.environ, "PYTHON": str(stub), "STEPS_LOG": str(log), "DATASETS": datasets,
+                                 "METHODS": " ".join(METHODS), "SEEDS": seeds, "PRESET": "quick",
+                                 "EXTRA_ARGS": "--al_iters 3 --epochs 2"})
+    assert result.returncode == 0, result.stderr
+    steps = []
+    for line in log.read_text().splitlines():
+        script, *argv = line.split()
+        if "--net_id" in argv:  # one process may train several nets; the grid trains each as a task
+            at = argv.index("--net_id")
+            ends = next(i for i in range(at + 1, len(argv)) if argv[i].startswith("--"))
+            steps += [(os.path.basename(script), (*argv[:at], "--net_id", n, *argv[ends:])) for n in argv[at + 1:ends]]
+        else:
+            steps.append((os.path.basename(script), tuple(argv)))
+    return sorted(steps)
+
+
+@pytest.mark.parametrize("model_num, seeds, datasets", [(3, "0 2", "digits fmnist"), (1, "1", "digits")])
+def test_the_grid_plans_exactly_the_steps_of_iter_all(tmp_path, model_num, seeds, datasets):
+    args = Namespace(preset="quick", al_iters=3, epochs=2, original_quirks=False)
+    steps = plan(datasets.split(), [model_num], METHODS, [int(s) for s in seeds.split()], preset_from_args(args),
+                 "cpu", ["--al_iters", "3", "--epochs", "2"], tmp_path)
+    assert sorted((s.script, s.argv) for s in steps) == _iter_all_steps(tmp_path, model_num, seeds, datasets)
+    # Each step waits for the steps whose files it reads.
+    by_command = {(s.script, s.argv): s for s in steps}
+    test = next(s for s in steps if s.script == "test_multi_models.py" and s.al_iter == 2)
+    assert sorted(steps[i].script for i in test.needs) == ["train_net.py"] * model_num
+    assert all(steps[i].al_iter == 2 for i in test.needs)
+    train = next(s for s in steps if s.script == "train_net.py" and s.al_iter == 2)
+    assert [(steps[i].script, steps[i].al_iter) for i in train.needs] == [("al_select.py", 1)]
+    assert len(by_command) == len(steps)
+
+
+def test_workers_never_ask_for_more_cores_or_gpu_than_a_machine_has():
+    nodes = [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 1.0}},
+             {"Alive": True, "Resources": {"CPU": 3.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+    assert worker_slots(nodes, threads=1, gpus_per_train=None) == 19
+    assert worker_slots(nodes, threads=2, gpus_per_train=None) == 8 + 1
+    assert worker_slots(nodes, threads=4, gpus_per_train=None) == 4  # no worker straddles two machines
+    assert worker_slots(nodes, threads=2, gpus_per_train=0.25) == 4  # the GPU share, not the cores, bounds it
+    assert worker_slots(nodes, threads=2, gpus_per_train=0.3) == 3
+    assert worker_slots(nodes, threads=8, gpus_per_train=0.1) == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--datasets", "digits", "cifar10"], "unknown dataset(s) cifar10"),
+    (["--methods", "DIAM", "bald"], "unknown method(s) bald"),
+    (["--model_nums", "2", "13"], "between 1 and 12"),
+    (["--model_nums", "0"], "between 1 and 12"),
+    (["--seeds", "0", "-1"], "--seeds must be repeat indices"),
+    (["--seeds", "one"], "invalid int value: 'one'"),
+    (["--seed", "1"], "--seeds"),
+    (["--gpus_per_train", "0"], "--gpus_per_train is the share of one GPU"),
+    (["--gpus_per_train", "-0.5"], "--gpus_per_train is the share of one GPU"),
+    (["--gpus_per_train", "2"], "--gpus_per_train is the share of one GPU"),
+    (["--threads_per_train", "0"], "--threads_per_train must be at least 1"),
+    (["--address", "auto", "--num_cpus", "2"], "not with --address"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--epochs", "0"], "--epochs must be positive"),
+    (["--device", "cpu"], "unrecognized arguments: --device cpu"),
+])
+def test_bad_arguments_are_one_paragraph_errors(tmp_path, flags, message):
+    result = subprocess.run([sys.executable, str(PROJECT / "run_grid.py"), "--preset", "quick", "--datasets", "digits",
+                             "--work_dir", str(tmp_path / "runs"), *flags], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, env=clean_env(tmp_path))
+    assert result.returncode == 2
+    assert_clean_error(result, message)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_gpu_check_runs_every_part_at_toy_size_on_the_cpu(tmp_path):
+    out = tmp_path / "RESULTS_gpu_dry.txt"
+    result = subprocess.run(["bash", str(PROJECT / "bench" / "gpu_check.sh"), "--dry", "--out", str(out)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=clean_env(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = out.read_text()
+    for part in ("machine", "CUDA tests", "bench_training, fp32", "bench_training, bf16", "bench_inference",
+                 "bench_selection", "run_grid.py, iteration 0"):
+        assert f"=== {part} (limit " in text and f"--- {part}: " in text
+    assert "precision: bf16 autocast" in text
+    assert "run_grid.py: 3 steps: 3 run, 0 already done, 0 failed" in text
+    assert "gpu_check.sh: all parts passed" in text
