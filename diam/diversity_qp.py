@@ -31,9 +31,9 @@ def knn_cooccurrence(features_per_model, n_neighbours: int, device: str = "cpu",
     (Euclidean) examples of i, i itself included (it is at distance 0 from itself).
 
     `features_per_model` has shape (T, n, D), any float dtype (float16 is how training
-    stores them). Distances are float32 on `device`, computed chunk_size rows at a time,
-    so memory is linear in n for a fixed chunk size. Among exactly equal distances
-    (duplicated examples), which neighbours are kept is torch.topk's choice.
+    stores them). Distances are float32 on `device`, from centred features, computed
+    chunk_size rows at a time, so memory is linear in n for a fixed chunk size. Among
+    exactly equal distances (duplicated examples), which are kept is torch.topk's choice.
     """
     n_models, n_examples, _ = _check_features(features_per_model)
     if not 1 <= n_neighbours <= n_examples:
@@ -44,6 +44,9 @@ def knn_cooccurrence(features_per_model, n_neighbours: int, device: str = "cpu",
     neighbours = np.empty((n_examples, n_models, n_neighbours), dtype=np.int32)
     for model in range(n_models):
         points = torch.as_tensor(features_per_model[model], device=device).to(torch.float32)
+        # Distances do not change under a shift; centring keeps |a|^2 + |b|^2 - 2 a.b from
+        # cancelling away float32 digits when features share a large common component.
+        points = points - points.mean(dim=0)
         sq_norms = (points * points).sum(dim=1)
         if not torch.isfinite(sq_norms).all():
             raise ValueError(f"model {model}'s features contain NaN or infinity "
