@@ -330,24 +330,26 @@ def diam(snapshot_labels, batch_size: int, rng: np.random.Generator,
     return rng.choice(candidates, size=n_picks, replace=False).astype(np.int64)
 
 
-def diam_qp(snapshot_labels, model_features, batch_size: int, q: float = DIAM_QP_Q,
-            device: str = "cpu") -> np.ndarray:
+def diam_qp(snapshot_labels, model_features, batch_size: int, rng: np.random.Generator,
+            q: float = DIAM_QP_Q, device: str = "cpu") -> np.ndarray:
     """DIAM_qp (the authors' extended paper): DIAM's first-order score traded off against
     batch diversity by a quadratic program.
 
     1. d(x) as in DIAM; the subsample is the n = min(U // 5, 15,000) examples with the
-       largest d (ties: lower position first).
+       largest d, ties at the cut broken at random (as in DIAM, and as the original, which
+       sorted a shuffled list).
     2. N[i, j] = number of models in whose penultimate features j is among the
        k = floor(0.01 n) nearest examples of i (i itself included).
     3. P = (N + N^T) / 2, projected onto the positive semi-definite matrices.
     4. x minimises 1/2 x^T P x - q d^T x subject to sum(x) = B and 0 <= x <= 1; the batch
        is the B examples with the largest x, in decreasing x (ties: the subsample's order).
+       The rng serves only step 1's ties.
 
     `model_features` has shape (T, U, dim), any float dtype. Only the subsample's features
     are read (and checked to be finite). Two choices where the pool is small and SPEC's
     steps would break: n is raised to B when U // 5 < B (sum(x) = B would have no solution),
     and k is at least 1 (below n = 100, k = 0 would make P = 0 and the QP a linear program
-    whose many equal optima OSQP picks among arbitrarily). Deterministic: no randomness.
+    whose many equal optima OSQP picks among arbitrarily).
     """
     labels = _check_snapshots(snapshot_labels)
     n_models, _, n_unlabeled = labels.shape
@@ -360,8 +362,8 @@ def diam_qp(snapshot_labels, model_features, batch_size: int, q: float = DIAM_QP
     n_picks = _batch_length(n_unlabeled, batch_size)
     disagreeing_models = disagreement_count(labels)
     n_subsample = max(min(n_unlabeled // DIAM_QP_SUBSAMPLE_DIVISOR, DIAM_QP_MAX_SUBSAMPLE), n_picks)
-    # A stable sort of -d keeps equal d in position order.
-    subsample = np.argsort(-disagreeing_models, kind="stable")[:n_subsample]
+    # lexsort's last key is the primary one.
+    subsample = np.lexsort((rng.permutation(n_unlabeled), -disagreeing_models))[:n_subsample]
     if n_picks in (0, n_subsample):
         return subsample[:n_picks].astype(np.int64)  # x = 1 on the whole subsample is the only solution
     n_neighbours = max(1, int(n_subsample * DIAM_QP_NEIGHBOUR_FRACTION))
@@ -443,6 +445,6 @@ STRATEGIES: dict[str, Strategy] = {
                      diam(_required(inputs, "snapshot_labels", 2), batch_size, rng)),
     "DIAM_qp": Strategy("snapshots_and_model_features", lambda inputs, batch_size, rng, options:
                         diam_qp(_required(inputs, "snapshot_labels", 2),
-                                _required(inputs, "unlabeled_model_features", 1), batch_size,
+                                _required(inputs, "unlabeled_model_features", 1), batch_size, rng,
                                 q=options.diam_q, device=options.device)),
 }

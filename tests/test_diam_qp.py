@@ -17,14 +17,17 @@ from diam.strategies import diam_qp, disagreement_count
 
 # ------------------------------------------------- a dense reference of SPEC's steps
 
-def dense_reference_picks(snapshot_labels, model_features, batch_size, q, neighbour_fraction):
+def dense_reference_picks(snapshot_labels, model_features, batch_size, q, neighbour_fraction, seed):
     """SPEC section 5's DIAM_qp done the direct way, as the authors' code does it: dense
     n x n distances, a full sort per row, a dense count matrix, a dense eigendecomposition
-    of the whole matrix, OSQP on the dense projection."""
+    of the whole matrix, OSQP on the dense projection. Ties in d at the subsample's cut
+    go to the smaller of random keys: a permutation of 0..U-1 drawn from `seed`."""
     n_models, _, n_unlabeled = snapshot_labels.shape
     d = (snapshot_labels != snapshot_labels[:, :1, :]).any(axis=1).sum(axis=0)
     n = max(min(n_unlabeled // 5, 15000), batch_size)
-    subsample = np.argsort(-d, kind="stable")[:n]
+    tie_key = np.random.default_rng(seed).permutation(n_unlabeled)
+    subsample = sorted(range(n_unlabeled), key=lambda i: (-d[i], tie_key[i]))[:n]
+    subsample = np.array(subsample)
     k = max(1, int(n * neighbour_fraction))
     counts = np.zeros((n, n))
     for model in range(n_models):
@@ -70,37 +73,39 @@ def test_diam_qp_picks_what_a_dense_implementation_of_spec_picks(
         monkeypatch, seed, neighbour_fraction, n_clusters, batch_size):
     monkeypatch.setattr(strategies, "DIAM_QP_NEIGHBOUR_FRACTION", neighbour_fraction)
     labels, features = random_problem(seed, n_clusters=n_clusters)
-    expected, counts = dense_reference_picks(labels, features, batch_size, 1.0, neighbour_fraction)
+    expected, counts = dense_reference_picks(labels, features, batch_size, 1.0, neighbour_fraction, seed)
     if n_clusters:
         assert number_of_components(counts) > 1  # the case this parameter set is for
-    picks = diam_qp(labels, features, batch_size)
+    picks = diam_qp(labels, features, batch_size, np.random.default_rng(seed))
     assert sorted(picks.tolist()) == sorted(expected.tolist())
 
 
 def test_diam_qp_weighs_disagreement_with_q(monkeypatch):
     monkeypatch.setattr(strategies, "DIAM_QP_NEIGHBOUR_FRACTION", 0.05)
     labels, features = random_problem(4)
-    small_q, _ = dense_reference_picks(labels, features, 30, 0.2, 0.05)
-    assert sorted(diam_qp(labels, features, 30, q=0.2).tolist()) == sorted(small_q.tolist())
+    small_q, _ = dense_reference_picks(labels, features, 30, 0.2, 0.05, 0)
+    assert sorted(diam_qp(labels, features, 30, np.random.default_rng(0), q=0.2).tolist()) == sorted(small_q.tolist())
     # With q large the linear term rules: the batch is the top B by d, which here has
     # no tie across the cut (B = 30 of the examples that all T models disagree on).
     d = disagreement_count(labels)
     assert (d == 3).sum() > 30
-    assert set(diam_qp(labels, features, 30, q=1e4).tolist()) <= set(np.flatnonzero(d == 3).tolist())
+    picks = diam_qp(labels, features, 30, np.random.default_rng(0), q=1e4)
+    assert set(picks.tolist()) <= set(np.flatnonzero(d == 3).tolist())
 
 
 def test_diam_qp_spreads_the_batch_over_the_feature_space(monkeypatch):
-    # Every example is disagreed on by both models (d = 2 everywhere), so d says nothing.
-    # Positions 0..9 are a tight cluster in both models' features: ranking by d alone
-    # (ties by position) would take 5 of them. Each is among the others' 5 nearest, so
-    # the QP's x^T P x charges for every pair taken from the cluster.
+    # Every example is disagreed on by both models (d = 2 everywhere), so d says nothing,
+    # and the subsample (n = 100) is 100 random examples. Positions 0..9 are a tight
+    # cluster in both models' features, all kept in the subsample by making the other
+    # examples agree (d = 0). Each is among the others' 5 nearest, so the QP's x^T P x
+    # charges for every pair taken from the cluster.
     monkeypatch.setattr(strategies, "DIAM_QP_NEIGHBOUR_FRACTION", 0.05)  # k = 5 at n = 100
     rng = np.random.default_rng(5)
     labels = np.zeros((2, 3, 500), dtype=np.int64)
-    labels[:, 1, :] = 1
+    labels[:, 1, :100] = 1  # d = 2 on positions 0..99, the whole subsample
     features = 10.0 * rng.normal(size=(2, 500, 4))
     features[:, :10, :] = 0.01 * rng.normal(size=(2, 10, 4))
-    picks = diam_qp(labels, features.astype(np.float32), 5)
+    picks = diam_qp(labels, features.astype(np.float32), 5, np.random.default_rng(0))
     assert len(picks) == 5 and np.sum(picks < 10) <= 1
 
 
@@ -185,21 +190,22 @@ def test_qp_solution_is_feasible_and_optimal():
 
 def test_mismatched_or_bad_inputs_are_value_errors():
     labels, features = random_problem(10, n_unlabeled=500)
+    rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="model_features must have shape"):
-        diam_qp(labels, features[:2], 10)  # 2 feature sets for 3 models' snapshots
+        diam_qp(labels, features[:2], 10, rng)  # 2 feature sets for 3 models' snapshots
     with pytest.raises(ValueError, match="model_features must have shape"):
-        diam_qp(labels, features[:, :499], 10)  # another pool size
+        diam_qp(labels, features[:, :499], 10, rng)  # another pool size
     with pytest.raises(ValueError, match="model_features must have shape"):
-        diam_qp(labels, features[0], 10)
+        diam_qp(labels, features[0], 10, rng)
     with pytest.raises(ValueError, match="q must be finite"):
-        diam_qp(labels, features, 10, q=-1.0)
+        diam_qp(labels, features, 10, rng, q=-1.0)
     with pytest.raises(ValueError, match="snapshot_labels"):
-        diam_qp(labels.astype(float), features, 10)
+        diam_qp(labels.astype(float), features, 10, rng)
     broken = features.copy()
     top = int(np.argmax(disagreement_count(labels)))  # inside the subsample
     broken[1, top, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        diam_qp(labels, broken, 10)
+        diam_qp(labels, broken, 10, rng)
 
 
 def test_helpers_refuse_what_has_no_answer():
@@ -212,11 +218,22 @@ def test_helpers_refuse_what_has_no_answer():
 
 
 def test_small_pool_takes_the_subsample_grown_to_the_batch():
-    # U // 5 = 4 < B = 6: the subsample grows to the top 6 by d, and all of it is taken.
+    # U // 5 = 4 < B = 6: the subsample grows to 6 examples of largest d, all taken.
     labels, features = random_problem(11, n_unlabeled=20)
     d = disagreement_count(labels)
-    picks = diam_qp(labels, features, 6)
-    assert picks.tolist() == np.argsort(-d, kind="stable")[:6].tolist()
+    picks = diam_qp(labels, features, 6, np.random.default_rng(0))
+    sixth_largest = np.sort(d)[::-1][5]
+    assert len(set(picks.tolist())) == 6 and np.all(d[picks] >= sixth_largest)
+    assert set(np.flatnonzero(d > sixth_largest)) <= set(picks.tolist())
+
+
+def test_ties_in_d_at_the_subsample_cut_follow_the_rng():
+    # Every example has d = 0: the subsample (n = 100 of 500) is decided by ties alone.
+    labels = np.zeros((2, 3, 500), dtype=np.int64)
+    features = np.random.default_rng(12).normal(size=(2, 500, 4)).astype(np.float32)
+    batches = {tuple(sorted(diam_qp(labels, features, 10, np.random.default_rng(seed)).tolist()))
+               for seed in range(4)}
+    assert len(batches) > 1
 
 
 # ------------------------------------------------------------- command-line wiring
