@@ -394,7 +394,7 @@ def main() -> None:
           f"{config.dim}-d float32 standard-normal features, T={config.models} models, "
           f"K={config.snapshots} snapshots, C={config.classes} classes, batch B={config.batch}, "
           f"seed {SEED}")
-    if any(STRATEGIES[name].needs == "snapshots" for name in methods):
+    if any(STRATEGIES[name].needs.startswith("snapshots") for name in methods):
         labels = synthetic_snapshot_labels(config)
         model_disagrees = (labels != labels[:, :1, :]).any(axis=1)
         print(f"snapshot labels: {model_disagrees.any(axis=0).mean():.1%} of examples are "
