@@ -13,6 +13,8 @@ from .errors import UserError
 DATASETS = ("mnist", "kmnist", "fmnist", "emnistlet", "emnistdig", "digits")
 # The paper's seven, then DIAM_qp (the extended paper's batch-diverse DIAM; not in the paper's table).
 METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM", "DIAM_qp")
+# What a loop runs unless told otherwise (iter_all.sh's list, the grid, the benchmarks): the paper's seven.
+DEFAULT_METHODS = METHODS[:7]
 # Methods whose selection reads the late-epoch snapshot labels of every model.
 SNAPSHOT_METHODS = ("CAL", "DIAM", "DIAM_qp")
 # Methods whose selection reads every model's penultimate features on the pool.
