@@ -30,6 +30,7 @@ PAPER_RESULTS_DIR = HERE / "extracted_results"
 # The paper's figure: DIAM solid, thick and red; the baselines thin and dashed.
 METHOD_STYLES = {
     "DIAM": dict(color="#F71E35", linestyle="-", linewidth=2.8, marker="D"),
+    "DIAM_qp": dict(color="#9467BD", linestyle="-", linewidth=2.0, marker="s"),
     "CAL": dict(color="#274C5E", linestyle="--", linewidth=1.5, marker="^"),
     "entropy": dict(color="#0080FF", linestyle="--", linewidth=1.5, marker="^"),
     "margin": dict(color="#BF209F", linestyle="--", linewidth=1.5, marker="^"),

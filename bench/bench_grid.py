@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from diam.presets import METHODS, preset_from_args  # noqa: E402  (light: no torch)
+from diam.presets import DEFAULT_METHODS, METHODS, preset_from_args  # noqa: E402  (light: no torch)
 from machine import cpu_model, load_average_lines  # noqa: E402  (bench/machine.py)
 
 
@@ -74,7 +74,7 @@ def parse_args():
                                 epilog=__doc__)
     p.add_argument("--models", type=int, default=2, help="T (default: 2)")
     p.add_argument("--dataset", default="digits", help="default: digits (embedded, offline)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), help="default: all seven")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="default: the paper's seven")
     p.add_argument("--seed", type=int, default=0, help="the repeat (default: 0)")
     p.add_argument("--work_dir", default=None, help="parent of the three run folders (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the run folders")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from diam.presets import METHODS  # noqa: E402  (light: no torch)
+from diam.presets import DEFAULT_METHODS, METHODS  # noqa: E402  (light: no torch)
 from machine import cpu_model, load_average_lines  # noqa: E402  (bench/machine.py)
 
 
@@ -126,7 +126,8 @@ def parse_args():
     p.add_argument("--preset", default="quick", help="the scripts' --preset (default: quick)")
     p.add_argument("--dataset", default="digits", help="the scripts' --dataset (default: digits, embedded)")
     p.add_argument("--device", default="cpu", help="the scripts' --device (default: cpu)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), help="selection methods (default: all 7)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                   help="selection methods (default: the paper's 7)")
     p.add_argument("--repeats", type=int, default=1, help="whole iterations, each in a fresh work_dir (default: 1)")
     p.add_argument("--startup_repeats", type=int, default=3, help="repeats of each start-up measurement")
     p.add_argument("--threads", type=int, default=None,

@@ -14,8 +14,16 @@ child's and the table says so.)
 Baseline: alipy's QueryInstanceCoresetGreedy and QueryInstanceQBC.calc_vote_entropy
 on the same synthetic inputs, run once each (their cost makes repeats impractical),
 with our function at the same pool size beside them and the picks compared.
+
+DIAM_qp is left out of the default list (as it is out of iter_all.sh's): name it in
+--strategies. It runs once at --unlabeled, with the time of its three stages (k-NN
+co-occurrence, PSD projection, QP), then, at --dense-unlabeled, beside the authors'
+dense route on the same inputs (dense n x n distances and a full sort per row, a dense
+count matrix, one eigendecomposition of the whole matrix, OSQP on the dense projection),
+and the picks are compared.
 """
 import argparse
+import dataclasses
 import importlib.metadata
 import os
 import platform
@@ -28,10 +36,14 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import qpsolvers
+import scipy.sparse as sp
 import torch
+from sklearn.metrics import pairwise_distances
 
 # Runs as a plain script from any directory: make the `diam` package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import diam.strategies as strategies  # noqa: E402
 from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions, coreset, vote_entropy  # noqa: E402
 from machine import cpu_model  # noqa: E402  (bench/machine.py)
 
@@ -41,6 +53,11 @@ SEED = 0
 HARD_FRACTION, HARD_DISAGREE, EASY_DISAGREE = 0.1, 0.6, 0.02
 # In a disagreeing model, each snapshot swaps to a random class with this probability.
 SNAPSHOT_NOISE = 0.4
+# DIAM_qp's per-model features: one standard-normal part shared by all models plus this
+# much of each model's own, so that the models' nearest neighbours overlap in part.
+MODEL_FEATURE_NOISE = 0.5
+# Methods left out unless named in --strategies.
+OPT_IN_STRATEGIES = ("DIAM_qp",)
 
 
 @dataclass
@@ -66,6 +83,8 @@ class Measurement:
     peak_covers_selection_only: bool
     gpu_peak_mb: float | None = None
     output: np.ndarray | None = field(default=None, repr=False)  # picks, or scores
+    stages: dict[str, tuple[float, float]] = field(default_factory=dict)  # (wall s, CPU s) per stage
+    cpu_seconds: list[float] = field(default_factory=list)  # this process's CPU time per run
 
 
 # ------------------------------------------------------------ synthetic inputs
@@ -109,6 +128,17 @@ def synthetic_snapshot_labels(config: Config) -> np.ndarray:
     return labels
 
 
+def synthetic_model_features(config: Config) -> np.ndarray:
+    """(T, U, dim) float16, as training stores every model's features."""
+    rng = np.random.default_rng([SEED, 5])
+    shared = rng.standard_normal((config.unlabeled, config.dim), dtype=np.float32)
+    features = np.empty((config.models, config.unlabeled, config.dim), dtype=np.float16)
+    for model in range(config.models):
+        features[model] = shared + MODEL_FEATURE_NOISE * rng.standard_normal(
+            (config.unlabeled, config.dim), dtype=np.float32)
+    return features
+
+
 def synthetic_inputs(config: Config, needs: str) -> SelectionInputs:
     if needs == "probs":
         return SelectionInputs(config.unlabeled, unlabeled_probs=synthetic_probs(config))
@@ -119,6 +149,9 @@ def synthetic_inputs(config: Config, needs: str) -> SelectionInputs:
     if needs == "snapshots":
         return SelectionInputs(config.unlabeled,
                                snapshot_labels=synthetic_snapshot_labels(config))
+    if needs == "snapshots_and_model_features":
+        return SelectionInputs(config.unlabeled, snapshot_labels=synthetic_snapshot_labels(config),
+                               unlabeled_model_features=synthetic_model_features(config))
     return SelectionInputs(config.unlabeled)
 
 
@@ -146,17 +179,18 @@ def _timed(name: str, pool: int, config: Config, run, repeats: int) -> Measureme
     peak_covers_selection_only = _reset_peak_rss()
     if config.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    seconds, output = [], None
+    seconds, cpu_seconds, output = [], [], None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         output = run()
         if config.device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
     gpu_peak = (torch.cuda.max_memory_allocated() / 2**20
                 if config.device.startswith("cuda") else None)
     return Measurement(name, pool, seconds, _proc_status_mb("VmHWM"), rss_before,
-                       peak_covers_selection_only, gpu_peak, np.asarray(output))
+                       peak_covers_selection_only, gpu_peak, np.asarray(output), cpu_seconds=cpu_seconds)
 
 
 def measure_strategy(method: str, config: Config) -> Measurement:
@@ -210,6 +244,86 @@ def measure_alipy_vote_entropy(config: Config) -> Measurement:
     return _timed("vote entropy (alipy)", config.unlabeled, config, run, 1)
 
 
+def _timing_stage(stages: dict, name: str, function):
+    def timed(*args, **kwargs):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        result = function(*args, **kwargs)
+        stages[name] = (time.perf_counter() - start, time.process_time() - cpu_start)
+        return result
+    return timed
+
+
+def measure_our_diam_qp(config: Config, pool: int) -> Measurement:
+    """STRATEGIES["DIAM_qp"] itself, its three helpers timed where diam.strategies calls them."""
+    inputs = synthetic_inputs(dataclasses.replace(config, unlabeled=pool), "snapshots_and_model_features")
+    stages: dict[str, float] = {}
+    for stage, helper in (("k-NN", "knn_cooccurrence"), ("projection", "nearest_psd_upper"),
+                          ("QP", "solve_selection_qp")):
+        setattr(strategies, helper, _timing_stage(stages, stage, getattr(strategies, helper)))
+    measurement = _timed("DIAM_qp (ours)", pool, config,
+                         lambda: STRATEGIES["DIAM_qp"].select(inputs, config.batch, np.random.default_rng(0),
+                                                              SelectionOptions(config.device)), 1)
+    measurement.stages = stages
+    return measurement
+
+
+def authors_dense_route(snapshot_labels, model_features, batch_size, stages, device, rng):
+    """The authors' DIAM_qp steps on dense matrices (written from SPEC section 5 and their
+    al_select.py). Two changes make it faster than theirs, so the ratio to ours is a lower
+    bound: counts are added with numpy instead of a Python loop over a lil_matrix, and the
+    eigendecomposition is the symmetric one (theirs is numpy's general `eig`). Ties in d at
+    the subsample's cut are broken as ours are, from the same rng, so the picks compare."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    n_models, _, n_unlabeled = snapshot_labels.shape
+    d = (snapshot_labels != snapshot_labels[:, :1, :]).any(axis=1).sum(axis=0)
+    n = min(n_unlabeled // 5, 15000)
+    subsample = np.lexsort((rng.permutation(n_unlabeled), -d))[:n]
+    k = max(1, int(0.01 * n))
+    counts = np.zeros((n, n))
+    for model in range(n_models):
+        distances = pairwise_distances(model_features[model][subsample].astype(np.float32))
+        nearest = np.argsort(distances, axis=1)[:, :k]
+        del distances
+        np.add.at(counts, (np.repeat(np.arange(n), k), nearest.ravel()), 1.0)
+    stages["k-NN"] = (time.perf_counter() - start, time.process_time() - cpu_start)
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    similarity = torch.from_numpy((counts + counts.T) / 2).to(device)
+    del counts
+    eigenvalues, eigenvectors = torch.linalg.eigh(similarity)
+    del similarity
+    projected = ((eigenvectors * eigenvalues.clamp_min(0)) @ eigenvectors.T).cpu().numpy()
+    del eigenvectors
+    stages["projection"] = (time.perf_counter() - start, time.process_time() - cpu_start)
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    x = qpsolvers.solve_qp(sp.triu(projected, format="csc"), -d[subsample].astype(np.float64),
+                           A=sp.csc_matrix(np.ones((1, n))), b=np.array([float(batch_size)]),
+                           lb=np.zeros(n), ub=np.ones(n), solver="osqp",
+                           eps_abs=strategies.DIAM_QP_SOLVER_TOLERANCE,
+                           eps_rel=strategies.DIAM_QP_SOLVER_TOLERANCE,
+                           max_iter=strategies.DIAM_QP_MAX_SOLVER_ITERATIONS, polishing=False)
+    stages["QP"] = (time.perf_counter() - start, time.process_time() - cpu_start)
+    return subsample[np.argsort(-x, kind="stable")[:batch_size]]
+
+
+def measure_dense_diam_qp(config: Config, pool: int) -> Measurement:
+    inputs = synthetic_inputs(dataclasses.replace(config, unlabeled=pool), "snapshots_and_model_features")
+    stages: dict[str, float] = {}
+    measurement = _timed("DIAM_qp (dense route)", pool, config,
+                         lambda: authors_dense_route(inputs.snapshot_labels, inputs.unlabeled_model_features,
+                                                     config.batch, stages, config.device,
+                                                     np.random.default_rng(0)), 1)
+    measurement.stages = stages
+    return measurement
+
+
+def stage_line(measurement: Measurement) -> str:
+    """CPU time beside wall time: on a shared machine the wall clock also counts other jobs."""
+    return (f"    CPU {measurement.cpu_seconds[0]:.1f} s; stages, wall/CPU s: "
+            + ", ".join(f"{name} {wall:.1f}/{cpu:.1f}" for name, (wall, cpu) in measurement.stages.items()))
+
+
 def in_fresh_process(function, *args) -> Measurement:
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         return pool.submit(function, *args).result()
@@ -260,8 +374,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--batch", type=int, default=1500)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per strategy")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES),
-                        help="comma-separated names from: " + ", ".join(STRATEGIES))
+    parser.add_argument("--strategies", default=",".join(s for s in STRATEGIES if s not in OPT_IN_STRATEGIES),
+                        help="comma-separated names from: " + ", ".join(STRATEGIES)
+                        + " (default: all but " + ", ".join(OPT_IN_STRATEGIES) + ")")
+    parser.add_argument("--dense-unlabeled", type=int, default=20000,
+                        help="pool size at which DIAM_qp is timed beside the authors' dense route "
+                             "(0: skip it)")
     parser.add_argument("--alipy-unlabeled", type=int, default=57000,
                         help="pool size for the alipy baseline (0: skip it); alipy's "
                              "coreset costs about 0.3 s per pick at 57,000 x 1,280 here")
@@ -282,7 +400,7 @@ def main() -> None:
           f"{config.dim}-d float32 standard-normal features, T={config.models} models, "
           f"K={config.snapshots} snapshots, C={config.classes} classes, batch B={config.batch}, "
           f"seed {SEED}")
-    if any(STRATEGIES[name].needs == "snapshots" for name in methods):
+    if any(STRATEGIES[name].needs.startswith("snapshots") for name in methods):
         labels = synthetic_snapshot_labels(config)
         model_disagrees = (labels != labels[:, :1, :]).any(axis=1)
         print(f"snapshot labels: {model_disagrees.any(axis=0).mean():.1%} of examples are "
@@ -294,9 +412,15 @@ def main() -> None:
           "selection (VmHWM, reset just before it), 'extra' = peak - before; resident sets "
           "include torch library code paged in on first use\n")
 
-    print(table_header(config.device))
+    if any(method != "DIAM_qp" for method in methods):
+        print(table_header(config.device))
     for method in methods:
+        if method == "DIAM_qp":
+            continue  # measured once, in its own section below
         print(table_row(in_fresh_process(measure_strategy, method, config)), flush=True)
+
+    if "DIAM_qp" in methods:
+        report_diam_qp(config, args.dense_unlabeled)
 
     if args.alipy_unlabeled <= 0:
         return
@@ -325,6 +449,27 @@ def main() -> None:
     print(f"vote entropy ours vs alipy: largest difference {largest_gap:.1e} "
           f"(alipy adds 1e-9 inside its log); speed-up "
           f"{min(theirs_ve.seconds) / min(ours_ve.seconds):.1f}x")
+
+
+def report_diam_qp(config: Config, dense_pool: int) -> None:
+    print(f"\nDIAM_qp, one run each: T={config.models} models' {config.dim}-d float16 features "
+          f"(a shared standard-normal part plus {MODEL_FEATURE_NOISE} x each model's own), subsample "
+          "n = U // 5, k = floor(0.01 n); stages: k-NN co-occurrence, PSD projection, QP (OSQP)")
+    print(table_header(config.device))
+    ours = in_fresh_process(measure_our_diam_qp, config, config.unlabeled)
+    print(table_row(ours) + "\n" + stage_line(ours), flush=True)
+    if dense_pool <= 0:
+        return
+    ours_small = in_fresh_process(measure_our_diam_qp, config, dense_pool)
+    print(table_row(ours_small) + "\n" + stage_line(ours_small), flush=True)
+    dense = in_fresh_process(measure_dense_diam_qp, config, dense_pool)
+    print(table_row(dense) + "\n" + stage_line(dense), flush=True)
+    common = len(np.intersect1d(ours_small.output, dense.output))
+    print(f"\nDIAM_qp ours vs dense route at U={dense_pool}: {common} of {len(dense.output)} picks in "
+          f"common; speed-up {min(dense.seconds) / min(ours_small.seconds):.2f}x in wall time, "
+          f"{dense.cpu_seconds[0] / ours_small.cpu_seconds[0]:.2f}x in CPU time; extra memory "
+          f"{dense.peak_rss_mb - dense.rss_before_mb:.0f} MiB vs "
+          f"{ours_small.peak_rss_mb - ours_small.rss_before_mb:.0f} MiB")
 
 
 if __name__ == "__main__":

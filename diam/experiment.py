@@ -20,8 +20,8 @@ from .data import Data, load_dataset
 from .errors import UserError
 from .paths import (RunPaths, check_run_config, default_work_dir, read_indices, refuse_paper_results, step_lock,
                     write_indices, write_json, write_npz, write_text, atomic_write)
-from .presets import (DATASETS, MAX_MODELS, METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, SUBSET_SEED,
-                      preset_from_args)
+from .presets import (DATASETS, DIAM_QP_Q, MAX_MODELS, METHODS, MODEL_FEATURE_METHODS, PROBABILITY_METHODS,
+                      SNAPSHOT_METHODS, SUBSET_SEED, preset_from_args)
 from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions
 from .training import Record, allow_tf32, evaluate, predict, stream_seed, to_device, train_target_net
 
@@ -50,6 +50,7 @@ class Run:
         self.paths = RunPaths(args.work_dir or default_work_dir(), self.preset.name, self.dataset, results_dir,
                               self.preset.seed)
         self.redo = args.redo
+        self.diam_q = getattr(args, "DIAMq", DIAM_QP_Q)  # only al_select.py has --DIAMq
 
     @cached_property
     def data(self) -> Data:
@@ -133,7 +134,8 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
         # Iteration 0 is shared by every method, so it records what any of them reads.
         record = Record(snapshots=record_snapshots or first or method in SNAPSHOT_METHODS,
                         probs=first or method in PROBABILITY_METHODS,
-                        features=net_id == preset.coreset_feature_net and (first or method == "coreset"))
+                        features=net_id == preset.coreset_feature_net and (first or method == "coreset")
+                        or method in MODEL_FEATURE_METHODS)
         stream = stream_seed(preset.seed, net_id)
         torch.manual_seed(stream)  # the initial weights are drawn from the net's own stream too
         net = models.build_net(net_id, run.data.n_classes, preset.dropout)
@@ -182,7 +184,8 @@ def selection_rng(run: Run) -> np.random.Generator:
 
 
 def selection_options(run: Run) -> SelectionOptions:
-    return SelectionOptions(device=str(run.device), original_uncertainty=run.preset.original_uncertainty)
+    return SelectionOptions(device=str(run.device), original_uncertainty=run.preset.original_uncertainty,
+                            diam_q=run.diam_q)
 
 
 def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str) -> dict:
@@ -225,6 +228,17 @@ def selection_inputs(run: Run, needs: str, labeled: np.ndarray, unlabeled: np.nd
         snaps = [_pool_predictions(run, n, unlabeled, "snapshot_labels")["snapshot_labels"]
                  for n in range(run.model_num)]
         return SelectionInputs(len(unlabeled), snapshot_labels=np.stack(snaps))
+    if needs == "snapshots_and_model_features":
+        snaps, feats = [], None
+        for n in range(run.model_num):
+            stored = _pool_predictions(run, n, unlabeled, "snapshot_labels")
+            if "pool_features" not in stored:  # iteration 0 records them for one net only
+                stored = _pool_predictions(run, n, unlabeled, "pool_features")
+            if feats is None:
+                feats = np.empty((run.model_num, len(unlabeled), stored["pool_features"].shape[1]), np.float16)
+            snaps.append(stored["snapshot_labels"])
+            feats[n] = stored["pool_features"][unlabeled]
+        return SelectionInputs(len(unlabeled), snapshot_labels=np.stack(snaps), unlabeled_model_features=feats)
     if needs == "features":
         feats = _pool_predictions(run, run.preset.coreset_feature_net, unlabeled, "pool_features")["pool_features"]
         return SelectionInputs(len(unlabeled), unlabeled_features=feats[unlabeled], labeled_features=feats[labeled])

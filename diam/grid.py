@@ -29,7 +29,7 @@ from typing import Callable, NamedTuple
 from . import cli
 from .errors import UserError
 from .paths import RunPaths, default_work_dir
-from .presets import (DATASETS, MAX_MODELS, METHODS, PAPER_MODEL_NUMS, Preset, add_preset_arguments,
+from .presets import (DATASETS, DEFAULT_METHODS, MAX_MODELS, METHODS, PAPER_MODEL_NUMS, Preset, add_preset_arguments,
                       preset_from_args)
 
 # How often Ray restarts a dead worker and resubmits the step it was running.
@@ -318,7 +318,8 @@ def _grid_arguments(p) -> None:
                    help=f"datasets (default: mnist kmnist); from {', '.join(DATASETS)}")
     p.add_argument("--model_nums", nargs="+", type=int, default=list(PAPER_MODEL_NUMS),
                    help="values of T, the number of target models (default: the paper's 2 4 6 8 12)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), help="selection methods (default: all seven)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                   help="selection methods (default: the paper's seven)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0],
                    help="repeats to run (default: 0), each with its own split, training streams and selections")
     p.add_argument("--address", default=None,

@@ -11,9 +11,14 @@ from .errors import UserError
 
 # Torchvision datasets of the original scripts, and scikit-learn's embedded digits (offline).
 DATASETS = ("mnist", "kmnist", "fmnist", "emnistlet", "emnistdig", "digits")
-METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM")
+# The paper's seven, then DIAM_qp (the extended paper's batch-diverse DIAM; not in the paper's table).
+METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM", "DIAM_qp")
+# What a loop runs unless told otherwise (iter_all.sh's list, the grid, the benchmarks): the paper's seven.
+DEFAULT_METHODS = METHODS[:7]
 # Methods whose selection reads the late-epoch snapshot labels of every model.
-SNAPSHOT_METHODS = ("CAL", "DIAM")
+SNAPSHOT_METHODS = ("CAL", "DIAM", "DIAM_qp")
+# Methods whose selection reads every model's penultimate features on the pool.
+MODEL_FEATURE_METHODS = ("DIAM_qp",)
 # Methods whose selection reads the final models' softmax outputs on the pool.
 PROBABILITY_METHODS = ("least_conf", "margin", "entropy")
 MAX_MODELS = 12
@@ -27,6 +32,18 @@ INIT_MODES = ("he_fout", "pretrained", "pytorch")
 # The pool/test subsets of a preset with pool_size/test_size are part of the dataset's
 # definition: the same for every repeat (--seed), so repeats are paired on one test set.
 SUBSET_SEED = 0
+
+# DIAM_qp (SPEC section 5, the authors' latest code).
+DIAM_QP_Q = 1.0  # --DIAMq: weight of the first-order score d against batch diversity
+DIAM_QP_SUBSAMPLE_DIVISOR = 5  # the QP runs on the top U // 5 examples by d ...
+DIAM_QP_MAX_SUBSAMPLE = 15000  # ... and never on more than these
+DIAM_QP_NEIGHBOUR_FRACTION = 0.01  # k = floor(0.01 n) nearest neighbours per example and model
+# OSQP's absolute and relative tolerance. The batch is the B largest entries of the QP's
+# solution, which is mostly fractional; OSQP's default (1e-3) leaves errors of ~3e-3 in it,
+# as large as the gaps between neighbouring entries. At 1e-9 the error measured ~3e-8, and
+# the iterations cost little next to OSQP's one factorisation.
+DIAM_QP_SOLVER_TOLERANCE = 1e-9
+DIAM_QP_MAX_SOLVER_ITERATIONS = 1_000_000
 
 
 @dataclass(frozen=True)

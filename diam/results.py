@@ -42,6 +42,7 @@ PAPER_METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", 
 DISPLAY_ORDER = ("DIAM", "CAL", "entropy", "margin", "least_conf", "coreset", "random")
 METHOD_DISPLAY_NAMES = {
     "DIAM": "DIAM",
+    "DIAM_qp": "DIAM_qp",
     "CAL": "CAL",
     "entropy": "Entropy",
     "margin": "Margin",

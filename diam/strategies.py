@@ -18,6 +18,10 @@ import numpy as np
 import torch
 from sklearn.preprocessing import MinMaxScaler
 
+from .diversity_qp import knn_cooccurrence, nearest_psd_upper, solve_selection_qp
+from .presets import (DIAM_QP_MAX_SOLVER_ITERATIONS, DIAM_QP_MAX_SUBSAMPLE, DIAM_QP_NEIGHBOUR_FRACTION, DIAM_QP_Q,
+                      DIAM_QP_SOLVER_TOLERANCE, DIAM_QP_SUBSAMPLE_DIVISOR)
+
 # The paper's DIAM keeps the top 5B by (d, v) before drawing B at random.
 DIAM_CANDIDATE_FACTOR = 5
 
@@ -326,6 +330,50 @@ def diam(snapshot_labels, batch_size: int, rng: np.random.Generator,
     return rng.choice(candidates, size=n_picks, replace=False).astype(np.int64)
 
 
+def diam_qp(snapshot_labels, model_features, batch_size: int, rng: np.random.Generator,
+            q: float = DIAM_QP_Q, device: str = "cpu") -> np.ndarray:
+    """DIAM_qp (the authors' extended paper): DIAM's first-order score traded off against
+    batch diversity by a quadratic program.
+
+    1. d(x) as in DIAM; the subsample is the n = min(U // 5, 15,000) examples with the
+       largest d, ties at the cut broken at random (as in DIAM, and as the original, which
+       sorted a shuffled list).
+    2. N[i, j] = number of models in whose penultimate features j is among the
+       k = floor(0.01 n) nearest examples of i (i itself included).
+    3. P = (N + N^T) / 2, projected onto the positive semi-definite matrices.
+    4. x minimises 1/2 x^T P x - q d^T x subject to sum(x) = B and 0 <= x <= 1; the batch
+       is the B examples with the largest x, in decreasing x (ties: the subsample's order).
+       The rng serves only step 1's ties.
+
+    `model_features` has shape (T, U, dim), any float dtype. Only the subsample's features
+    are read (and checked to be finite). Two choices where the pool is small and SPEC's
+    steps would break: n is raised to B when U // 5 < B (sum(x) = B would have no solution),
+    and k is at least 1 (below n = 100, k = 0 would make P = 0 and the QP a linear program
+    whose many equal optima OSQP picks among arbitrarily).
+    """
+    labels = _check_snapshots(snapshot_labels)
+    n_models, _, n_unlabeled = labels.shape
+    feature_shape = tuple(model_features.shape)
+    if len(feature_shape) != 3 or feature_shape[:2] != (n_models, n_unlabeled):
+        raise ValueError(f"model_features must have shape (models, unlabeled, dim) = ({n_models}, "
+                         f"{n_unlabeled}, dim) to match the snapshot labels, got {feature_shape}")
+    if not (np.isfinite(q) and q >= 0):
+        raise ValueError(f"q must be finite and non-negative, got {q}")
+    n_picks = _batch_length(n_unlabeled, batch_size)
+    disagreeing_models = disagreement_count(labels)
+    n_subsample = max(min(n_unlabeled // DIAM_QP_SUBSAMPLE_DIVISOR, DIAM_QP_MAX_SUBSAMPLE), n_picks)
+    # lexsort's last key is the primary one.
+    subsample = np.lexsort((rng.permutation(n_unlabeled), -disagreeing_models))[:n_subsample]
+    if n_picks in (0, n_subsample):
+        return subsample[:n_picks].astype(np.int64)  # x = 1 on the whole subsample is the only solution
+    n_neighbours = max(1, int(n_subsample * DIAM_QP_NEIGHBOUR_FRACTION))
+    counts = knn_cooccurrence(model_features[:, subsample], n_neighbours, device=device)
+    similarity_upper = nearest_psd_upper((counts + counts.T) / 2, device=device)
+    x = solve_selection_qp(similarity_upper, disagreeing_models[subsample], n_picks, q,
+                           DIAM_QP_SOLVER_TOLERANCE, DIAM_QP_MAX_SOLVER_ITERATIONS)
+    return subsample[np.argsort(-x, kind="stable")[:n_picks]].astype(np.int64)
+
+
 # ------------------------------------------------------------------- registry
 
 @dataclass(frozen=True)
@@ -337,6 +385,7 @@ class SelectionInputs:
     unlabeled_features: np.ndarray | torch.Tensor | None = None  # (U, dim)
     labeled_features: np.ndarray | torch.Tensor | None = None    # (L, dim); L may be 0
     snapshot_labels: np.ndarray | None = None      # (T, K, U) predicted labels
+    unlabeled_model_features: np.ndarray | None = None  # (T, U, dim): every model's own features
 
 
 @dataclass(frozen=True)
@@ -344,6 +393,7 @@ class SelectionOptions:
     """How a strategy runs, apart from its inputs: where, and the settings some strategies read."""
     device: str = "cpu"
     original_uncertainty: bool = False  # least_conf/margin/entropy as the original ranked them
+    diam_q: float = DIAM_QP_Q  # DIAM_qp's weight q of the first-order score (--DIAMq)
 
 
 def _original_scaling_rng(options: SelectionOptions, rng: np.random.Generator):
@@ -352,7 +402,7 @@ def _original_scaling_rng(options: SelectionOptions, rng: np.random.Generator):
 
 @dataclass(frozen=True)
 class Strategy:
-    needs: str  # "nothing", "probs", "features" or "snapshots"
+    needs: str  # "nothing", "probs", "features", "snapshots" or "snapshots_and_model_features"
     select: Callable[[SelectionInputs, int, np.random.Generator, SelectionOptions], np.ndarray]
 
 
@@ -393,4 +443,8 @@ STRATEGIES: dict[str, Strategy] = {
                     cal(_required(inputs, "snapshot_labels", 2), batch_size, rng)),
     "DIAM": Strategy("snapshots", lambda inputs, batch_size, rng, options:
                      diam(_required(inputs, "snapshot_labels", 2), batch_size, rng)),
+    "DIAM_qp": Strategy("snapshots_and_model_features", lambda inputs, batch_size, rng, options:
+                        diam_qp(_required(inputs, "snapshot_labels", 2),
+                                _required(inputs, "unlabeled_model_features", 1), batch_size, rng,
+                                q=options.diam_q, device=options.device)),
 }

@@ -3,7 +3,7 @@
 A single run trains a target net from its initial weights on the labeled set and,
 in the same run, records the late-epoch snapshot labels on the unlabeled pool
 (CAL, DIAM), the final softmax outputs (uncertainty methods) and penultimate
-features (coreset): no second training pass, no second pass over the pool.
+features (coreset, DIAM_qp): no second training pass, no second pass over the pool.
 """
 import math
 from dataclasses import dataclass
@@ -25,7 +25,7 @@ class Record:
     """What a training run keeps from its passes over the pool."""
     snapshots: bool = False  # predicted labels on the unlabeled pool after each late epoch
     probs: bool = False  # final softmax outputs on the unlabeled pool
-    features: bool = False  # final penultimate features on the whole pool (coreset)
+    features: bool = False  # final penultimate features on the whole pool (coreset, DIAM_qp)
 
 
 @dataclass

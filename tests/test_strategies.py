@@ -312,7 +312,8 @@ def test_cal_tops_up_from_the_rest_and_warns_when_union_is_too_small():
 def test_registry_has_every_command_line_method_with_its_needs():
     assert {name: strategy.needs for name, strategy in STRATEGIES.items()} == {
         "random": "nothing", "least_conf": "probs", "margin": "probs", "entropy": "probs",
-        "coreset": "features", "CAL": "snapshots", "DIAM": "snapshots"}
+        "coreset": "features", "CAL": "snapshots", "DIAM": "snapshots",
+        "DIAM_qp": "snapshots_and_model_features"}
 
 
 def random_inputs(n_unlabeled, seed=0, n_models=3, n_snapshots=4, n_classes=5, dim=6):
@@ -327,7 +328,8 @@ def random_inputs(n_unlabeled, seed=0, n_models=3, n_snapshots=4, n_classes=5, d
         n_unlabeled=n_unlabeled, unlabeled_probs=probs,
         unlabeled_features=rng.normal(size=(n_unlabeled, dim)).astype(np.float32),
         labeled_features=rng.normal(size=(7, dim)).astype(np.float32),
-        snapshot_labels=snapshot_labels)
+        snapshot_labels=snapshot_labels,
+        unlabeled_model_features=rng.normal(size=(n_models, n_unlabeled, dim)).astype(np.float16))
 
 
 @pytest.mark.parametrize("method", sorted(STRATEGIES))

@@ -1,0 +1,254 @@
+"""DIAM_qp (SPEC section 5): its pieces against independent implementations, its picks
+against a direct dense implementation of SPEC's steps, and its refusals of bad input."""
+import numpy as np
+import pytest
+import qpsolvers
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+from sklearn.neighbors import NearestNeighbors
+
+import diam.strategies as strategies
+from conftest import run_script
+from diam import cli
+from diam.diversity_qp import knn_cooccurrence, nearest_psd_upper, solve_selection_qp
+from diam.experiment import Run, selection_options
+from diam.strategies import diam_qp, disagreement_count
+
+
+# ------------------------------------------------- a dense reference of SPEC's steps
+
+def dense_reference_picks(snapshot_labels, model_features, batch_size, q, neighbour_fraction, seed):
+    """SPEC section 5's DIAM_qp done the direct way, as the authors' code does it: dense
+    n x n distances, a full sort per row, a dense count matrix, a dense eigendecomposition
+    of the whole matrix, OSQP on the dense projection. Ties in d at the subsample's cut
+    go to the smaller of random keys: a permutation of 0..U-1 drawn from `seed`."""
+    n_models, _, n_unlabeled = snapshot_labels.shape
+    d = (snapshot_labels != snapshot_labels[:, :1, :]).any(axis=1).sum(axis=0)
+    n = max(min(n_unlabeled // 5, 15000), batch_size)
+    tie_key = np.random.default_rng(seed).permutation(n_unlabeled)
+    subsample = sorted(range(n_unlabeled), key=lambda i: (-d[i], tie_key[i]))[:n]
+    subsample = np.array(subsample)
+    k = max(1, int(n * neighbour_fraction))
+    counts = np.zeros((n, n))
+    for model in range(n_models):
+        points = model_features[model][subsample].astype(np.float64)
+        distances = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=2)
+        for i, nearest in enumerate(np.argsort(distances, axis=1)[:, :k]):
+            counts[i, nearest] += 1
+    similarity = (counts + counts.T) / 2
+    eigenvalues, eigenvectors = np.linalg.eigh(similarity)
+    projected = (eigenvectors * np.maximum(eigenvalues, 0)) @ eigenvectors.T
+    x = qpsolvers.solve_qp(sp.csc_matrix((projected + projected.T) / 2), -q * d[subsample].astype(float),
+                           A=sp.csc_matrix(np.ones((1, n))), b=np.array([float(batch_size)]),
+                           lb=np.zeros(n), ub=np.ones(n), solver="osqp",
+                           eps_abs=1e-10, eps_rel=1e-10, max_iter=1_000_000, polishing=False)
+    return subsample[np.argsort(-x, kind="stable")[:batch_size]], counts
+
+
+def random_problem(seed, n_models=3, n_snapshots=4, n_unlabeled=1000, dim=6, n_clusters=0):
+    """Snapshot labels with d spread over 0..T and float16 features (as training stores
+    them); with n_clusters > 0, float32 features in well separated clusters (the same in
+    every model): float16 would round their offsets coarsely enough to tie distances."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=(n_models, 1, n_unlabeled)).repeat(n_snapshots, axis=1)
+    flipped = rng.random(labels.shape) < 0.15
+    labels[flipped] = rng.integers(0, 3, size=flipped.sum())
+    features = rng.normal(size=(n_models, n_unlabeled, dim))
+    if n_clusters:
+        features += 10.0 * rng.normal(size=(n_clusters, dim))[rng.integers(0, n_clusters, n_unlabeled)]
+    return labels, features.astype(np.float32 if n_clusters else np.float16)
+
+
+def number_of_components(counts):
+    return connected_components(sp.csr_matrix(counts + counts.T), directed=False)[0]
+
+
+@pytest.mark.parametrize("seed,neighbour_fraction,n_clusters,batch_size", [
+    (0, 0.01, 0, 30),     # SPEC's k = floor(0.01 n) = 2 at n = 200
+    (1, 0.05, 0, 30),     # k = 10: many co-occurrences, P far from PSD
+    (2, 0.05, 6, 40),     # separated clusters: the projection runs per component
+    (3, 0.10, 0, 150),    # most of the subsample picked
+])
+def test_diam_qp_picks_what_a_dense_implementation_of_spec_picks(
+        monkeypatch, seed, neighbour_fraction, n_clusters, batch_size):
+    monkeypatch.setattr(strategies, "DIAM_QP_NEIGHBOUR_FRACTION", neighbour_fraction)
+    labels, features = random_problem(seed, n_clusters=n_clusters)
+    expected, counts = dense_reference_picks(labels, features, batch_size, 1.0, neighbour_fraction, seed)
+    if n_clusters:
+        assert number_of_components(counts) > 1  # the case this parameter set is for
+    picks = diam_qp(labels, features, batch_size, np.random.default_rng(seed))
+    assert sorted(picks.tolist()) == sorted(expected.tolist())
+
+
+def test_diam_qp_weighs_disagreement_with_q(monkeypatch):
+    monkeypatch.setattr(strategies, "DIAM_QP_NEIGHBOUR_FRACTION", 0.05)
+    labels, features = random_problem(4)
+    small_q, _ = dense_reference_picks(labels, features, 30, 0.2, 0.05, 0)
+    assert sorted(diam_qp(labels, features, 30, np.random.default_rng(0), q=0.2).tolist()) == sorted(small_q.tolist())
+    # With q large the linear term rules: the batch is the top B by d, which here has
+    # no tie across the cut (B = 30 of the examples that all T models disagree on).
+    d = disagreement_count(labels)
+    assert (d == 3).sum() > 30
+    picks = diam_qp(labels, features, 30, np.random.default_rng(0), q=1e4)
+    assert set(picks.tolist()) <= set(np.flatnonzero(d == 3).tolist())
+
+
+def test_diam_qp_spreads_the_batch_over_the_feature_space(monkeypatch):
+    # Every example is disagreed on by both models (d = 2 everywhere), so d says nothing,
+    # and the subsample (n = 100) is 100 random examples. Positions 0..9 are a tight
+    # cluster in both models' features, all kept in the subsample by making the other
+    # examples agree (d = 0). Each is among the others' 5 nearest, so the QP's x^T P x
+    # charges for every pair taken from the cluster.
+    monkeypatch.setattr(strategies, "DIAM_QP_NEIGHBOUR_FRACTION", 0.05)  # k = 5 at n = 100
+    rng = np.random.default_rng(5)
+    labels = np.zeros((2, 3, 500), dtype=np.int64)
+    labels[:, 1, :100] = 1  # d = 2 on positions 0..99, the whole subsample
+    features = 10.0 * rng.normal(size=(2, 500, 4))
+    features[:, :10, :] = 0.01 * rng.normal(size=(2, 10, 4))
+    picks = diam_qp(labels, features.astype(np.float32), 5, np.random.default_rng(0))
+    assert len(picks) == 5 and np.sum(picks < 10) <= 1
+
+
+# -------------------------------------------------------------------------- k-NN
+
+@pytest.mark.parametrize("chunk_size", [7, 1024])
+def test_knn_cooccurrence_matches_scikit_learn_nearest_neighbors(chunk_size):
+    rng = np.random.default_rng(6)
+    features = rng.normal(size=(3, 150, 5))
+    counts = knn_cooccurrence(features, 4, chunk_size=chunk_size)
+    assert isinstance(counts, sp.csr_matrix)
+    expected = np.zeros((150, 150))
+    for model_features in features:
+        nearest = NearestNeighbors(n_neighbors=4).fit(model_features).kneighbors(
+            model_features, return_distance=False)
+        for i, row in enumerate(nearest):
+            expected[i, row] += 1
+    np.testing.assert_array_equal(counts.toarray(), expected)
+    assert np.all(np.diag(expected) == 3)  # each example is its own nearest in every model
+
+
+def test_knn_cooccurrence_reads_float16_features():
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(2, 80, 3)).astype(np.float16)
+    expected = knn_cooccurrence(features.astype(np.float64), 3)
+    assert (knn_cooccurrence(features, 3) != expected).nnz == 0
+
+
+# ----------------------------------------------------------------- PSD projection
+
+def dense_projection(matrix):
+    eigenvalues, eigenvectors = np.linalg.eigh(matrix)
+    return (eigenvectors * np.maximum(eigenvalues, 0)) @ eigenvectors.T
+
+
+def full_from_upper(upper):
+    upper = upper.toarray()
+    return upper + np.triu(upper, 1).T
+
+
+def test_nearest_psd_is_the_dense_projection_and_keeps_definite_components_sparse():
+    rng = np.random.default_rng(8)
+    indefinite = rng.integers(0, 3, size=(30, 30)).astype(float)
+    indefinite = (indefinite + indefinite.T) / 2  # far from PSD
+    definite = np.diag([5.0, 4.0, 6.0, 5.0]) + np.diag([1.0, 0, 1.0], 1) + np.diag([1.0, 0, 1.0], -1)
+    blocks = sp.block_diag([indefinite, definite, np.array([[3.0]]), np.array([[-2.0]])]).toarray()
+    # Interleave the blocks' rows so that components are not contiguous.
+    order = rng.permutation(len(blocks))
+    matrix = blocks[order][:, order]
+    upper = nearest_psd_upper(sp.csr_matrix(matrix))
+    assert isinstance(upper, sp.csc_matrix)
+    assert (sp.tril(upper, -1)).nnz == 0
+    np.testing.assert_allclose(full_from_upper(upper), dense_projection(matrix), atol=1e-10)
+    # The positive definite 4 x 4 component has 4 + 2 upper entries, and stays so.
+    definite_positions = np.flatnonzero(np.isin(order, np.arange(30, 34)))
+    assert upper[definite_positions][:, definite_positions].nnz == 6
+
+
+# ---------------------------------------------------------------------------- QP
+
+def test_qp_solution_is_feasible_and_optimal():
+    rng = np.random.default_rng(9)
+    n, total, q = 60, 12, 1.5
+    factor = rng.normal(size=(n, 20))
+    similarity = factor @ factor.T  # PSD, rank 20: not strictly convex
+    scores = rng.integers(0, 4, size=n).astype(float)
+    x = solve_selection_qp(sp.csc_matrix(np.triu(similarity)), scores, total, q, 1e-9, 1_000_000)
+    assert abs(x.sum() - total) < 1e-6
+    assert np.all(x > -1e-7) and np.all(x < 1 + 1e-7)
+    # KKT: with g = S x - q d and mu the equality's multiplier, g + mu = 0 where
+    # 0 < x < 1, >= 0 where x = 0, <= 0 where x = 1.
+    gradient = similarity @ x - q * scores
+    free = (x > 1e-4) & (x < 1 - 1e-4)
+    assert free.any()
+    mu = -np.median(gradient[free])
+    np.testing.assert_allclose(gradient[free] + mu, 0, atol=1e-5)
+    assert np.all(gradient[x <= 1e-4] + mu > -1e-5)
+    assert np.all(gradient[x >= 1 - 1e-4] + mu < 1e-5)
+
+
+# ------------------------------------------------------------------------ refusals
+
+def test_mismatched_or_bad_inputs_are_value_errors():
+    labels, features = random_problem(10, n_unlabeled=500)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="model_features must have shape"):
+        diam_qp(labels, features[:2], 10, rng)  # 2 feature sets for 3 models' snapshots
+    with pytest.raises(ValueError, match="model_features must have shape"):
+        diam_qp(labels, features[:, :499], 10, rng)  # another pool size
+    with pytest.raises(ValueError, match="model_features must have shape"):
+        diam_qp(labels, features[0], 10, rng)
+    with pytest.raises(ValueError, match="q must be finite"):
+        diam_qp(labels, features, 10, rng, q=-1.0)
+    with pytest.raises(ValueError, match="snapshot_labels"):
+        diam_qp(labels.astype(float), features, 10, rng)
+    broken = features.copy()
+    top = int(np.argmax(disagreement_count(labels)))  # inside the subsample
+    broken[1, top, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        diam_qp(labels, broken, 10, rng)
+
+
+def test_helpers_refuse_what_has_no_answer():
+    with pytest.raises(ValueError, match="cannot choose 11 of 10"):
+        solve_selection_qp(sp.identity(10, format="csc"), np.ones(10), 11, 1.0, 1e-9, 1000)
+    with pytest.raises(ValueError, match="n_neighbours"):
+        knn_cooccurrence(np.zeros((1, 5, 2)), 6)
+    with pytest.raises(ValueError, match="symmetric"):
+        nearest_psd_upper(sp.csr_matrix(np.array([[1.0, 2.0], [0.0, 1.0]])))
+
+
+def test_small_pool_takes_the_subsample_grown_to_the_batch():
+    # U // 5 = 4 < B = 6: the subsample grows to 6 examples of largest d, all taken.
+    labels, features = random_problem(11, n_unlabeled=20)
+    d = disagreement_count(labels)
+    picks = diam_qp(labels, features, 6, np.random.default_rng(0))
+    sixth_largest = np.sort(d)[::-1][5]
+    assert len(set(picks.tolist())) == 6 and np.all(d[picks] >= sixth_largest)
+    assert set(np.flatnonzero(d > sixth_largest)) <= set(picks.tolist())
+
+
+def test_ties_in_d_at_the_subsample_cut_follow_the_rng():
+    # Every example has d = 0: the subsample (n = 100 of 500) is decided by ties alone.
+    labels = np.zeros((2, 3, 500), dtype=np.int64)
+    features = np.random.default_rng(12).normal(size=(2, 500, 4)).astype(np.float32)
+    batches = {tuple(sorted(diam_qp(labels, features, 10, np.random.default_rng(seed)).tolist()))
+               for seed in range(4)}
+    assert len(batches) > 1
+
+
+# ------------------------------------------------------------- command-line wiring
+
+def test_diamq_reaches_the_strategy_options(tmp_path):
+    args = cli.parser("test").parse_args(["--dataset", "digits", "--method", "DIAM_qp", "--al_iter", "0",
+                                          "--model_num", "2", "--preset", "quick",
+                                          "--work_dir", str(tmp_path), "--device", "cpu"])
+    assert selection_options(Run(args)).diam_q == 1.0  # the preset's default
+    args.DIAMq = 2.5
+    assert selection_options(Run(args)).diam_q == 2.5
+
+
+def test_negative_diamq_is_refused_on_the_command_line(tmp_path):
+    result = run_script("al_select.py", "--dataset", "digits", "--method", "DIAM_qp", "--al_iter", 0,
+                        "--model_num", 2, "--preset", "quick", "--DIAMq", "-1", cwd=tmp_path)
+    assert result.returncode == 2 and "--DIAMq must be a finite number >= 0" in result.stderr
+    assert not (tmp_path / "runs").exists()
