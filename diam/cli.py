@@ -1,10 +1,11 @@
 """Flags shared by the scripts, parsed in one place so they cannot drift apart."""
 import argparse
+import math
 from pathlib import Path
 
 from .errors import UserError
 from .paths import RunPaths, check_run_config, default_work_dir, refuse_paper_results
-from .presets import DATASETS, METHODS, Preset, add_preset_arguments, preset_from_args
+from .presets import DATASETS, DIAM_QP_Q, METHODS, Preset, add_preset_arguments, preset_from_args
 
 
 def parser(description: str, method_required: bool = True) -> argparse.ArgumentParser:
@@ -122,9 +123,14 @@ def select_args(argv=None, description="Select the next batch of examples to lab
     p = parser(description)
     p.add_argument("--batch_size", type=int, default=None,
                    help="examples to select (default: the preset's query batch, 1500 in the paper)")
+    p.add_argument("--DIAMq", type=float, default=DIAM_QP_Q,
+                   help=f"DIAM_qp only: weight q of the disagreement score against batch diversity "
+                        f"(default {DIAM_QP_Q})")
     args = p.parse_args(argv)
     if args.batch_size is not None and args.batch_size <= 0:
         p.error("--batch_size must be positive")
+    if not (math.isfinite(args.DIAMq) and args.DIAMq >= 0):
+        p.error("--DIAMq must be a finite number >= 0")
     return args
 
 

@@ -50,7 +50,7 @@ class Run:
         self.paths = RunPaths(args.work_dir or default_work_dir(), self.preset.name, self.dataset, results_dir,
                               self.preset.seed)
         self.redo = args.redo
-        self.diam_q = getattr(args, "DIAMq", DIAM_QP_Q)  # only al_select.py has --DIAMq
+        self.diam_q = getattr(args, "DIAMq", DIAM_QP_Q)  # only selection takes --DIAMq
 
     @cached_property
     def data(self) -> Data:
