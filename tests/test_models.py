@@ -1,9 +1,14 @@
 """SPEC section 2: the 12 OFA target nets, their input sizes and initial weights."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 import load_test_models as ltm
-from diam import models
+import no_network
+from diam import data, models
 from diam.errors import UserError
 from diam.presets import PRESETS
 
@@ -54,8 +59,7 @@ def test_cached_imagenet_weights_load_into_everything_but_the_head(workdir, monk
     assert net.classifier.linear.out_features == 10
 
 
-def test_pretrained_demanded_but_unavailable_is_a_clear_error(workdir, monkeypatch):
-    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+def test_pretrained_demanded_but_unavailable_is_a_clear_error(workdir):
     with pytest.raises(UserError, match="--init he_fout"):
         models.initialise(models.build_net(1), 1, "pretrained")
 
@@ -80,3 +84,24 @@ def test_pytorch_init_keeps_pytorchs_default_weights(workdir):
 def test_unknown_net_id_is_refused():
     with pytest.raises(UserError, match="0..11"):
         models.build_net(12)
+
+
+# ------------------------------------------------------------------ hermetic tests
+DOWNLOAD = "import sys, torch.hub; torch.hub.download_url_to_file(sys.argv[1], sys.argv[2], progress=False)"
+
+
+def test_downloads_fail_at_once_in_the_tests_and_in_the_processes_they_start(tmp_path):
+    url = models.WEIGHTS_URL.format(models.OFA_IDS[0].replace("@", "-"))
+    with pytest.raises(OSError, match=no_network.MESSAGE):
+        torch.hub.download_url_to_file(url, str(tmp_path / "init"), progress=False)
+    started = subprocess.run([sys.executable, "-c", DOWNLOAD, url, str(tmp_path / "init")], capture_output=True,
+                             text=True, timeout=120)
+    assert started.returncode != 0 and no_network.MESSAGE in started.stderr, started.stderr
+    assert not (tmp_path / "init").exists()
+
+
+def test_weights_data_and_caches_are_looked_for_in_temporary_folders_only(hermetic):
+    folders = [*models.weight_cache_candidates(0), Path(torch.hub.get_dir()), data.default_data_root(),
+               data.unpack_cache(), Path.home()]
+    outside = [f for f in folders if not f.resolve().is_relative_to(hermetic.resolve())]
+    assert outside == []
