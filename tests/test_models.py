@@ -1,4 +1,5 @@
 """SPEC section 2: the 12 OFA target nets, their input sizes and initial weights."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,43 @@ def test_cached_imagenet_weights_load_into_everything_but_the_head(workdir, monk
     assert models.initialise(net, 2, "pretrained") == "pretrained"
     torch.testing.assert_close(net.first_conv.conv.weight, imagenet_net.first_conv.conv.weight)
     assert net.classifier.linear.out_features == 10
+
+
+def _ofa_file(net_id, path, change=None):
+    """A stand-in for OFA's published file of net `net_id`: a 1000-class net's tensors under OFA's
+    own names (its blocks' '.mobile_inverted_conv.', not ofa's current '.conv.'), as {"state_dict": ...}."""
+    torch.manual_seed(1)
+    state = models.build_net(net_id, n_classes=1000).state_dict()
+    state = {re.sub(r"^blocks\.(\d+)\.conv\.", r"blocks.\1.mobile_inverted_conv.", k): v for k, v in state.items()}
+    if change:
+        change(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state}, path)
+    return state
+
+
+def test_ofa_weights_under_ofas_own_key_names_load(workdir, monkeypatch):
+    monkeypatch.setenv("DIAM_OFA_CACHE", str(workdir / "cache"))
+    state = _ofa_file(2, models.weight_cache_candidates(2)[0])
+    renamed = [k for k in state if ".mobile_inverted_conv." in k]
+    assert len(renamed) > 50  # the names the loader must map
+    torch.manual_seed(2)
+    net = models.build_net(2)
+    assert models.initialise(net, 2, "pretrained") == "pretrained"
+    loaded = net.state_dict()
+    for key in renamed:
+        torch.testing.assert_close(loaded[key.replace(".mobile_inverted_conv.", ".conv.")], state[key])
+    assert net.classifier.linear.out_features == 10
+
+
+def test_ofa_weights_of_the_wrong_shape_are_refused(workdir, monkeypatch):
+    monkeypatch.setenv("DIAM_OFA_CACHE", str(workdir / "cache"))
+    path = models.weight_cache_candidates(2)[0]
+    # The same names, but one tensor of another net's shape (as a file of another OFA net could hold).
+    _ofa_file(2, path, lambda state: state.update({"first_conv.conv.weight": torch.zeros(8, 3, 3, 3)}))
+    with pytest.raises(UserError, match="could not be used") as err:
+        models.initialise(models.build_net(2), 2, "pretrained")
+    assert str(path) in str(err.value) and "first_conv.conv.weight" in str(err.value)
 
 
 def test_pretrained_demanded_but_unavailable_is_a_clear_error(workdir):

@@ -8,12 +8,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import PROJECT, assert_clean_error, linked_copy, run_script, run_script_here
-from diam import cli, strategies
+from diam import cli, models, strategies
 from diam.experiment import Run, selection_rng
-from diam.paths import RunPaths, read_indices
+from diam.paths import RunPaths, read_indices, write_json
 from diam.presets import METHODS, PRESETS
+from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions
 from diam.training import evaluate
 
 QUICK = PRESETS["quick"]
@@ -85,8 +87,40 @@ def test_test_multi_models_writes_each_nets_accuracy_in_net_order(tiny_runs):
                               QUICK.eval_batch)
         expected.append(f"{top1:.6f} {top5:.6f}")
     assert rows == expected
+    # models.json beside it says how each net was made: its checkpoint's record, init included.
+    paths = tiny_paths(runs)
+    recorded = json.loads(paths.performances(T, "random", 0).with_name("models.json").read_text())
+    for net_id, info in enumerate(recorded):
+        trained = json.loads(paths.checkpoint_info(T, "random", 0, net_id).read_text())
+        assert info["init"] == trained["init"] == "he_fout"
+        assert {k: info[k] for k in trained} == trained
     again = run_script_here("test_multi_models.py", *args)
     assert again.returncode == 0 and "already done" in again.stdout
+
+
+def test_test_at_net0_size_tests_every_net_at_net_0s_input_size(tmp_path, monkeypatch):
+    # At the paper's sizes (the quick preset tests every net at 32 px): nets 0 and 1 take 224 and 192.
+    import diam.experiment as experiment
+
+    runs, sizes = tmp_path / "runs", []
+    common = ["--dataset", "digits", "--model_num", T, "--preset", "paper", "--pool_size", 60, "--test_size", 4,
+              "--method", "DIAM", "--al_iter", 0, "--device", "cpu", "--work_dir", runs]
+    paths = RunPaths(runs, "paper", "digits")
+    for net_id in range(T):  # untrained nets stand for trained ones: only the test size matters here
+        info = {"net_id": net_id, "dataset": "digits", "init": "pytorch"}
+        paths.checkpoint(T, "DIAM", 0, net_id).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": models.build_net(net_id).state_dict(), "info": info},
+                   paths.checkpoint(T, "DIAM", 0, net_id))
+    real_evaluate = experiment.evaluate
+    monkeypatch.setattr(experiment, "evaluate", lambda net, images, labels, size, *a, **k:
+                        sizes.append(size) or real_evaluate(net, images, labels, size, *a, **k))
+    tested = {}
+    for quirk in ([], ["--test_at_net0_size"]):
+        results = tmp_path / ("quirk" if quirk else "default")
+        assert run_script_here("test_multi_models.py", *common, *quirk, "--results_dir", results).returncode == 0
+        tested[bool(quirk)] = [i["test_image_size"] for i in
+                               json.loads((results / str(T) / "digits/DIAM/0/models.json").read_text())]
+    assert tested == {False: [224, 192], True: [224, 224]} and sizes == [224, 192, 224, 224]
 
 
 # ------------------------------------------------------------------ selection, wired end to end
@@ -144,6 +178,25 @@ def test_al_select_writes_the_batch_the_strategy_picks_from_the_recorded_arrays(
         # The new labeled set is the old one, then the batch in the order the strategy picked it.
         np.testing.assert_array_equal(z["labeled"], np.concatenate([labeled, unlabeled[positions]]))
         np.testing.assert_array_equal(z["unlabeled"], np.delete(unlabeled, positions))
+
+
+def test_original_uncertainty_reaches_the_strategy_through_al_select(tiny_runs):
+    runs = tiny_runs
+    paths = tiny_paths(runs)
+    args = tiny_args(runs, "--method", "margin", "--al_iter", 0, "--original_uncertainty")
+    run = Run(cli.parser("test").parse_args(map(str, args)))
+    # The folder as if trained with the flag (training is the same; only selection reads it).
+    write_json(paths.config_file, cli.run_settings("digits", run.preset))
+    labeled, unlabeled, records = _recorded(paths, "margin")
+    inputs = SelectionInputs(len(unlabeled), unlabeled_probs=np.stack([r["unlabeled_probs"] for r in records]))
+    quirk = STRATEGIES["margin"].select(inputs, TINY["query_batch"], selection_rng(run),
+                                        SelectionOptions(original_uncertainty=True))
+    corrected = _strategy_batch("margin", labeled, unlabeled, records, None)
+    assert set(quirk) != set(corrected)
+
+    assert run_script_here("al_select.py", *args).returncode == 0
+    with np.load(paths.indices(T, "margin", 1)) as z:
+        np.testing.assert_array_equal(z["labeled"], np.concatenate([labeled, unlabeled[quirk]]))
 
 
 def test_selection_is_reproducible_for_the_same_dataset_method_and_iteration(tiny_runs):

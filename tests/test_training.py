@@ -13,7 +13,7 @@ from diam import models, training
 from diam.augment import eval_transform
 from diam.data import load_dataset
 from diam.presets import PRESETS
-from diam.training import Record, evaluate, train_target_net
+from diam.training import Record, evaluate, predict, train_target_net
 
 # A few steps are enough to exercise every record; the sizes keep this file to seconds.
 TINY = dataclasses.replace(PRESETS["quick"], epochs=2, pool_size=120, test_size=60, train_batch=20)
@@ -62,3 +62,62 @@ def test_evaluate_counts_the_true_label_in_the_top_one_and_top_five():
     assert top1 == pytest.approx(100 * np.mean(ranked[:, 0] == labels))
     assert top5 == pytest.approx(100 * np.mean((ranked[:, :5] == labels[:, None]).any(1)))
     assert top1 < top5  # else top-5 could be top-1 counted twice
+
+
+# ------------------------------------------------------------------ the original's quirks and the batch of one
+def _train(preset, n_labeled, net_id=7):
+    """Net `net_id` trained on the first `n_labeled` pool images; (net, records, data, unlabeled)."""
+    data = load_dataset("digits", pool_size=preset.pool_size, test_size=preset.test_size)
+    labeled, unlabeled = torch.arange(n_labeled), torch.arange(n_labeled, preset.pool_size)
+    torch.manual_seed(0)
+    net = models.build_net(net_id, data.n_classes, preset.dropout)
+    models.initialise(net, net_id, preset.init)
+    out = train_target_net(net, data, labeled, unlabeled, preset, preset.image_size,
+                           Record(snapshots=True, probs=True), stream=0)
+    return net, out, data, unlabeled
+
+
+@pytest.mark.parametrize("n_labeled, sizes", [(41, [20, 20]), (42, [20, 20, 2])])
+def test_a_final_batch_of_one_is_skipped(n_labeled, sizes):
+    seen = []
+    real_build = models.build_net
+
+    def recording_build(*args, **kwargs):
+        net = real_build(*args, **kwargs)
+        net.register_forward_pre_hook(lambda module, inputs: seen.append(len(inputs[0])))
+        return net
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(models, "build_net", recording_build)
+        _train(TINY, n_labeled)
+    assert seen == sizes * TINY.epochs
+
+
+@pytest.mark.parametrize("shuffle", [True, False], ids=["default", "no_shuffle"])
+def test_no_shuffle_keeps_the_labeled_order_in_every_epoch(monkeypatch, shuffle):
+    orders = []
+    real_batches = training._batches
+    monkeypatch.setattr(training, "_batches", lambda order, batch: orders.append(order.tolist())
+                        or real_batches(order, batch))
+    preset = dataclasses.replace(TINY, shuffle_epochs=shuffle)
+    _train(preset, 40)
+    epochs = orders[1:]  # the first call counts the steps
+    assert len(epochs) == preset.epochs and all(sorted(o) == list(range(40)) for o in epochs)
+    if shuffle:
+        assert epochs[0] != list(range(40)) and epochs[0] != epochs[1]
+    else:
+        assert all(o == list(range(40)) for o in epochs)
+
+
+@pytest.mark.parametrize("quirk", [False, True], ids=["default", "score_with_train_aug"])
+def test_the_pool_is_scored_through_the_eval_transform_unless_the_quirk_asks(quirk):
+    # Steps enough (batches of 10 at lr 0.1) for net 7 to tell the pool's images apart.
+    preset = dataclasses.replace(TINY, train_batch=10, lr=0.1, score_with_train_aug=quirk)
+    net, out, data, unlabeled = _train(preset, 40)
+    _, eval_probs, _ = predict(net, data.pool_images[unlabeled], preset.image_size, preset.eval_batch,
+                               want_probs=True)
+    assert np.ptp(eval_probs, axis=0).max() > 1e-3  # the net tells the pool's images apart
+    if quirk:  # the recorded outputs are those of augmented images: not the evaluation pass's
+        assert np.abs(out.unlabeled_probs - eval_probs).max() > 1e-3
+    else:
+        np.testing.assert_array_equal(out.unlabeled_probs, eval_probs)
