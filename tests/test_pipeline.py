@@ -20,8 +20,10 @@ from diam.training import evaluate
 
 QUICK = PRESETS["quick"]
 # A tiny iteration (seconds): enough steps that the nets' outputs vary over the pool and
-# between nets and epochs, so a selection fed the wrong arrays picks another batch.
-TINY = {"pool_size": 200, "test_size": 100, "initial_labeled": 100, "query_batch": 10, "epochs": 4,
+# between nets and epochs, so a selection fed the wrong arrays picks another batch. The
+# whole digits pool (1,297): DIAM_qp's neighbour counts read the features only when its
+# subsample (a fifth of the unlabeled pool) holds 200 examples or more.
+TINY = {"pool_size": 1297, "test_size": 100, "initial_labeled": 100, "query_batch": 10, "epochs": 4,
         "train_batch": 10, "image_size": 32}
 TINY_ARGS = [str(a) for k, v in TINY.items() for a in (f"--{k}", v)]
 POOL, T = TINY["pool_size"], 2
@@ -150,6 +152,9 @@ def _strategy_batch(method, labeled, unlabeled, records, rng):
         features = records[0]["pool_features"]  # (pool, dim), pool order
         return strategies.coreset(features[unlabeled], features[labeled], batch)
     snapshots = np.stack([r["snapshot_labels"] for r in records])  # (T, K, U)
+    if method == "DIAM_qp":  # and every net's penultimate features of the unlabeled pool
+        features = np.stack([r["pool_features"][unlabeled] for r in records])  # (T, U, dim)
+        return strategies.diam_qp(snapshots, features, batch, rng)
     return {"CAL": strategies.cal, "DIAM": strategies.diam}[method](snapshots, batch, rng)
 
 
@@ -166,14 +171,19 @@ def test_recorded_outputs_differ_between_nets_epochs_and_examples(tiny_iteration
 def test_al_select_writes_the_batch_the_strategy_picks_from_the_recorded_arrays(tiny_runs, method):
     runs = tiny_runs
     paths = tiny_paths(runs)
-    labeled, unlabeled, records = _recorded(paths, method)
+    labeled, unlabeled, recorded = _recorded(paths, method)
     args = tiny_args(runs, "--method", method, "--al_iter", 0)
-    rng = selection_rng(Run(cli.parser("test").parse_args(map(str, args))))
-    positions = _strategy_batch(method, labeled, unlabeled, records, rng)
-    assert len(positions) == TINY["query_batch"]
 
     result = run_script_here("al_select.py", *args)
     assert result.returncode == 0, result.stderr
+    # What training recorded is read, not changed. Iteration 0 records features for net 0
+    # only: DIAM_qp's selection computes the other nets' once and keeps them beside.
+    _, _, records = _recorded(paths, method)
+    for before, after in zip(recorded, records):
+        assert all(np.array_equal(before[k], after[k]) for k in before)
+    rng = selection_rng(Run(cli.parser("test").parse_args(map(str, args))))
+    positions = _strategy_batch(method, labeled, unlabeled, records, rng)
+    assert len(positions) == TINY["query_batch"]
     with np.load(paths.indices(T, method, 1)) as z:
         # The new labeled set is the old one, then the batch in the order the strategy picked it.
         np.testing.assert_array_equal(z["labeled"], np.concatenate([labeled, unlabeled[positions]]))
