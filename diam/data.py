@@ -146,10 +146,16 @@ def _load_torchvision(name: str, root: Path) -> Data:
         train = cls(str(root), train=True, download=False, **kwargs)
         test = cls(str(root), train=False, download=False, **kwargs)
     except RuntimeError:
+        created = [f for f in (root / cls.__name__ / "raw", root / cls.__name__, root) if not f.exists()]
         try:
             train = cls(str(root), train=True, download=True, **kwargs)
             test = cls(str(root), train=False, download=True, **kwargs)
         except Exception:  # no network, a mirror down, a bad archive: all mean "not available here"
+            for folder in created:  # torchvision makes its folders before downloading: leave none empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
             files = ", ".join(_expected_files(name))
             raise UserError(
                 f"dataset '{name}' is not in {root.resolve()} and could not be downloaded (no internet?). "

@@ -56,9 +56,13 @@ class Run:
     def data(self) -> Data:
         data = load_dataset(self.dataset, self.data_root, self.preset.pool_size, self.preset.test_size,
                             SUBSET_SEED).to(self.device)
-        # The run folder is claimed only once the data is known to load.
-        check_run_config(self.paths, run_settings(self.dataset, self.preset))
+        check_run_config(self.paths, run_settings(self.dataset, self.preset), claim=False)
         return data
+
+    def claim_folder(self) -> None:
+        """Record this run's settings in its folder: done by a step whose inputs are checked, just
+        before its first write, so refused input leaves the folder as it was."""
+        check_run_config(self.paths, run_settings(self.dataset, self.preset))
 
     @property
     def pool_size(self) -> int:
@@ -70,14 +74,16 @@ class Run:
         return models.input_size(0 if testing and self.preset.test_at_net0_size else net_id)
 
     # ------------------------------------------------------------ index files
-    def split(self, al_iter=None):
-        """(labeled, unlabeled) pool indices for an iteration; iteration 0's are made here."""
+    def split(self, al_iter=None, make_initial=False):
+        """(labeled, unlabeled) pool indices for an iteration; iteration 0's are made here when
+        `make_initial` (by training, the step that reads them first)."""
         al_iter = self.al_iter if al_iter is None else al_iter
         path = self.paths.indices(self.model_num, self.method, al_iter)
-        if al_iter == 0:
-            with step_lock(path):
-                if not path.exists():
-                    self._write_initial_split(path)
+        if al_iter == 0 and make_initial and not path.exists():
+            self._write_initial_split(path)
+        elif al_iter == 0 and not path.exists():
+            raise UserError(f"no initial split at {path}: it is written when iteration 0 is trained. Run "
+                            "train_net.py --al_iter 0 with the same --dataset, --model_num and preset first.")
         elif not path.exists():
             raise UserError(f"no selection has been written for al_iter {al_iter} (expected {path}). Run "
                             f"al_select.py --al_iter {al_iter - 1} with the same --dataset, --method, "
@@ -86,11 +92,16 @@ class Run:
 
     def _write_initial_split(self, path) -> None:
         n_initial = self.preset.initial_labeled
-        if n_initial >= self.pool_size:
+        if n_initial >= self.pool_size:  # loads the data: a dataset that fails to load writes nothing
             raise UserError(f"the initial labeled set ({n_initial}) must be smaller than the pool "
                             f"({self.pool_size}); lower --initial_labeled or raise --pool_size.")
-        order = np.random.default_rng(self.preset.seed).permutation(self.pool_size)
-        write_indices(path, np.sort(order[:n_initial]), np.sort(order[n_initial:]), self.dataset, self.pool_size)
+        self.claim_folder()
+        with step_lock(path):
+            if path.exists():  # another process wrote it while we waited
+                return
+            order = np.random.default_rng(self.preset.seed).permutation(self.pool_size)
+            write_indices(path, np.sort(order[:n_initial]), np.sort(order[n_initial:]), self.dataset,
+                          self.pool_size)
 
     # ------------------------------------------------------------ checkpoints
     def checkpoint(self, net_id, al_iter=None):
@@ -126,7 +137,8 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
     ckpt = run.checkpoint(net_id)
     if ckpt.exists() and not run.redo:
         return f"net {net_id} already trained: {ckpt}"
-    labeled, unlabeled = run.split()
+    labeled, unlabeled = run.split(make_initial=True)
+    run.claim_folder()
     with step_lock(ckpt):
         if ckpt.exists() and not run.redo:  # another process finished it while we waited
             return f"net {net_id} already trained: {ckpt}"
@@ -195,6 +207,8 @@ def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str)
         with np.load(path) as z:
             stored = dict(z)
     except FileNotFoundError:
+        if not run.checkpoint(net_id).exists():
+            run.load_net(net_id)  # raises the error that names the training to run
         stored = {}
     except Exception as err:
         raise UserError(f"{path} is damaged ({err}). Delete it together with {run.checkpoint(net_id)} and rerun "
@@ -255,6 +269,7 @@ def select_step(run: Run, batch_size=None) -> str:
     if out.exists() and not run.redo:
         return f"already selected: {out}"
     labeled, unlabeled = run.split()
+    run.claim_folder()
     with step_lock(out):
         if out.exists() and not run.redo:
             return f"already selected: {out}"

@@ -161,18 +161,21 @@ def refuse_paper_results(results_root: Path) -> None:
 def check_run_config(paths: RunPaths, settings: dict, claim: bool = True) -> None:
     """The first script in a run folder records its settings; later ones must match them.
 
-    With claim=False a folder without settings is left as it is (a read-only check).
+    With claim=False nothing is written, not even a lock (a read-only check: config.json
+    is written atomically, so one that exists is complete).
     """
-    with step_lock(paths.config_file):
-        if not paths.config_file.exists():
-            if claim:
+    if claim:
+        with step_lock(paths.config_file):
+            if not paths.config_file.exists():
                 write_json(paths.config_file, settings)
-            return
-        try:
-            recorded = json.loads(paths.config_file.read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"{paths.config_file} is unreadable ({err}). Delete it only if the whole "
-                            f"folder {paths.root} is to be redone.")
+                return
+    elif not paths.config_file.exists():
+        return
+    try:
+        recorded = json.loads(paths.config_file.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{paths.config_file} is unreadable ({err}). Delete it only if the whole "
+                        f"folder {paths.root} is to be redone.")
     # Quirks that only change how a run is tested may differ between scripts.
     # The mode is compared through the quirks it is made of.
     differing = sorted(k for k in settings if k not in ("test_at_net0_size", "mode") and recorded.get(k) != settings[k])

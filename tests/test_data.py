@@ -1,6 +1,7 @@
 """SPEC section 3: datasets as uint8 pools, and the train/eval transforms on batches."""
 import gzip
 import math
+import socket
 import struct
 
 import numpy as np
@@ -51,7 +52,6 @@ def test_a_read_only_data_folder_is_read_and_never_written(tmp_path, monkeypatch
     raw = shared / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     monkeypatch.setenv("DIAM_CACHE", str(cache))
-    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
     rng = np.random.default_rng(0)
     for split, n in (("train", 50), ("t10k", 20)):
         _write_idx(raw / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 0x803)
@@ -75,12 +75,16 @@ def test_a_read_only_data_folder_is_read_and_never_written(tmp_path, monkeypatch
 
 
 def test_missing_dataset_names_the_files_and_where_to_put_them(tmp_path, monkeypatch):
-    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    looked_up = []  # the download is tried, and refused by the tests' network guard (conftest.py)
+    guard = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: looked_up.append(host) or guard(host, *a, **k))
+    root = tmp_path / "data"
     with pytest.raises(UserError) as err:
-        data.load_dataset("kmnist", tmp_path)
+        data.load_dataset("kmnist", root)
     message = str(err.value)
-    assert "train-images-idx3-ubyte" in message and str(tmp_path) in message and "--data_root" in message
+    assert "train-images-idx3-ubyte" in message and str(root) in message and "--data_root" in message
+    assert "use --dataset digits" in message
+    assert looked_up and not root.exists()  # the failed download leaves no folder behind
 
 
 def test_unknown_dataset_is_refused():

@@ -1,9 +1,15 @@
 """SPEC section 2: the 12 OFA target nets, their input sizes and initial weights."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 import load_test_models as ltm
-from diam import models
+import no_network
+from diam import data, models
 from diam.errors import UserError
 from diam.presets import PRESETS
 
@@ -54,8 +60,44 @@ def test_cached_imagenet_weights_load_into_everything_but_the_head(workdir, monk
     assert net.classifier.linear.out_features == 10
 
 
-def test_pretrained_demanded_but_unavailable_is_a_clear_error(workdir, monkeypatch):
-    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+def _ofa_file(net_id, path, change=None):
+    """A stand-in for OFA's published file of net `net_id`: a 1000-class net's tensors under OFA's
+    own names (its blocks' '.mobile_inverted_conv.', not ofa's current '.conv.'), as {"state_dict": ...}."""
+    torch.manual_seed(1)
+    state = models.build_net(net_id, n_classes=1000).state_dict()
+    state = {re.sub(r"^blocks\.(\d+)\.conv\.", r"blocks.\1.mobile_inverted_conv.", k): v for k, v in state.items()}
+    if change:
+        change(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state}, path)
+    return state
+
+
+def test_ofa_weights_under_ofas_own_key_names_load(workdir, monkeypatch):
+    monkeypatch.setenv("DIAM_OFA_CACHE", str(workdir / "cache"))
+    state = _ofa_file(2, models.weight_cache_candidates(2)[0])
+    renamed = [k for k in state if ".mobile_inverted_conv." in k]
+    assert len(renamed) > 50  # the names the loader must map
+    torch.manual_seed(2)
+    net = models.build_net(2)
+    assert models.initialise(net, 2, "pretrained") == "pretrained"
+    loaded = net.state_dict()
+    for key in renamed:
+        torch.testing.assert_close(loaded[key.replace(".mobile_inverted_conv.", ".conv.")], state[key])
+    assert net.classifier.linear.out_features == 10
+
+
+def test_ofa_weights_of_the_wrong_shape_are_refused(workdir, monkeypatch):
+    monkeypatch.setenv("DIAM_OFA_CACHE", str(workdir / "cache"))
+    path = models.weight_cache_candidates(2)[0]
+    # The same names, but one tensor of another net's shape (as a file of another OFA net could hold).
+    _ofa_file(2, path, lambda state: state.update({"first_conv.conv.weight": torch.zeros(8, 3, 3, 3)}))
+    with pytest.raises(UserError, match="could not be used") as err:
+        models.initialise(models.build_net(2), 2, "pretrained")
+    assert str(path) in str(err.value) and "first_conv.conv.weight" in str(err.value)
+
+
+def test_pretrained_demanded_but_unavailable_is_a_clear_error(workdir):
     with pytest.raises(UserError, match="--init he_fout"):
         models.initialise(models.build_net(1), 1, "pretrained")
 
@@ -80,3 +122,24 @@ def test_pytorch_init_keeps_pytorchs_default_weights(workdir):
 def test_unknown_net_id_is_refused():
     with pytest.raises(UserError, match="0..11"):
         models.build_net(12)
+
+
+# ------------------------------------------------------------------ hermetic tests
+DOWNLOAD = "import sys, torch.hub; torch.hub.download_url_to_file(sys.argv[1], sys.argv[2], progress=False)"
+
+
+def test_downloads_fail_at_once_in_the_tests_and_in_the_processes_they_start(tmp_path):
+    url = models.WEIGHTS_URL.format(models.OFA_IDS[0].replace("@", "-"))
+    with pytest.raises(OSError, match=no_network.MESSAGE):
+        torch.hub.download_url_to_file(url, str(tmp_path / "init"), progress=False)
+    started = subprocess.run([sys.executable, "-c", DOWNLOAD, url, str(tmp_path / "init")], capture_output=True,
+                             text=True, timeout=120)
+    assert started.returncode != 0 and no_network.MESSAGE in started.stderr, started.stderr
+    assert not (tmp_path / "init").exists()
+
+
+def test_weights_data_and_caches_are_looked_for_in_temporary_folders_only(hermetic):
+    folders = [*models.weight_cache_candidates(0), Path(torch.hub.get_dir()), data.default_data_root(),
+               data.unpack_cache(), Path.home()]
+    outside = [f for f in folders if not f.resolve().is_relative_to(hermetic.resolve())]
+    assert outside == []

@@ -13,13 +13,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 from filelock import FileLock
 
-from conftest import PROJECT, assert_clean_error
+from conftest import PROJECT, assert_clean_error, folder_state, run_script_here
 from diam import models
 from diam.errors import UserError
 from diam.paths import atomic_write, write_indices, write_text
@@ -28,8 +29,6 @@ from diam.results import load_results
 TINY = ["--al_iters", "2", "--epochs", "2", "--pool_size", "400", "--test_size", "200",
         "--initial_labeled", "60", "--query_batch", "20"]
 POOL = 400
-OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
 LEAN = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -45,7 +44,7 @@ class _MakeDir:
 
 
 def _env(home, extra=None):
-    return {**os.environ, **OFFLINE, **LEAN, "HOME": str(home), "DIAM_DATA_ROOT": str(home / "data"),
+    return {**os.environ, **LEAN, "HOME": str(home), "DIAM_DATA_ROOT": str(home / "data"),
             **(extra or {})}
 
 
@@ -162,20 +161,6 @@ def temp_files(folder: Path):
     return sorted(folder.rglob(".*.tmp"))
 
 
-def run_together(*jobs, cwd):
-    """Run several independent scripts at once (saves start-up time); CompletedProcess per job, in order.
-
-    A job is (script, args, extra_env)."""
-    procs = [subprocess.Popen([sys.executable, str(PROJECT / script), *map(str, args)], cwd=cwd,
-                              env=_env(cwd, env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for script, args, env in jobs]
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return results
-
-
 def common(work, model_num=2):
     return ["--dataset", "digits", "--model_num", model_num, "--preset", "quick", *TINY, "--device", "cpu",
             "--work_dir", work / "runs"]
@@ -206,26 +191,58 @@ def reference(tmp_path_factory):
 
 # ------------------------------------------------------------------ 1. resume exactly
 RUNS_QUICK = "runs/quick"
-KILLS = [  # (signal, the file under runs/quick whose appearance triggers it)
+
+
+class Pause(NamedTuple):
+    """Kill inside a step: its process pauses when it opens `opened` (tests/subprocess_site/pause_on_open.py)
+    before writing `output`."""
+    script: str
+    opened: str
+    output: str
+
+
+KILLS = [  # (signal, a file under runs/quick whose appearance triggers it, or a Pause inside a step)
     (signal.SIGKILL, "digits/models/iter0/net0_pool.npz"),  # net 0 half saved: its checkpoint not yet written
     (signal.SIGTERM, "digits/models/iter0/net0.pt"),  # net 1 of iteration 0 starting to train
+    # testing: net 0 evaluated, net 1 being loaded
+    (signal.SIGTERM, Pause("test_multi_models.py", "digits/models/iter0/net1.pt",
+                           "extracted_results/2/digits/DIAM/0/performances.txt")),
     (signal.SIGINT, "extracted_results/2/digits/DIAM/0/performances.txt"),  # between testing and selecting
+    # selecting: the next index file locked, net 0's snapshots read, net 1's being read
+    (signal.SIGKILL, Pause("al_select.py", "digits/models/iter0/net1_pool.npz", "digits/indices/T2/DIAM/iter1.npz")),
     (signal.SIGKILL, "digits/models/T2/DIAM/iter1/net0.pt"),  # net 1 of iteration 1 starting to train
 ]
+
+
+def _wait_for(path: Path, proc):
+    deadline = time.monotonic() + 300
+    while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the loop ended (rc {proc.returncode}) before {path} appeared:\n{logs(proc)}")
+        assert time.monotonic() < deadline, f"{path} did not appear:\n{logs(proc)}"
+        time.sleep(0.02)
 
 
 def test_loop_killed_at_several_points_resumes_to_exactly_the_clean_result(reference, tmp_path, spawned):
     ref_runs, ref_outputs = reference
     base = tmp_path / RUNS_QUICK
     for n, (sig, trigger) in enumerate(KILLS):
-        proc = start_loop(tmp_path, 2, spawned, tag=f"-{n}-{sig.name}")
-        deadline = time.monotonic() + 300
-        while not (base / trigger).exists():
-            if proc.poll() is not None:
-                pytest.fail(f"the loop ended (rc {proc.returncode}) before {trigger} appeared:\n{logs(proc)}")
-            assert time.monotonic() < deadline, f"{trigger} did not appear:\n{logs(proc)}"
-            time.sleep(0.02)
-        stop(proc, sig)
+        tag = f"-{n}-{sig.name}"
+        if isinstance(trigger, Pause):
+            paused = tmp_path / f"paused{tag}"
+            # The step has not yet run to its end, so the kill lands inside it.
+            assert not (base / trigger.output).exists(), f"kill {n}: {trigger.output} exists before the step ran"
+            proc = start_loop(tmp_path, 2, spawned, tag=tag, env={
+                "PAUSE_SCRIPT": trigger.script, "PAUSE_ON_OPEN": trigger.opened, "PAUSE_MARKER": str(paused)})
+            _wait_for(paused, proc)
+            stop(proc, sig)
+            assert not (base / trigger.output).exists(), f"kill {n} came after {trigger.script} wrote its output"
+        else:
+            # Absent when the wait starts, so its appearance is this run's doing, at the expected moment.
+            assert not (base / trigger).exists(), f"kill {n}: {trigger} exists before the run that should write it"
+            proc = start_loop(tmp_path, 2, spawned, tag=tag)
+            _wait_for(base / trigger, proc)
+            stop(proc, sig)
     assert not (base / "extracted_results/2/digits/DIAM/1/performances.txt").exists(), "the kills came too late"
 
     # What a kill during a write leaves: temp files beside the outputs still to be written.
@@ -289,13 +306,17 @@ def test_parallel_training_stops_on_ctrl_c_and_resumes_to_the_sequential_result(
     # ...and Ctrl-C stops them too, although background processes of a script ignore it.
     stop(proc, signal.SIGINT)
     assert proc.returncode == 130, logs(proc)
-    assert not (tmp_path / RUNS_QUICK / "digits/models/iter0/net1.pt").exists(), "the interrupt came too late"
+    iter0 = tmp_path / RUNS_QUICK / "digits/models/iter0"
+    assert not (iter0 / "net1.pt").exists(), "the interrupt came too late"
+    unfinished = [n for n in (0, 1) if not (iter0 / f"net{n}.pt").exists()]
 
     # Iteration 0 only (the later ones train the same way) keeps the suite short.
     final = start_loop(tmp_path, 2, spawned, tag="-final", env={"PARALLEL": "2", "ITERS": "0"})
     finish(final)
     out = final.logs[0].read_text()
-    assert "training nets 0 on cpu" in out and "training nets 1 on cpu" in out, out
+    # The resumed run trains exactly the nets the interrupt stopped, each once.
+    trained = re.findall(rf"^net (\d+) trained on .*: {re.escape(str(iter0))}/net\1\.pt$", out, re.M)
+    assert sorted(map(int, trained)) == unfinished, out
     # Every net is seeded by itself: the same files, bit for bit, as one process training both.
     got = outputs(tmp_path / "runs")
     assert {"quick/digits/models/iter0/net0.pt", "quick/digits/models/iter0/net1.pt",
@@ -354,57 +375,9 @@ def test_two_loops_with_different_T_in_one_folder_share_iteration_0(reference, t
     assert temp_files(tmp_path / "runs") == []
 
 
-# ------------------------------------------------------------------ 3. bad input: clear error, nothing changed
+# ------------------------------------------------------------------ 3. bad input: exit code 2, nothing written
 def _valid_split():
     return np.arange(60), np.arange(60, POOL)
-
-
-def test_bad_index_files_are_clear_errors_and_are_left_as_they_are(tmp_path):
-    lab, unl = _valid_split()
-    marker = tmp_path / "pickle-ran"
-
-    def truncated(path):
-        write_indices(path, lab, unl, "digits", POOL)
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-    def pickled(path):
-        np.savez(path, labeled=np.array([_MakeDir(marker)], dtype=object), unlabeled=unl,
-                 dataset=np.array("digits"), pool_size=np.array(POOL))
-
-    iter0, iter1 = "quick/digits/indices/iter0.npz", "quick/digits/indices/T2/DIAM/iter1.npz"
-    train0 = ("train_net.py", ["--net_id", 0, "--al_iter", 0], "quick/digits/models/iter0/net0.pt")
-    select0 = ("al_select.py", ["--method", "DIAM", "--al_iter", 0], iter1)
-    train1 = ("train_net.py", ["--net_id", 0, "--al_iter", 1, "--method", "DIAM"],
-              "quick/digits/models/T2/DIAM/iter1/net0.pt")
-    cases = {  # name: (how the file is spoilt, where, the step that reads it, what the error says)
-        "truncated": (truncated, iter0, train0, "damaged or not an index file"),
-        "overlapping": (lambda p: write_indices(p, lab, np.arange(50, POOL - 10), "digits", POOL), iter0, select0,
-                        "not a partition"),
-        "out of range": (lambda p: write_indices(p, np.arange(80), np.arange(81, POOL + 1), "digits", POOL), iter1,
-                         train1, "not a partition"),
-        "another dataset": (lambda p: write_indices(p, lab, unl, "fmnist", POOL), iter0, select0,
-                            "belongs to dataset 'fmnist'"),
-        "pickled object": (pickled, iter0, train0, "damaged or not an index file"),
-    }
-    jobs, files = [], {}
-    for name, (spoil, rel, (script, args, _), _) in cases.items():
-        work = tmp_path / name.replace(" ", "_")
-        path = work / "runs" / rel
-        path.parent.mkdir(parents=True)
-        spoil(path)
-        files[name] = (path, path.read_bytes())
-        jobs.append((script, [*args, *common(work)], None))
-    for (name, (_, _, (_, _, output), fragment)), result in zip(cases.items(), run_together(*jobs, cwd=tmp_path)):
-        path, content = files[name]
-        assert_clean_error(result, fragment, str(path))
-        assert path.read_bytes() == content, f"{name}: the index file was changed"
-        work = tmp_path / name.replace(" ", "_")
-        assert not (work / "runs" / output).exists(), f"{name}: the step wrote its output anyway"
-        assert temp_files(work) == []
-    assert not marker.exists(), "an index file's pickled object was unpickled"
-    with np.load(files["pickled object"][0], allow_pickle=True) as z:  # the payload is live: the test can fail
-        z["labeled"]
-    assert marker.exists()
 
 
 def _copy_iteration_0(ref_runs, work):
@@ -416,28 +389,113 @@ def _copy_iteration_0(ref_runs, work):
     return work / "runs/quick/digits/models/iter0"
 
 
-def _test_nets(work):
-    return "test_multi_models.py", ["--method", "random", "--al_iter", 0, *common(work)], None
+def _replace(path: Path, content: bytes):
+    path.unlink(missing_ok=True)
+    path.write_bytes(content)
 
 
-def test_checkpoint_of_another_net_or_damaged_is_a_clear_error_and_kept(reference, tmp_path):
+def _bad_inputs(work, marker):
+    """The README's bad-input table: what is wrong -> (the files it spoils and how, the command, what the
+    error says). Files are those of a run folder with iteration 0 trained (T=2, method DIAM)."""
+    lab, unl = _valid_split()
+    iter0, iter1 = "quick/digits/indices/iter0.npz", "quick/digits/indices/T2/DIAM/iter1.npz"
+    net0, net1 = "quick/digits/models/iter0/net0.pt", "quick/digits/models/iter0/net1.pt"
+    ref = work / "runs"
+
+    def index(labeled, unlabeled, dataset="digits"):
+        return lambda path: (path.unlink(missing_ok=True), write_indices(path, labeled, unlabeled, dataset, POOL))
+
+    def truncated(path):
+        _replace(path, path.read_bytes()[: path.stat().st_size // 2])
+
+    def pickled_index(path):
+        path.unlink()
+        np.savez(path, labeled=np.array([_MakeDir(marker)], dtype=object), unlabeled=unl,
+                 dataset=np.array("digits"), pool_size=np.array(POOL))
+
+    def pickled_checkpoint(path):
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        path.unlink()
+        torch.save({**saved, "extra": _MakeDir(marker)}, path)
+
+    train0 = ("train_net.py", "--net_id", 0, "--al_iter", 0)
+    select0 = ("al_select.py", "--method", "DIAM", "--al_iter", 0)
+    test0 = ("test_multi_models.py", "--method", "DIAM", "--al_iter", 0)
+    return {
+        "unknown dataset": ([], (*train0, "--dataset", "cifar"), ["unknown dataset", "digits"]),
+        "unknown method": ([], (*select0, "--method", "BALD"), ["unknown method", "DIAM"]),
+        "unknown preset": ([], (*train0, "--preset", "huge"), ["unknown preset", "quick"]),
+        "unknown net_id": ([], (*train0, "--net_id", 12), ["net_id 12 does not exist", "0..11"]),
+        "net_id >= model_num": ([], (*train0, "--net_id", 3), ["--net_id 3", "0..1"]),
+        "al_iter outside the preset": ([], (*train0, "--al_iter", 2, "--method", "DIAM"),
+                                       ["--al_iter must be between 0 and 1"]),
+        "al_iter with no selection": ([], (*train0, "--al_iter", 1, "--method", "DIAM"),
+                                      ["no selection has been written for al_iter 1", "al_select.py --al_iter 0"]),
+        "index file missing": ([(iter0, Path.unlink)], select0, ["no initial split", "train_net.py --al_iter 0"]),
+        "index file truncated": ([(iter0, truncated)], select0, ["damaged or not an index file", iter0]),
+        "index file overlapping": ([(iter0, index(lab, np.arange(50, POOL - 10)))], select0,
+                                   ["not a partition", iter0]),
+        "index file overlapping, in a folder without settings": (
+            [(iter0, index(lab, np.arange(50, POOL - 10))), ("quick/digits/config.json", Path.unlink)], select0,
+            ["not a partition", iter0]),
+        "index file out of range": ([(iter1, index(np.arange(80), np.arange(81, POOL + 1)))],
+                                    (*train0, "--al_iter", 1, "--method", "DIAM"), ["not a partition", iter1]),
+        "index file of another dataset": ([(iter0, index(lab, unl, "fmnist"))], select0,
+                                          ["belongs to dataset 'fmnist'", iter0]),
+        "index file pickled": ([(iter0, pickled_index)], select0, ["damaged or not an index file", iter0]),
+        "checkpoint missing": ([(net1, Path.unlink)], test0, ["has not been trained", "train_net.py --net_id 1"]),
+        "checkpoint damaged": ([(net0, lambda p: _replace(p, b"\x89garbage\x00\xff" * 4096))], test0,
+                               ["damaged", net0, "train_net.py --net_id 0"]),
+        "checkpoint of another net": ([(net0, lambda p: _replace(p, (ref / net1).read_bytes()))], test0,
+                                      ["belongs to another net", "it holds net 1", net0]),
+        "checkpoint carrying pickled code": ([(net0, pickled_checkpoint)], test0, ["damaged", net0]),
+        "dataset missing, no internet": ([], (*train0, "--dataset", "mnist", "--data_root", work / "data"),
+                                         ["could not be downloaded", "train-images-idx3-ubyte", "--dataset digits"]),
+        "results into the paper's folder": ([], (*test0, "--results_dir", PROJECT / "extracted_results"),
+                                            ["paper's published results"]),
+        "other settings in the folder": ([], (*train0, "--epochs", 3, "--redo"), ["other settings", "epochs"]),
+    }
+
+
+def test_bad_input_is_exit_code_2_with_one_paragraph_and_nothing_written(reference, tmp_path):
     ref_runs, _ = reference
-    cases = {"another net": lambda folder: shutil.copyfile(folder / "net1.pt", folder / "net0.pt"),
-             "garbage": lambda folder: (folder / "net0.pt").write_bytes(b"\x89garbage\x00\xff" * 4096)}
-    jobs, kept = [], {}
-    for name, spoil in cases.items():
-        work = tmp_path / name.replace(" ", "_")
-        folder = _copy_iteration_0(ref_runs, work)
-        spoil(folder)
-        kept[name] = (folder / "net0.pt").read_bytes()
-        jobs.append(_test_nets(work))
-    results = dict(zip(cases, run_together(*jobs, cwd=tmp_path)))
-    assert_clean_error(results["another net"], "belongs to another net", "it holds net 1", "net0.pt")
-    assert_clean_error(results["garbage"], "damaged", "net0.pt", "train_net.py --net_id 0")
-    for name in cases:
-        work = tmp_path / name.replace(" ", "_")
-        assert (work / "runs/quick/digits/models/iter0/net0.pt").read_bytes() == kept[name]
-        assert not (work / "runs/quick/extracted_results/2/digits/random/0").exists()
+    work, marker = tmp_path / "work", tmp_path / "pickle-ran"
+    _copy_iteration_0(ref_runs, work)
+    (work / "data").mkdir()
+    pristine = tmp_path / "pristine"
+    shutil.copytree(work / "runs", pristine)
+    watched = [work, PROJECT / "extracted_results"]
+    for name, (spoils, (script, *args), fragments) in _bad_inputs(work, marker).items():
+        for rel, spoil in spoils:
+            spoil(work / "runs" / rel)
+        before = folder_state(*watched)
+        # Later flags win: a case's own flags override the common ones.
+        result = run_script_here(script, *common(work), *args)
+        try:
+            assert_clean_error(result, *(str(work / "runs" / f) if str(f).startswith("quick/") else f
+                                         for f in fragments))
+        except AssertionError as err:
+            raise AssertionError(f"{name}: {err}") from None
+        after = folder_state(*watched)
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        assert changed == [], f"{name}: the refused command changed {changed}"
+        for rel, _ in spoils:  # put the run folder back as it was
+            (work / "runs" / rel).unlink(missing_ok=True)
+            if (pristine / rel).exists():
+                shutil.copy2(pristine / rel, work / "runs" / rel)
+    assert not marker.exists(), "a pickled object was unpickled"
+    # The payloads are live: loaded unsafely, each runs.
+    cases = _bad_inputs(tmp_path / "live", marker)
+    live = tmp_path / "live" / "runs"
+    for name, load in (("index file pickled", lambda p: np.load(p, allow_pickle=True)["labeled"]),
+                       ("checkpoint carrying pickled code", lambda p: torch.load(p, weights_only=False))):
+        (rel, spoil), = cases[name][0]
+        (live / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(pristine / rel, live / rel)
+        spoil(live / rel)
+        load(live / rel)
+        assert marker.exists(), name
+        marker.rmdir()
 
 
 # ------------------------------------------------------------------ full disk (in-process)
@@ -476,31 +534,18 @@ def test_full_disk_is_a_clear_error_and_the_previous_file_stays(tmp_path, monkey
 
 
 # ------------------------------------------------------------------ 4. safe loading
-def test_pickled_code_in_a_checkpoint_or_in_imagenet_weights_is_refused(reference, tmp_path):
-    ref_runs, _ = reference
+def test_pickled_code_in_imagenet_weights_is_refused(tmp_path, monkeypatch):
+    # (A checkpoint carrying pickled code is a case of the bad-input test above.)
     marker = tmp_path / "pickle-ran"
-    # A trained checkpoint that also carries code to run when unpickled.
-    work = tmp_path / "checkpoint"
-    folder = _copy_iteration_0(ref_runs, work)
-    saved = torch.load(folder / "net0.pt", map_location="cpu", weights_only=True)
-    torch.save({**saved, "extra": _MakeDir(marker)}, folder / "net0.pt")
-    checkpoint = (folder / "net0.pt").read_bytes()
-    # ImageNet weights in the cache that carry the same payload.
     cache = tmp_path / "ofa_cache"
     weights = cache / models.OFA_IDS[0].replace("@", "-") / "init"
     weights.parent.mkdir(parents=True)
     torch.save({"state_dict": models.build_net(0).state_dict(), "extra": _MakeDir(marker)}, weights)
+    monkeypatch.setenv("DIAM_OFA_CACHE", str(cache))
     fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    tested, trained = run_together(
-        _test_nets(work),
-        ("train_net.py", ["--net_id", 0, "--al_iter", 0, "--init", "pretrained", *common(fresh)],
-         {"DIAM_OFA_CACHE": str(cache)}), cwd=tmp_path)
-    assert_clean_error(tested, "net0.pt", "damaged")
+    trained = run_script_here("train_net.py", "--net_id", 0, "--al_iter", 0, "--init", "pretrained", *common(fresh))
     assert_clean_error(trained, "could not be used", str(weights))
     assert not marker.exists(), "a pickled object was unpickled"
-    assert (folder / "net0.pt").read_bytes() == checkpoint
-    assert not (work / "runs/quick/extracted_results/2/digits/random/0").exists()
     assert not (fresh / "runs/quick/digits/models/iter0/net0.pt").exists()
-    torch.load(folder / "net0.pt", map_location="cpu", weights_only=False)  # the payload is live
+    torch.load(weights, map_location="cpu", weights_only=False)  # the payload is live
     assert marker.exists()
