@@ -280,8 +280,9 @@ def select_step(run: Run, batch_size=None) -> str:
             warnings.simplefilter("always", CALTopUpWarning)
             positions = strategy.select(inputs, batch_size, selection_rng(run), selection_options(run))
         seconds = time.perf_counter() - start
-        for w in caught:
-            print(f"note: {w.message}", file=sys.stderr)
+        for w in caught:  # our own notes; a library's deprecation notices are not the user's business
+            if issubclass(w.category, CALTopUpWarning):
+                print(f"note: {w.message}", file=sys.stderr)
         positions = check_batch(np.asarray(positions), len(unlabeled), batch_size)
         chosen = np.zeros(len(unlabeled), dtype=bool)
         chosen[positions] = True
