@@ -118,9 +118,12 @@ def test_a_worker_killed_mid_grid_is_retried(runs):
     # The killed step's log shows the attempt that died and the retry that trained the net.
     attempts = {log: log.read_text().count("\n--- ") + log.read_text().startswith("--- ")
                 for log in logs.rglob("iter1/train_net*.log")}
-    retried = [log for log, n in attempts.items() if n == 2]
-    assert len(retried) == 1, attempts
-    assert retried[0].read_text().rstrip().splitlines()[-1].startswith("net ")
+    retried = [log for log, n in attempts.items() if n >= 2]
+    # At least the killed step ran twice. Ray may lose a second worker while it restarts the
+    # killed one (seen once, on a loaded machine): that step is retried too, not lost.
+    assert retried, attempts
+    for log in retried:
+        assert log.read_text().rstrip().splitlines()[-1].startswith("net "), log.read_text()
     assert runs.resumed.returncode == 0  # and the files are iter_all.sh's (first test)
 
 
