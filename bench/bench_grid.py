@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from diam.presets import DEFAULT_METHODS, METHODS, preset_from_args  # noqa: E402  (light: no torch)
+from diam.presets import DEFAULT_METHODS, preset_from_args  # noqa: E402  (light: no torch)
 from machine import cpu_model, load_average_lines  # noqa: E402  (bench/machine.py)
 
 
