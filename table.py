@@ -10,6 +10,9 @@ the mean over seeds of that mean (the area under the learning curve, AULC) ± th
 half-width of its 95% confidence interval across seeds, followed by DIAM's verdict
 against each other method (AULC difference paired by seed, with its 95% CI, and the
 rounds won/tied/lost by paired t-tests) and, in plain text, BADGE's penalty matrix.
+
+A folder of trees side by side (e.g. reproduction/extracted_results/{corrected,original}/,
+runs that must not share a tree) prints each tree in turn under its folder's name.
 """
 import argparse
 import sys
@@ -200,18 +203,25 @@ def print_latex_verdicts(tree, dataset, model_nums, methods) -> None:
 
 def main() -> None:
     args = parse_args()
-    tree = results.load_results(args.results)
+    parts = results.load_result_parts(args.results)
+    for label, tree in parts:
+        if label:
+            print(f"=== {label} ({tree.root}) ===\n")
+        print_tree(tree, args)
+
+
+def print_tree(tree, args) -> None:
     datasets = results.in_dataset_order(args.datasets) if args.datasets else tree.datasets()
     model_nums = args.model_nums or sorted(set(results.PAPER_MODEL_NUMS) | set(tree.model_nums()))
     methods = results.in_display_order(set(results.PAPER_METHODS) | set(tree.methods()))
     unknown = [d for d in datasets if d not in tree.datasets()]
     if len(unknown) == len(datasets):
         raise UserError(
-            f"no results in {args.results} for {', '.join(unknown)}; it holds {', '.join(tree.datasets())}."
+            f"no results in {tree.root} for {', '.join(unknown)}; it holds {', '.join(tree.datasets())}."
         )
     if unknown:
         print(
-            f"note: no results in {args.results} for {', '.join(unknown)};"
+            f"note: no results in {tree.root} for {', '.join(unknown)};"
             f" it holds {', '.join(tree.datasets())}",
             file=sys.stderr,
         )

@@ -217,6 +217,30 @@ def load_results(root) -> ResultsTree:
     return ResultsTree(root=root, runs=runs, skipped=skipped)
 
 
+def load_result_parts(root) -> list[tuple[str, ResultsTree]]:
+    """A results tree as [("", tree)]; or, for a folder of trees side by side, [(name, tree), ...].
+
+    The second form holds runs that must not share a tree, such as the corrected and the
+    original-quirks runs of one dataset (reproduction/extracted_results/{corrected,original}/):
+    a folder that holds no results of its own, whose subfolders each are a results tree.
+    """
+    root = Path(root)
+    try:
+        return [("", load_results(root))]
+    except UserError:
+        if not root.is_dir():
+            raise
+        parts = []
+        for child in sorted(c for c in root.iterdir() if c.is_dir()):
+            try:
+                parts.append((child.name, load_results(child)))
+            except UserError:
+                continue
+        if not parts:
+            raise
+        return parts
+
+
 def recorded_query_batch(tree: ResultsTree, model_num: int, dataset: str) -> int | None:
     """Examples queried per AL iteration, as the runs recorded it; None where they did not.
 

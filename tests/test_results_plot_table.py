@@ -76,6 +76,27 @@ def test_table_script_prints_best_with_star_and_latex_bold(small_tree):
     assert "Random & $93.00 \\pm 1.33$ \\\\" in latex.stdout
 
 
+def test_table_prints_each_tree_of_a_folder_of_trees_under_its_name(tmp_path):
+    # The reproduction keeps its corrected and original-quirks runs in two trees side by side.
+    write_tree(tmp_path / "both" / "corrected", SMALL_RUNS)
+    swapped = {(2, "mnist", "DIAM"): SMALL_RUNS[(2, "mnist", "random")],
+               (2, "mnist", "random"): SMALL_RUNS[(2, "mnist", "DIAM")]}
+    write_tree(tmp_path / "both" / "original", swapped)
+    (tmp_path / "both" / "notes").mkdir()  # a folder that is not a tree is passed over
+
+    parts = results.load_result_parts(tmp_path / "both")
+    assert [label for label, _ in parts] == ["corrected", "original"]
+    assert results.load_result_parts(tmp_path / "both" / "original")[0][0] == ""  # a tree is one unnamed part
+
+    shown = run_script("table.py", "--results", str(tmp_path / "both"), "--model_nums", "2")
+    assert shown.returncode == 0, shown.stderr
+    corrected, original = shown.stdout.split("=== original")
+    assert corrected.startswith("=== corrected")
+    assert "94.00 ± 1.00*" in next(line for line in corrected.splitlines() if line.startswith("DIAM"))
+    assert "94.00 ± 1.00*" in next(line for line in original.splitlines() if line.startswith("Random"))
+    assert "*" not in next(line for line in original.splitlines() if line.startswith("DIAM"))
+
+
 def test_missing_models_methods_and_iterations_are_reported(tmp_path):
     runs = {
         (2, "mnist", "DIAM"): {0: [90, 92], 1: [94, 98], 2: [95, 95]},
