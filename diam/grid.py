@@ -176,6 +176,8 @@ class Summary:
     skipped: int = 0
     failed: list = field(default_factory=list)  # (step, message)
     seconds: float = 0.0
+    workers: int = 0
+    busy_seconds: float = 0.0  # summed over workers: how long they held a step (Ray's overhead included)
 
     @property
     def not_reached(self) -> int:
@@ -186,14 +188,14 @@ def run_steps(steps: list[Step], workers: list, progress) -> Summary:
     """Run the steps on the workers as their needs are met; a failed step stops its chain only."""
     import ray
 
-    summary = Summary(len(steps))
+    summary = Summary(len(steps), workers=len(workers))
     waiting = [len(step.needs) for step in steps]
     dependents = [[] for _ in steps]
     for i, step in enumerate(steps):
         for need in step.needs:
             dependents[need].append(i)
     ready = []  # a heap of (is a test, position): tests are leaves, training and selection keep chains moving
-    idle, running = list(workers), {}  # running: object ref -> (step position, worker)
+    idle, running = list(workers), {}  # running: object ref -> (step position, worker, start time)
 
     def done(i, status, message=""):
         if status == "failed":
@@ -221,7 +223,8 @@ def run_steps(steps: list[Step], workers: list, progress) -> Summary:
 
     def show():  # redrawn when something changed, so that a log of it stays short
         nonlocal shown
-        now = (summary.run + summary.skipped + len(summary.failed), len({steps[i].chain for i, _ in running.values()}))
+        now = (summary.run + summary.skipped + len(summary.failed),
+               len({steps[i].chain for i, _, _ in running.values()}))
         if now != shown:
             shown = now
             progress.n = now[0]
@@ -233,13 +236,14 @@ def run_steps(steps: list[Step], workers: list, progress) -> Summary:
     while ready or running:
         while ready and idle:
             worker, (_, i) = idle.pop(), heapq.heappop(ready)
-            running[worker.run.remote(steps[i])] = (i, worker)
+            running[worker.run.remote(steps[i])] = (i, worker, time.perf_counter())
         show()
         if not running:
             break  # steps are ready but every worker is gone: they cannot run
         finished_refs, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
         for ref in finished_refs:
-            i, worker = running.pop(ref)
+            i, worker, started = running.pop(ref)
+            summary.busy_seconds += time.perf_counter() - started
             try:
                 status, message = ray.get(ref)
             except ray.exceptions.RayError as err:  # the worker died more often than Ray retries
@@ -417,6 +421,10 @@ def main(argv) -> None:
 def report(summary: Summary, run_folder: Path, model_nums) -> None:
     print(f"run_grid.py: {summary.total} steps: {summary.run} run, {summary.skipped} already done, "
           f"{len(summary.failed)} failed, {summary.not_reached} not reached; wall time {summary.seconds:.0f} s")
+    if summary.workers and summary.seconds > 0:
+        # Below 100%: workers waited for work (chains blocked on their own steps) or for Ray to start.
+        print(f"workers busy {100 * summary.busy_seconds / (summary.workers * summary.seconds):.0f}% of "
+              f"{summary.workers} x {summary.seconds:.0f} s")
     for step, message in summary.failed:
         print(f"failed: {step.command}\n  {message}\n  log: {step.log}")
     if summary.failed:

@@ -1,6 +1,7 @@
 """run_grid.py: iter_all.sh's steps on a local Ray, the same files, faults, progress and bad input."""
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -110,6 +111,8 @@ def test_ctrl_c_stops_the_grid_and_the_same_command_continues(runs):
     assert f"run_grid.py: {STEPS} steps: " in summary and " 0 failed, 0 not reached" in summary
     already_done = int(summary.split(" run, ")[1].split(" already done")[0])
     assert already_done >= 1, summary  # at least the net trained before Ctrl-C was not trained again
+    busy = re.search(r"workers busy (\d+)% of (\d+) x \d+ s", summary)  # how well the grid used its workers
+    assert busy and 0 < int(busy.group(1)) <= 100 and busy.group(2) == "2", summary
 
 
 def test_a_worker_killed_mid_grid_is_retried(runs):
