@@ -8,6 +8,9 @@
 #   PIECES="digits:corrected:0 fmnist:corrected:1" bash reproduction/campaign.sh
 #   COMMIT=1 bash reproduction/campaign.sh              also git-commit each finished piece (so a
 #                                                       background campaign loses nothing when stopped)
+# Also from the environment: PYTHON, WORK_DIR (runs/reproduction), RESULTS_DIR (reproduction/extracted_results;
+# its wall_times.tsv sits beside it), MODEL_NUM (4), CORRECTED_METHODS, ORIGINAL_METHODS, and EXTRA_ARGS:
+# flags for every run_grid.py call (preset overrides such as --epochs 1, for a toy campaign).
 #
 # Modes: corrected (the paper's text, the default behaviour) runs the paper's seven methods;
 # original (--original_quirks, what the authors' code ran) runs the six the issue compares
@@ -19,11 +22,12 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python}
 WORK_DIR=${WORK_DIR:-runs/reproduction}
-RESULTS=reproduction/extracted_results
-TIMES=reproduction/wall_times.tsv
-MODEL_NUM=4
-CORRECTED_METHODS="random least_conf margin entropy coreset CAL DIAM"
-ORIGINAL_METHODS="random least_conf margin entropy CAL DIAM"
+RESULTS=${RESULTS_DIR:-reproduction/extracted_results}
+TIMES=$(dirname "$RESULTS")/wall_times.tsv
+MODEL_NUM=${MODEL_NUM:-4}
+CORRECTED_METHODS=${CORRECTED_METHODS:-random least_conf margin entropy coreset CAL DIAM}
+ORIGINAL_METHODS=${ORIGINAL_METHODS:-random least_conf margin entropy CAL DIAM}
+read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 
 # Seeds first, so that an interrupted campaign leaves every (dataset, mode) with as many seeds as it can.
 default_pieces() {
@@ -34,14 +38,11 @@ default_pieces() {
 }
 PIECES=${PIECES:-$(default_pieces | tr '\n' ' ')}
 
-[ -f "$TIMES" ] || printf 'dataset\tmode\tseed\twall_s\tstarted\tmachine\tload_start\tload_end\tcommand\n' > "$TIMES"
-
 run_piece() {
     local dataset=$1 mode=$2 seed=$3 methods flags=()
     case "$mode" in
         corrected) methods=$CORRECTED_METHODS ;;
         original) methods=$ORIGINAL_METHODS; flags=(--original_quirks) ;;
-        *) echo "campaign.sh: unknown mode '$mode' in '$dataset:$mode:$seed' (corrected or original)" >&2; exit 2 ;;
     esac
     if awk -F'\t' -v d="$dataset" -v m="$mode" -v s="$seed" '$1 == d && $2 == m && $3 == s {found = 1}
                                                              END {exit !found}' "$TIMES"; then
@@ -51,7 +52,7 @@ run_piece() {
     local work="$WORK_DIR/$mode"
     # shellcheck disable=SC2086  # the method lists are meant to split
     local cmd=("$PYTHON" run_grid.py --preset repro --datasets "$dataset" --model_nums "$MODEL_NUM"
-               --methods $methods --seeds "$seed" "${flags[@]}" --work_dir "$work")
+               --methods $methods --seeds "$seed" "${flags[@]}" "${EXTRA[@]}" --work_dir "$work")
     local started machine load_start
     started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     load_start=$(cut -d' ' -f1-3 /proc/loadavg)  # 1/5/15-minute load: other jobs slow a piece down
@@ -88,11 +89,22 @@ commit_piece() {
     echo "campaign.sh: could not commit $folder; its files are in place: commit them by hand" >&2
 }
 
+# Every piece is checked before the first one runs.
 for piece in $PIECES; do
     IFS=: read -r dataset mode seed <<< "$piece"
     if [ -z "$seed" ] || ! [[ "$seed" =~ ^[0-9]+$ ]]; then
         echo "campaign.sh: a piece is DATASET:MODE:SEED (e.g. digits:corrected:0), got '$piece'" >&2
         exit 2
     fi
+    if [ "$mode" != corrected ] && [ "$mode" != original ]; then
+        echo "campaign.sh: unknown mode '$mode' in '$piece': a mode is corrected or original" >&2
+        exit 2
+    fi
+done
+mkdir -p "$RESULTS"
+[ -f "$TIMES" ] || printf 'dataset\tmode\tseed\twall_s\tstarted\tmachine\tload_start\tload_end\tcommand\n' > "$TIMES"
+
+for piece in $PIECES; do
+    IFS=: read -r dataset mode seed <<< "$piece"
     run_piece "$dataset" "$mode" "$seed"
 done

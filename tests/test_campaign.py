@@ -1,0 +1,51 @@
+"""reproduction/campaign.sh: the second edition's driver, at toy size (one T, two methods, one epoch)."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import PROJECT
+
+TOY = "--epochs 1 --initial_labeled 20 --query_batch 10 --al_iters 2 --test_size 60 --num_cpus 2"
+
+
+def campaign(tmp_path, pieces, **env):
+    full = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "PIECES": pieces,
+            "WORK_DIR": str(tmp_path / "runs"), "RESULTS_DIR": str(tmp_path / "repro" / "extracted_results"),
+            "MODEL_NUM": "2", "CORRECTED_METHODS": "random DIAM", "ORIGINAL_METHODS": "random",
+            "EXTRA_ARGS": TOY, **env}
+    full.pop("COMMIT", None)
+    return subprocess.run(["bash", str(PROJECT / "reproduction" / "campaign.sh")], env=full, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_each_finished_piece_lands_in_its_mode_tree_with_its_wall_time_and_is_not_run_twice(tmp_path):
+    first = campaign(tmp_path, "digits:corrected:0 digits:original:1")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    results = tmp_path / "repro" / "extracted_results"
+    for mode, seed_dir, methods in (("corrected", "", ["random", "DIAM"]), ("original", "seed1/", ["random"])):
+        for method in methods:
+            for al_iter in (0, 1):
+                assert (results / mode / f"{seed_dir}2/digits/{method}/{al_iter}/performances.txt").is_file()
+    assert not (results / "original" / "2").exists()  # seed 1 only: nothing at seed 0's place
+    # The modes ran in their own folders, each recording the behaviour it was asked for.
+    configs = {mode: json.loads((tmp_path / "runs" / mode / "repro" / where / "digits" / "config.json").read_text())
+               for mode, where in (("corrected", ""), ("original", "seed1"))}
+    assert configs["corrected"]["mode"] == "corrected" and configs["original"]["mode"] == "original"
+
+    rows = [line.split("\t") for line in (tmp_path / "repro" / "wall_times.tsv").read_text().splitlines()]
+    assert rows[0][:4] == ["dataset", "mode", "seed", "wall_s"]
+    assert [row[:3] for row in rows[1:]] == [["digits", "corrected", "0"], ["digits", "original", "1"]]
+    assert all(int(row[3]) >= 0 and "run_grid.py" in row[-1] for row in rows[1:])
+    assert "--original_quirks" in rows[2][-1] and "--original_quirks" not in rows[1][-1]
+
+    again = campaign(tmp_path, "digits:corrected:0")
+    assert again.returncode == 0 and "done already" in again.stdout and "run_grid.py:" not in again.stdout
+
+
+def test_a_malformed_piece_is_refused_before_anything_runs(tmp_path):
+    for piece, message in (("digits:corrected", "a piece is DATASET:MODE:SEED"),
+                           ("digits:sloppy:0", "unknown mode 'sloppy'")):
+        refused = campaign(tmp_path, piece)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    assert not (tmp_path / "runs").exists()
