@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Redraw the second edition's tables and figures from the committed results alone
 # (reproduction/extracted_results/{corrected,original}/), whatever pieces have landed:
-#   bash reproduction/report.sh
+#   bash reproduction/report.sh           (RESULTS_DIR=... MODEL_NUM=... for another tree: the files go beside it)
 # writes reproduction/table.txt and table.tex (table.py), and per dataset the learning curves
 # with 95% CI bands, lc_<dataset>.png/.pdf (the corrected mode's row above the original's
 # where both exist), and their penalty matrices, lc_<dataset>_penalty.png/.pdf (plot.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
-RESULTS=reproduction/extracted_results
-MODEL_NUM=4
+RESULTS=${RESULTS_DIR:-reproduction/extracted_results}
+OUT=$(dirname "$RESULTS")
+MODEL_NUM=${MODEL_NUM:-4}
 
 # Written whole or not at all: a failing table.py leaves the previous files in place.
 for kind in txt tex; do
     flags=(); [ "$kind" = txt ] || flags=(--latex)
-    "$PYTHON" table.py --results "$RESULTS" --model_nums "$MODEL_NUM" "${flags[@]}" > "reproduction/.table.$kind.tmp"
-    mv "reproduction/.table.$kind.tmp" "reproduction/table.$kind"
+    "$PYTHON" table.py --results "$RESULTS" --model_nums "$MODEL_NUM" "${flags[@]}" > "$OUT/.table.$kind.tmp"
+    mv "$OUT/.table.$kind.tmp" "$OUT/table.$kind"
 done
 for dataset in digits fmnist; do
     trees=()
@@ -30,6 +31,6 @@ for dataset in digits fmnist; do
         1) args=(--results "${trees[0]}") ;;
         *) args=(--results "${trees[0]}" --compare "${trees[1]}") ;;
     esac
-    "$PYTHON" plot.py "${args[@]}" --model_num "$MODEL_NUM" --datasets "$dataset" --out "reproduction/lc_$dataset"
+    "$PYTHON" plot.py "${args[@]}" --model_num "$MODEL_NUM" --datasets "$dataset" --out "$OUT/lc_$dataset"
 done
-echo "report.sh: wrote reproduction/table.txt, table.tex and lc_*.png/.pdf"
+echo "report.sh: wrote $OUT/table.txt, table.tex and lc_*.png/.pdf"

@@ -1,4 +1,5 @@
-"""reproduction/campaign.sh: the second edition's driver, at toy size (one T, two methods, one epoch)."""
+"""reproduction/campaign.sh and report.sh: the second edition's driver and report, at toy size (one T,
+two methods, one epoch)."""
 import json
 import os
 import subprocess
@@ -41,6 +42,17 @@ def test_each_finished_piece_lands_in_its_mode_tree_with_its_wall_time_and_is_no
 
     again = campaign(tmp_path, "digits:corrected:0")
     assert again.returncode == 0 and "done already" in again.stdout and "run_grid.py:" not in again.stdout
+
+    # report.sh redraws the tables and curves from the results alone, each mode under its name.
+    report = subprocess.run(["bash", str(PROJECT / "reproduction" / "report.sh")], capture_output=True, text=True,
+                            env={**os.environ, "PYTHON": sys.executable, "MODEL_NUM": "2",
+                                 "RESULTS_DIR": str(results)}, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    table = (tmp_path / "repro" / "table.txt").read_text()
+    assert table.index("=== corrected") < table.index("=== original") and table.count("digits:") == 2
+    assert (tmp_path / "repro" / "table.tex").read_text().count("Random &") == 2
+    for suffix in (".png", ".pdf"):
+        assert (tmp_path / "repro" / f"lc_digits{suffix}").stat().st_size > 0
 
 
 def test_a_malformed_piece_is_refused_before_anything_runs(tmp_path):
