@@ -205,8 +205,8 @@ def main() -> None:
     args = parse_args()
     parts = results.load_result_parts(args.results)
     for label, tree in parts:
-        if label:
-            print(f"=== {label} ({tree.root}) ===\n")
+        if label:  # a LaTeX comment in --latex output, so that it can be pasted whole
+            print(f"{'% ' if args.latex else ''}=== {label} ({tree.root}) ===\n")
         print_tree(tree, args)
 
 
