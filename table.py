@@ -204,6 +204,21 @@ def print_latex_verdicts(tree, dataset, model_nums, methods) -> None:
 def main() -> None:
     args = parse_args()
     parts = results.load_result_parts(args.results)
+    if args.datasets:
+        # A folder of trees need not hold every dataset in every tree (the original-quirks
+        # runs cover digits only): a tree holding none of the asked ones is passed over.
+        asked = set(args.datasets)
+        holding = [(label, tree) for label, tree in parts if asked & set(tree.datasets())]
+        if not holding:
+            held = {d for _, tree in parts for d in tree.datasets()}
+            raise UserError(
+                f"no results in {args.results} for {', '.join(args.datasets)}; it holds"
+                f" {', '.join(results.in_dataset_order(held))}. Name one of those with --datasets."
+            )
+        for label, tree in parts:
+            if not any(tree is kept for _, kept in holding):
+                print(f"note: {tree.root} holds none of {', '.join(args.datasets)}; not shown", file=sys.stderr)
+        parts = holding
     for label, tree in parts:
         if label:  # a LaTeX comment in --latex output, so that it can be pasted whole
             print(f"{'% ' if args.latex else ''}=== {label} ({tree.root}) ===\n")
@@ -215,10 +230,6 @@ def print_tree(tree, args) -> None:
     model_nums = args.model_nums or sorted(set(results.PAPER_MODEL_NUMS) | set(tree.model_nums()))
     methods = results.in_display_order(set(results.PAPER_METHODS) | set(tree.methods()))
     unknown = [d for d in datasets if d not in tree.datasets()]
-    if len(unknown) == len(datasets):
-        raise UserError(
-            f"no results in {tree.root} for {', '.join(unknown)}; it holds {', '.join(tree.datasets())}."
-        )
     if unknown:
         print(
             f"note: no results in {tree.root} for {', '.join(unknown)};"

@@ -97,6 +97,22 @@ def test_table_prints_each_tree_of_a_folder_of_trees_under_its_name(tmp_path):
     assert "*" not in next(line for line in original.splitlines() if line.startswith("DIAM"))
 
 
+def test_table_datasets_flag_passes_over_a_tree_holding_none_of_them(tmp_path):
+    # The original-quirks tree covers one dataset only; asking for the other must not fail on it.
+    write_tree(tmp_path / "both" / "corrected", {**SMALL_RUNS, (2, "kmnist", "DIAM"): {0: [70, 72]}})
+    write_tree(tmp_path / "both" / "original", SMALL_RUNS)
+
+    shown = run_script("table.py", "--results", str(tmp_path / "both"), "--datasets", "kmnist")
+    assert shown.returncode == 0, shown.stderr
+    assert "=== corrected" in shown.stdout and "=== original" not in shown.stdout
+    assert "71.00 ± 1.00" in shown.stdout
+    assert "original holds none of kmnist; not shown" in shown.stderr
+
+    nowhere = run_script("table.py", "--results", str(tmp_path / "both"), "--datasets", "fmnist")
+    assert nowhere.returncode != 0 and "Traceback" not in nowhere.stderr
+    assert "no results in" in nowhere.stderr and "for fmnist; it holds mnist, kmnist" in nowhere.stderr
+
+
 def test_missing_models_methods_and_iterations_are_reported(tmp_path):
     runs = {
         (2, "mnist", "DIAM"): {0: [90, 92], 1: [94, 98], 2: [95, 95]},
