@@ -3,6 +3,9 @@
 With no arguments it redraws the paper's figure (T=12, MNIST and Kuzushiji-MNIST) from
 the paper's own numbers shipped in extracted_results/. Error bars: std across the T
 models. --compare DIR adds a second row drawn from DIR (e.g. our runs) under the first.
+A folder of trees side by side (e.g. reproduction/extracted_results/{corrected,original}/)
+draws one row per tree; --each_dataset writes one figure per dataset, PREFIX_<dataset>,
+whose rows are the trees that hold it.
 
 A tree holding several seeds (seed<S>/ folders beside seed 0's <T> folders) is drawn as
 the mean over seeds with a band for the 95% confidence interval across seeds, and
@@ -55,6 +58,10 @@ def parse_args():
     parser.add_argument(
         "--compare", type=Path, metavar="DIR",
         help="a second results tree (e.g. ours), drawn as a second row under --results",
+    )
+    parser.add_argument(
+        "--each_dataset", action="store_true",
+        help="one figure per dataset, PREFIX_<dataset>.png/.pdf, instead of one column per dataset",
     )
     parser.add_argument("--model_num", type=int, default=12, help="number of target models T (default 12)")
     parser.add_argument("--datasets", nargs="+", help="datasets to draw, one column each (default: all found)")
@@ -210,11 +217,33 @@ def save_figure(fig, out_prefix: Path) -> list[Path]:
     return written
 
 
+def draw_and_save(trees, model_num: int, datasets, query_batch: int | None, out_prefix: Path) -> list[Path]:
+    """The learning curves of the trees holding any of the datasets, one row each, and their penalty matrices."""
+    rows = []
+    for tree in trees:
+        if set(datasets) & set(tree.datasets(model_num)):
+            rows.append(tree)
+        else:
+            print(f"note: {tree_label(tree)} has no results for {', '.join(datasets)} at T={model_num};"
+                  " not drawn", file=sys.stderr)
+            continue
+        methods = results.in_display_order(set(results.PAPER_METHODS) | set(tree.methods()))
+        for line in results.missing_parts(tree, [model_num], datasets, methods):
+            print(f"missing in {tree_label(tree)}: {line}", file=sys.stderr)
+    written = save_figure(draw_learning_curves(rows, model_num, datasets, query_batch), out_prefix)
+    repeated = [tree for tree in rows if tree.has_several_seeds]
+    if repeated:
+        penalty_datasets = [d for d in datasets if any(d in tree.datasets(model_num) for tree in repeated)]
+        figure = draw_penalty_matrices(repeated, model_num, penalty_datasets)
+        written += save_figure(figure, out_prefix.with_name(out_prefix.name + "_penalty"))
+    return written
+
+
 def main() -> None:
     args = parse_args()
-    trees = [results.load_results(args.results)]
+    trees = [tree for _, tree in results.load_result_parts(args.results)]
     if args.compare is not None:
-        trees.append(results.load_results(args.compare))
+        trees += [tree for _, tree in results.load_result_parts(args.compare)]
     found = [d for tree in trees for d in tree.datasets(args.model_num)]
     if not found:
         held = sorted({t for tree in trees for t in tree.model_nums()})
@@ -232,17 +261,16 @@ def main() -> None:
     out_prefix = Path(args.out)
     refuse_paper_results(out_prefix.parent.resolve())
 
-    for tree in trees:
-        methods = results.in_display_order(set(results.PAPER_METHODS) | set(tree.methods()))
-        for line in results.missing_parts(tree, [args.model_num], datasets, methods):
-            print(f"missing in {tree_label(tree)}: {line}", file=sys.stderr)
-
-    written = save_figure(draw_learning_curves(trees, args.model_num, datasets, args.query_batch), out_prefix)
-    repeated = [tree for tree in trees if tree.has_several_seeds]
-    if repeated:
-        penalty_datasets = [d for d in datasets if any(d in tree.datasets(args.model_num) for tree in repeated)]
-        figure = draw_penalty_matrices(repeated, args.model_num, penalty_datasets)
-        written += save_figure(figure, out_prefix.with_name(out_prefix.name + "_penalty"))
+    if args.each_dataset:
+        written = []
+        for dataset in datasets:
+            if dataset in unknown:
+                print(f"note: no results for {dataset} at T={args.model_num}; no figure", file=sys.stderr)
+                continue
+            prefix = out_prefix.with_name(f"{out_prefix.name}_{dataset}")
+            written += draw_and_save(trees, args.model_num, [dataset], args.query_batch, prefix)
+    else:
+        written = draw_and_save(trees, args.model_num, datasets, args.query_batch, out_prefix)
     for path in written:
         print(f"wrote {path}")
 

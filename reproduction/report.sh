@@ -18,19 +18,6 @@ for kind in txt tex; do
     "$PYTHON" table.py --results "$RESULTS" --model_nums "$MODEL_NUM" "${flags[@]}" > "$OUT/.table.$kind.tmp"
     mv "$OUT/.table.$kind.tmp" "$OUT/table.$kind"
 done
-for dataset in digits fmnist; do
-    trees=()
-    for mode in corrected original; do
-        if compgen -G "$RESULTS/$mode/$MODEL_NUM/$dataset" > /dev/null \
-            || compgen -G "$RESULTS/$mode/seed*/$MODEL_NUM/$dataset" > /dev/null; then
-            trees+=("$RESULTS/$mode")
-        fi
-    done
-    case ${#trees[@]} in
-        0) continue ;;
-        1) args=(--results "${trees[0]}") ;;
-        *) args=(--results "${trees[0]}" --compare "${trees[1]}") ;;
-    esac
-    "$PYTHON" plot.py "${args[@]}" --model_num "$MODEL_NUM" --datasets "$dataset" --out "$OUT/lc_$dataset"
-done
+# One figure per dataset; its rows are the mode trees that hold it (plot.py reads the folder of trees).
+"$PYTHON" plot.py --results "$RESULTS" --model_num "$MODEL_NUM" --each_dataset --out "$OUT/lc"
 echo "report.sh: wrote $OUT/table.txt, table.tex and lc_*.png/.pdf"

@@ -161,6 +161,28 @@ def test_plot_writes_png_and_pdf_for_a_tree_and_a_comparison(small_tree, tmp_pat
     assert not (tmp_path / "ours_penalty.png").exists()  # one seed: no paired tests to draw
 
 
+def png_rows_of_panels(path) -> int:
+    """How many rows of panels a learning-curve PNG holds, from its height (plot.PANEL_SIZE at 150 dpi)."""
+    import plot
+
+    height = int.from_bytes(path.read_bytes()[20:24], "big")  # the PNG header's IHDR height
+    return round((height / 150 - 0.4) / plot.PANEL_SIZE[1])
+
+
+def test_plot_each_dataset_draws_a_row_per_tree_of_a_folder_that_holds_it(tmp_path):
+    # corrected/ holds mnist and kmnist, original/ only mnist: the kmnist figure has one row.
+    write_tree(tmp_path / "both" / "corrected", {**SMALL_RUNS, (2, "kmnist", "DIAM"): {0: [70, 72]}})
+    write_tree(tmp_path / "both" / "original", SMALL_RUNS)
+    drawn = run_script("plot.py", "--results", str(tmp_path / "both"), "--model_num", "2", "--each_dataset",
+                       "--query_batch", "100", "--out", str(tmp_path / "lc"))
+    assert drawn.returncode == 0, drawn.stderr
+    assert "original) has no results for kmnist at T=2; not drawn" in drawn.stderr
+    assert png_rows_of_panels(tmp_path / "lc_mnist.png") == 2
+    assert png_rows_of_panels(tmp_path / "lc_kmnist.png") == 1
+    assert (tmp_path / "lc_kmnist.pdf").read_bytes().startswith(b"%PDF")
+    assert not (tmp_path / "lc.png").exists()
+
+
 def test_plotted_lines_are_the_tables_numbers(small_tree):
     import plot  # the script's drawing function returns its Figure
 
