@@ -221,12 +221,11 @@ def draw_and_save(trees, model_num: int, datasets, query_batch: int | None, out_
     """The learning curves of the trees holding any of the datasets, one row each, and their penalty matrices."""
     rows = []
     for tree in trees:
-        if set(datasets) & set(tree.datasets(model_num)):
-            rows.append(tree)
-        else:
+        if not set(datasets) & set(tree.datasets(model_num)):
             print(f"note: {tree_label(tree)} has no results for {', '.join(datasets)} at T={model_num};"
                   " not drawn", file=sys.stderr)
             continue
+        rows.append(tree)
         methods = results.in_display_order(set(results.PAPER_METHODS) | set(tree.methods()))
         for line in results.missing_parts(tree, [model_num], datasets, methods):
             print(f"missing in {tree_label(tree)}: {line}", file=sys.stderr)

@@ -208,16 +208,17 @@ def main() -> None:
         # A folder of trees need not hold every dataset in every tree (the original-quirks
         # runs cover digits only): a tree holding none of the asked ones is passed over.
         asked = set(args.datasets)
-        holding = [(label, tree) for label, tree in parts if asked & set(tree.datasets())]
+        holding, passed_over = [], []
+        for label, tree in parts:
+            (holding if asked & set(tree.datasets()) else passed_over).append((label, tree))
         if not holding:
             held = {d for _, tree in parts for d in tree.datasets()}
             raise UserError(
                 f"no results in {args.results} for {', '.join(args.datasets)}; it holds"
                 f" {', '.join(results.in_dataset_order(held))}. Name one of those with --datasets."
             )
-        for label, tree in parts:
-            if not any(tree is kept for _, kept in holding):
-                print(f"note: {tree.root} holds none of {', '.join(args.datasets)}; not shown", file=sys.stderr)
+        for _, tree in passed_over:
+            print(f"note: {tree.root} holds none of {', '.join(args.datasets)}; not shown", file=sys.stderr)
         parts = holding
     for label, tree in parts:
         if label:  # a LaTeX comment in --latex output, so that it can be pasted whole
