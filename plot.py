@@ -221,7 +221,7 @@ def draw_and_save(trees, model_num: int, datasets, query_batch: int | None, out_
     """The learning curves of the trees holding any of the datasets, one row each, and their penalty matrices."""
     rows = []
     for tree in trees:
-        if not set(datasets) & set(tree.datasets(model_num)):
+        if not tree.holds_any(datasets, model_num):
             print(f"note: {tree_label(tree)} has no results for {', '.join(datasets)} at T={model_num};"
                   " not drawn", file=sys.stderr)
             continue

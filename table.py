@@ -207,10 +207,9 @@ def main() -> None:
     if args.datasets:
         # A folder of trees need not hold every dataset in every tree (the original-quirks
         # runs cover digits only): a tree holding none of the asked ones is passed over.
-        asked = set(args.datasets)
         holding, passed_over = [], []
         for label, tree in parts:
-            (holding if asked & set(tree.datasets()) else passed_over).append((label, tree))
+            (holding if tree.holds_any(args.datasets) else passed_over).append((label, tree))
         if not holding:
             held = {d for _, tree in parts for d in tree.datasets()}
             raise UserError(

@@ -123,6 +123,10 @@ class ResultsTree:
             dataset for t, dataset, _ in self.runs if model_num in (None, t)
         )
 
+    def holds_any(self, datasets, model_num: int | None = None) -> bool:
+        """Whether the tree has runs of any of these datasets (at T = model_num, or at any T)."""
+        return bool(set(datasets) & set(self.datasets(model_num)))
+
     def methods(self, model_num: int | None = None, dataset: str | None = None) -> list[str]:
         return in_display_order(
             method
