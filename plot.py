@@ -165,7 +165,7 @@ def draw_learning_curves(trees, model_num: int, datasets, query_batch: int | Non
                 draw_panel(ax, tree, model_num, dataset, panel_query_batch(tree, model_num, dataset, query_batch))
                 caption = f"({next(panel_letters)}) {results.dataset_display_name(dataset)}"
                 if tree.has_several_seeds:
-                    caption += f", {len(tree.seeds())} seeds, 95% CI bands"
+                    caption += f", {len(tree.seeds(dataset))} seeds, 95% CI bands"
                 if len(trees) > 1:  # a line of its own: a tree's path is as wide as the panel
                     caption += f"\n{tree_label(tree)}"
                 # Below the axes, like the paper's sub-figure captions.

@@ -238,10 +238,10 @@ def print_tree(tree, args) -> None:
         )
     for line in results.missing_parts(tree, model_nums, [d for d in datasets if d not in unknown], methods):
         print(f"missing: {line}", file=sys.stderr)
-    seeds = tree.seeds()
     for dataset in datasets:
         if dataset in unknown:
             continue
+        seeds = tree.seeds(dataset)
         table = results.dataset_table(tree, dataset, model_nums, methods)
         if args.latex:
             print_latex(table, seeds)

@@ -98,8 +98,11 @@ class ResultsTree:
     def is_paper(self) -> bool:
         return (self.root / PAPER_RESULTS_MARKER).exists()
 
-    def seeds(self) -> list[int]:
-        return sorted({seed for per_seed in self.runs.values() for seed in per_seed})
+    def seeds(self, dataset: str | None = None) -> list[int]:
+        """The seeds with runs (of this dataset, when given): a dataset planned with fewer
+        repeats than another in the same tree is not short of the other's seeds."""
+        return sorted({seed for (_, d, _), per_seed in self.runs.items() if dataset in (None, d)
+                       for seed in per_seed})
 
     @property
     def has_several_seeds(self) -> bool:
@@ -348,7 +351,7 @@ class PenaltyMatrix:
 def penalty_matrix(tree: ResultsTree, model_num: int, dataset: str, methods=None) -> PenaltyMatrix:
     methods = tuple(methods if methods is not None else tree.methods(model_num, dataset))
     rounds = tuple(tree.expected_iterations(dataset)[1:])
-    seeds = tuple(tree.seeds())
+    seeds = tuple(tree.seeds(dataset))
     scores = np.full((len(methods), len(rounds), len(seeds)), np.nan)
     for m, method in enumerate(methods):
         for s, seed in enumerate(seeds):
@@ -479,7 +482,7 @@ def dataset_table(tree: ResultsTree, dataset: str, model_nums, methods) -> Datas
             if not per_seed:
                 continue
             if several_seeds:
-                fields = _several_seeds_cell(per_seed, expected, len(tree.seeds()))
+                fields = _several_seeds_cell(per_seed, expected, len(tree.seeds(dataset)))
             else:
                 fields = _single_seed_cell(next(iter(per_seed.values())), expected)
             column[method] = TableCell(best=False, **fields)
@@ -507,7 +510,6 @@ def missing_parts(tree: ResultsTree, model_nums, datasets, methods) -> list[str]
     absent_model_nums = [t for t in model_nums if t not in tree.model_nums()]
     if absent_model_nums:
         lines.append(f"no results at all for T={', '.join(map(str, absent_model_nums))}")
-    all_seeds = tree.seeds()
     for model_num in model_nums:
         if model_num in absent_model_nums:
             continue
@@ -516,6 +518,7 @@ def missing_parts(tree: ResultsTree, model_nums, datasets, methods) -> list[str]
                 lines.append(f"T={model_num}: no results for dataset {dataset}")
                 continue
             expected = set(tree.expected_iterations(dataset))
+            all_seeds = tree.seeds(dataset)
             present = tree.methods(model_num, dataset)
             absent_methods = [m for m in methods if m not in present]
             if absent_methods:

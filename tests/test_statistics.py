@@ -123,6 +123,26 @@ def test_a_missing_seed_and_a_missing_iteration_of_one_seed_are_reported(tmp_pat
     assert "(2/3 seeds)" in entropy_row and "*" not in entropy_row
 
 
+
+def test_a_dataset_run_at_fewer_seeds_than_another_is_complete_at_its_own(tmp_path):
+    # The reproduction's corrected tree: digits at seeds 0-4, Fashion-MNIST at 0-2.
+    root = write_seed_tree(tmp_path / "runs", seeds=(0, 1, 2), methods=("DIAM", "random"))
+    for seed in (0, 1):
+        write_tree(root if seed == 0 else root / f"seed{seed}", {
+            (MODEL_NUM, "fmnist", method): {i: [model_mean(method, seed, i) - 1, model_mean(method, seed, i) + 1]
+                                            for i in ITERATIONS}
+            for method in ("DIAM", "random")
+        })
+    tree = results.load_results(root)
+    assert tree.seeds() == [0, 1, 2] and tree.seeds("fmnist") == [0, 1] and tree.seeds(DATASET) == [0, 1, 2]
+    assert results.missing_parts(tree, [MODEL_NUM], [DATASET, "fmnist"], ["DIAM", "random"]) == []
+    assert results.penalty_matrix(tree, MODEL_NUM, "fmnist").seeds == (0, 1)
+    shown = run_script("table.py", "--results", str(root), "--model_nums", "2", "--datasets", "fmnist")
+    assert shown.returncode == 0, shown.stderr
+    assert "mean over seeds 0-1" in shown.stdout and "(2/3 seeds)" not in shown.stdout
+    assert "*" in next(line for line in shown.stdout.splitlines() if line.startswith("DIAM"))
+
+
 # ------------------------------------------------------------------ the statistics
 def test_mean_and_ci_across_seeds_agree_with_a_hand_computation_and_scipy():
     values = [model_mean("DIAM", s, 2) for s in SEEDS]
