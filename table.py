@@ -105,7 +105,7 @@ def print_plain(table, iterations, seeds) -> None:
         print("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
     cells = table.cells.values()
     if any(cell.seeds_used != cell.seeds_expected for cell in cells):
-        print("(k/n seeds): only k of the tree's n seeds; not compared for best; no CI with 1 seed")
+        print("(k/n seeds): only k of the dataset's n seeds; not compared for best; no CI with 1 seed")
     if any(cell.iterations_used != cell.iterations_expected for cell in cells):
         print("(k/n it.): computed over only k of the n iterations; not compared for best")
     print()

@@ -17,11 +17,11 @@ does. Two pipelines feed the same net with the same batch size:
 Timing: per-step wall clock after warm-up (on CUDA after torch.cuda.synchronize());
 img/s and 'vs batched' come from the mean step, since a DataLoader that cannot keep
 up shows as a few long waits among fast steps, which a median hides (on an H100, net 0
-at 224 px: median 0.043 s, max 0.441 s over 3 steps). When the PIL work of one batch, spread over the
-workers, takes at least a quarter of a batched step, the DataLoader may be the
-bottleneck, and it gets extra warm-up steps, as many as it prefetches (workers x
-prefetch factor), so that the timed steps do not eat batches it prepared before
-timing began; otherwise its queue is full after the first warm-up step either
+at 224 px: median 0.043 s, max 0.441 s over 3 steps). When the PIL work of one batch,
+spread over the workers, takes at least a quarter of a batched step, the DataLoader
+may be the bottleneck, and it gets extra warm-up steps, as many as it prefetches
+(workers x prefetch factor), so that the timed steps do not eat batches it prepared
+before timing began; otherwise its queue is full after the first warm-up step either
 way and no extra steps are spent. 'aug ms' is the augmentation alone for
 one batch (median of --aug_repeats): batched on the device, PIL serially in this
 process, i.e. the CPU time the DataLoader's workers must find per batch.
