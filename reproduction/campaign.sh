@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# The second edition's runs (REPRODUCTION.md): the repro preset, T = 4 target models, every run
+# The reproduction's runs (REPRODUCTION.md): the repro preset, T = 4 target models, every run
 # through run_grid.py, one piece (dataset, mode, seed) at a time. A finished piece's results are
-# copied into reproduction/extracted_results/<mode>/ and its wall time appended to
-# reproduction/wall_times.tsv; a piece listed there is done and is skipped.
+# copied into reproduction/extracted_results/<mode>/ and its wall time and the commit it ran at
+# appended to reproduction/wall_times.tsv; a piece listed there is done and is skipped. The
+# packages, Python, torch and CPU it ran with go to reproduction/environment.txt.
 #
 #   bash reproduction/campaign.sh                       every piece not done yet, in the order below
 #   PIECES="digits:corrected:0 fmnist:corrected:1" bash reproduction/campaign.sh
 #   COMMIT=1 bash reproduction/campaign.sh              also git-commit each finished piece (so a
 #                                                       background campaign loses nothing when stopped)
+#   touch runs/reproduction/PAUSE                       hold the campaign after the running piece (for
+#                                                       benchmarks on an idle machine); rm it to go on
+#
+# The code that runs is this script's own checkout; RESULTS_DIR may sit in another checkout (a
+# campaign pinned to one commit in a git worktree, writing into the main tree): each piece is then
+# committed in the repository that holds the results.
 # Also from the environment: PYTHON, WORK_DIR (runs/reproduction), RESULTS_DIR (reproduction/extracted_results;
-# its wall_times.tsv sits beside it), MODEL_NUM (4), CORRECTED_METHODS, ORIGINAL_METHODS, and EXTRA_ARGS:
-# flags for every run_grid.py call (preset overrides such as --epochs 1, for a toy campaign).
+# its wall_times.tsv and environment.txt sit beside it), MODEL_NUM (4), CORRECTED_METHODS, ORIGINAL_METHODS,
+# the seed counts of the plan (DIGITS_CORRECTED_SEEDS 15, DIGITS_ORIGINAL_SEEDS 10, FMNIST_SEEDS 10), and
+# EXTRA_ARGS: flags for every run_grid.py call (preset overrides such as --epochs 1, for a toy campaign).
 #
 # Modes: corrected (the paper's text, the default behaviour) runs the paper's seven methods;
 # original (--original_quirks, what the authors' code ran) runs the six the issue compares
@@ -24,16 +32,24 @@ PYTHON=${PYTHON:-python}
 WORK_DIR=${WORK_DIR:-runs/reproduction}
 RESULTS=${RESULTS_DIR:-reproduction/extracted_results}
 TIMES=$(dirname "$RESULTS")/wall_times.tsv
+ENVIRONMENT=$(dirname "$RESULTS")/environment.txt
 MODEL_NUM=${MODEL_NUM:-4}
 CORRECTED_METHODS=${CORRECTED_METHODS:-random least_conf margin entropy coreset CAL DIAM}
 ORIGINAL_METHODS=${ORIGINAL_METHODS:-random least_conf margin entropy CAL DIAM}
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 
-# Seeds first, so that an interrupted campaign leaves every (dataset, mode) with as many seeds as it can.
+# The analysis plan's seed counts (REPRODUCTION.md, "Analysis plan"). Seeds first, so that an
+# interrupted campaign leaves every (dataset, mode) with as many seeds as it can.
+DIGITS_CORRECTED_SEEDS=${DIGITS_CORRECTED_SEEDS:-15}
+DIGITS_ORIGINAL_SEEDS=${DIGITS_ORIGINAL_SEEDS:-10}
+FMNIST_SEEDS=${FMNIST_SEEDS:-10}
 default_pieces() {
-    for seed in 0 1 2 3 4; do
-        echo "digits:corrected:$seed digits:original:$seed"
-        [ "$seed" -ge 3 ] || echo "fmnist:corrected:$seed"
+    local seed last=$((DIGITS_CORRECTED_SEEDS > DIGITS_ORIGINAL_SEEDS ? DIGITS_CORRECTED_SEEDS : DIGITS_ORIGINAL_SEEDS))
+    last=$((last > FMNIST_SEEDS ? last : FMNIST_SEEDS))
+    for ((seed = 0; seed < last; seed++)); do
+        [ "$seed" -ge "$DIGITS_CORRECTED_SEEDS" ] || echo "digits:corrected:$seed"
+        [ "$seed" -ge "$DIGITS_ORIGINAL_SEEDS" ] || echo "digits:original:$seed"
+        [ "$seed" -ge "$FMNIST_SEEDS" ] || echo "fmnist:corrected:$seed"
     done
 }
 PIECES=${PIECES:-$(default_pieces | tr '\n' ' ')}
@@ -49,11 +65,18 @@ run_piece() {
         echo "campaign.sh: $dataset $mode seed $seed: done already (in $TIMES)"
         return
     fi
+    while [ -e "$WORK_DIR/PAUSE" ]; do  # held between pieces, never inside one (its wall time stays whole)
+        [ -n "${paused:-}" ] || echo "campaign.sh: paused by $WORK_DIR/PAUSE; rm it to go on"
+        paused=1
+        sleep 20
+    done
+    paused=
     local work="$WORK_DIR/$mode"
     # shellcheck disable=SC2086  # the method lists are meant to split
     local cmd=("$PYTHON" run_grid.py --preset repro --datasets "$dataset" --model_nums "$MODEL_NUM"
                --methods $methods --seeds "$seed" "${flags[@]}" "${EXTRA[@]}" --work_dir "$work")
-    local started machine load_start
+    local started machine load_start commit
+    commit=$(code_commit)
     started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     load_start=$(cut -d' ' -f1-3 /proc/loadavg)  # 1/5/15-minute load: other jobs slow a piece down
     machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) CPUs"
@@ -68,20 +91,48 @@ run_piece() {
     local to="$RESULTS/$mode/${seed_dir}$MODEL_NUM/$dataset"
     mkdir -p "$(dirname "$to")"
     rm -rf "$to.tmp" && cp -r "$from" "$to.tmp" && rm -rf "$to" && mv "$to.tmp" "$to"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dataset" "$mode" "$seed" "$wall" "$started" "$machine" \
-        "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)" "${cmd[*]}" >> "$TIMES"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dataset" "$mode" "$seed" "$wall" "$started" "$machine" \
+        "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)" "$commit" "${cmd[*]}" >> "$TIMES"
     echo "campaign.sh: $dataset $mode seed $seed finished in $wall s; results in $to"
     if [ "${COMMIT:-0}" = 1 ]; then
-        commit_piece "reproduction: $dataset, $mode mode, seed $seed finished ($wall s on $(nproc) CPUs)" "$to"
+        commit_piece "reproduction: $dataset, $mode mode, seed $seed finished ($wall s on $(nproc) CPUs, code at $commit)" "$to"
     fi
 }
 
-# Commits only the piece's files (other staged work stays staged); a busy index (someone else
-# committing) is retried, and a commit that never lands is said, not fatal: the files are kept.
+# The commit this checkout's code is at, "+modified" when its code has uncommitted changes (then the
+# commit alone does not say what ran).
+code_commit() {
+    local commit
+    commit=$(git rev-parse --short=12 HEAD 2>/dev/null) || { echo unknown; return; }
+    git diff --quiet HEAD -- diam ./*.py iter_all.sh requirements.txt || commit="$commit+modified"
+    echo "$commit"
+}
+
+# What the pieces ran with, rewritten at each start (git history keeps the earlier ones).
+record_environment() {
+    {
+        echo "# written by reproduction/campaign.sh at $(date -u +%Y-%m-%dT%H:%M:%SZ), code at $(code_commit)"
+        echo "python: $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+        echo "torch: $("$PYTHON" -c 'import torch; print(torch.__version__, "threads", torch.get_num_threads())')"
+        echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) CPUs"
+        echo "os: $(uname -srm)"
+        echo "# pip freeze"
+        "$PYTHON" -m pip freeze --all 2>/dev/null
+    } > "$ENVIRONMENT.tmp" && mv "$ENVIRONMENT.tmp" "$ENVIRONMENT"
+}
+
+# Commits only the piece's files (other staged work stays staged), in the repository that holds
+# the results; a busy index (someone else committing) is retried, and a commit that never lands is
+# said, not fatal: the files are kept.
 commit_piece() {
-    local message=$1 folder=$2
+    local message=$1 folder=$2 repo
+    repo=$(dirname "$TIMES")
+    folder=$(realpath "$folder")
+    local times ; times=$(realpath "$TIMES")
+    local environment ; environment=$(realpath "$ENVIRONMENT")
     for _ in 1 2 3 4 5 6; do
-        if git add -- "$folder" "$TIMES" && git commit -q -m "$message" -- "$folder" "$TIMES"; then
+        if git -C "$repo" add -- "$folder" "$times" "$environment" &&
+           git -C "$repo" commit -q -m "$message" -- "$folder" "$times" "$environment"; then
             return
         fi
         sleep 10
@@ -102,7 +153,8 @@ for piece in $PIECES; do
     fi
 done
 mkdir -p "$RESULTS"
-[ -f "$TIMES" ] || printf 'dataset\tmode\tseed\twall_s\tstarted\tmachine\tload_start\tload_end\tcommand\n' > "$TIMES"
+[ -f "$TIMES" ] || printf 'dataset\tmode\tseed\twall_s\tstarted\tmachine\tload_start\tload_end\tcommit\tcommand\n' > "$TIMES"
+record_environment
 
 for piece in $PIECES; do
     IFS=: read -r dataset mode seed <<< "$piece"

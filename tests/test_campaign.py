@@ -10,19 +10,32 @@ from conftest import PROJECT
 TOY = "--epochs 1 --initial_labeled 20 --query_batch 10 --al_iters 2 --test_size 60 --num_cpus 2"
 
 
-def campaign(tmp_path, pieces, **env):
+def campaign_env(tmp_path, pieces, **env):
     full = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "PIECES": pieces,
             "WORK_DIR": str(tmp_path / "runs"), "RESULTS_DIR": str(tmp_path / "repro" / "extracted_results"),
             "MODEL_NUM": "2", "CORRECTED_METHODS": "random DIAM", "ORIGINAL_METHODS": "random",
             "EXTRA_ARGS": TOY, **env}
     full.pop("COMMIT", None)
-    return subprocess.run(["bash", str(PROJECT / "reproduction" / "campaign.sh")], env=full, capture_output=True,
-                          text=True, timeout=600)
+    return full
+
+
+def campaign(tmp_path, pieces, **env):
+    return subprocess.run(["bash", str(PROJECT / "reproduction" / "campaign.sh")], env=campaign_env(tmp_path, pieces, **env),
+                          capture_output=True, text=True, timeout=600)
 
 
 def test_each_finished_piece_lands_in_its_mode_tree_with_its_wall_time_and_is_not_run_twice(tmp_path):
-    first = campaign(tmp_path, "digits:corrected:0 digits:original:1")
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    # Started paused (as for a benchmark on an idle machine): nothing runs until the PAUSE file goes.
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "PAUSE").touch()
+    first = subprocess.Popen(["bash", str(PROJECT / "reproduction" / "campaign.sh")],
+                             env=campaign_env(tmp_path, "digits:corrected:0 digits:original:1"),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert "paused by" in first.stdout.readline()
+    assert not (tmp_path / "runs" / "corrected").exists()
+    (tmp_path / "runs" / "PAUSE").unlink()
+    output = first.stdout.read()
+    assert first.wait(timeout=600) == 0, output[-3000:]
     results = tmp_path / "repro" / "extracted_results"
     for mode, seed_dir, methods in (("corrected", "", ["random", "DIAM"]), ("original", "seed1/", ["random"])):
         for method in methods:
@@ -35,9 +48,14 @@ def test_each_finished_piece_lands_in_its_mode_tree_with_its_wall_time_and_is_no
     assert configs["corrected"]["mode"] == "corrected" and configs["original"]["mode"] == "original"
 
     rows = [line.split("\t") for line in (tmp_path / "repro" / "wall_times.tsv").read_text().splitlines()]
-    assert rows[0][:4] == ["dataset", "mode", "seed", "wall_s"]
+    assert rows[0][:4] == ["dataset", "mode", "seed", "wall_s"] and rows[0][-2:] == ["commit", "command"]
     assert [row[:3] for row in rows[1:]] == [["digits", "corrected", "0"], ["digits", "original", "1"]]
     assert all(int(row[3]) >= 0 and "run_grid.py" in row[-1] for row in rows[1:])
+    head = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert all(row[-2].startswith(head) for row in rows[1:])  # the code's commit, "+modified" if it has changes
+    environment = (tmp_path / "repro" / "environment.txt").read_text()
+    assert "torch: " in environment and "numpy==" in environment
     assert "--original_quirks" in rows[2][-1] and "--original_quirks" not in rows[1][-1]
 
     again = campaign(tmp_path, "digits:corrected:0")
