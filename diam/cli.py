@@ -1,11 +1,15 @@
-"""Flags shared by the scripts, parsed in one place so they cannot drift apart."""
+"""Flags shared by the scripts, parsed in one place so they cannot drift apart.
+
+The command-line layer: it parses, resolves the flags once into `settings.StepSettings`,
+and hands those to `experiment.py` (which imports nothing from here).
+"""
 import argparse
 import math
 from pathlib import Path
 
-from .errors import UserError
-from .paths import RunPaths, check_run_config, default_work_dir, refuse_paper_results
-from .presets import DATASETS, DIAM_QP_Q, METHODS, Preset, add_preset_arguments, preset_from_args
+from .paths import refuse_paper_results
+from .presets import DATASETS, DIAM_QP_Q, METHODS, add_preset_arguments
+from .settings import settings_from_args
 
 
 def parser(description: str, method_required: bool = True) -> argparse.ArgumentParser:
@@ -22,15 +26,6 @@ def parser(description: str, method_required: bool = True) -> argparse.ArgumentP
     return p
 
 
-def run_paths(args, results_dir=None) -> RunPaths:
-    """The run folder of these flags, checked against the settings it was made with."""
-    preset = preset_from_args(args)
-    paths = RunPaths(args.work_dir or default_work_dir(), preset.name, args.dataset, results_dir, preset.seed)
-    if args.dataset in DATASETS:
-        check_run_config(paths, run_settings(args.dataset, preset), claim=False)
-    return paths
-
-
 def finished(*outputs) -> bool:
     """A step whose last outputs exist is complete: report it and skip the work.
 
@@ -42,25 +37,6 @@ def finished(*outputs) -> bool:
             print(f"already done: {o}")
         return True
     return False
-
-
-def run_settings(dataset: str, preset: Preset) -> dict:
-    """What config.json of a run folder records: every setting, and the mode they add up to."""
-    return {"dataset": dataset, "mode": preset.mode, **preset.as_dict()}
-
-
-def device_from_arg(name):
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown --device '{name}'. Use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for a GPU, but PyTorch sees none here. Use --device cpu.")
-    return device
 
 
 # ---------------------------------------------------------------- the three steps
@@ -82,8 +58,8 @@ def train_args(argv=None, description="Train target nets for one active-learning
 
 
 def train_outputs(args) -> list[Path]:
-    paths = run_paths(args)
-    return [paths.checkpoint(args.model_num, args.method, args.al_iter, n) for n in args.net_id]
+    settings = settings_from_args(args)
+    return [settings.paths.checkpoint(args.model_num, args.method, args.al_iter, n) for n in args.net_id]
 
 
 def run_train(args) -> bool:
@@ -91,7 +67,7 @@ def run_train(args) -> bool:
         return False
     from .experiment import Run, train_step  # loads torch: only when there is work to do
 
-    run = Run(args)
+    run = Run(settings_from_args(args))
     for net_id in args.net_id:
         print(train_step(run, net_id, args.mDIS), flush=True)
     return True
@@ -105,7 +81,7 @@ def test_args(argv=None, description="Test the T target nets of one iteration.")
 
 
 def test_outputs(args) -> list[Path]:
-    paths = run_paths(args, args.results_dir)
+    paths = settings_from_args(args, args.results_dir).paths
     refuse_paper_results(paths.results_root)
     return [paths.performances(args.model_num, args.method, args.al_iter)]
 
@@ -115,7 +91,7 @@ def run_test(args) -> bool:
         return False
     from .experiment import Run, test_step  # loads torch: only when there is work to do
 
-    print(test_step(Run(args, results_dir=args.results_dir)))
+    print(test_step(Run(settings_from_args(args, args.results_dir))))
     return True
 
 
@@ -135,7 +111,7 @@ def select_args(argv=None, description="Select the next batch of examples to lab
 
 
 def select_outputs(args) -> list[Path]:
-    return [run_paths(args).indices(args.model_num, args.method, args.al_iter + 1)]
+    return [settings_from_args(args).paths.indices(args.model_num, args.method, args.al_iter + 1)]
 
 
 def run_select(args) -> bool:
@@ -143,5 +119,5 @@ def run_select(args) -> bool:
         return False
     from .experiment import Run, select_step  # loads torch: only when there is work to do
 
-    print(select_step(Run(args), args.batch_size))
+    print(select_step(Run(settings_from_args(args)), args.batch_size))
     return True

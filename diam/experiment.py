@@ -15,13 +15,12 @@ import numpy as np
 import torch
 
 from . import models
-from .cli import device_from_arg, run_settings
 from .data import Data, load_dataset
 from .errors import UserError
-from .paths import (RunPaths, check_run_config, default_work_dir, read_indices, refuse_paper_results, step_lock,
-                    write_indices, write_json, write_npz, write_text, atomic_write)
-from .presets import (DATASETS, DIAM_QP_Q, MAX_MODELS, METHODS, MODEL_FEATURE_METHODS, PROBABILITY_METHODS,
-                      SNAPSHOT_METHODS, SUBSET_SEED, preset_from_args)
+from .paths import (check_run_config, read_indices, refuse_paper_results, step_lock, write_indices, write_json,
+                    write_npz, write_text, atomic_write)
+from .presets import MODEL_FEATURE_METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, SUBSET_SEED
+from .settings import StepSettings, resolve_device
 from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions
 from .training import Record, allow_tf32, evaluate, predict, stream_seed, to_device, train_target_net
 
@@ -29,40 +28,27 @@ from .training import Record, allow_tf32, evaluate, predict, stream_seed, to_dev
 class Run:
     """One (preset, dataset) run folder with its settings, device and data."""
 
-    def __init__(self, args, results_dir=None):
-        self.preset = preset_from_args(args)
-        if args.dataset not in DATASETS:
-            raise UserError(f"unknown dataset '{args.dataset}'. Choose one of: {', '.join(DATASETS)}.")
-        if getattr(args, "method", None) is not None and args.method not in METHODS:
-            raise UserError(f"unknown method '{args.method}'. Choose one of: {', '.join(METHODS)}.")
-        if not 1 <= args.model_num <= MAX_MODELS:
-            raise UserError(f"--model_num must be between 1 and {MAX_MODELS} (the OFA target nets), "
-                            f"got {args.model_num}.")
-        if not 0 <= args.al_iter < self.preset.al_iters:
-            raise UserError(f"--al_iter must be between 0 and {self.preset.al_iters - 1} for the "
-                            f"'{self.preset.name}' preset, got {args.al_iter}.")
+    def __init__(self, settings: StepSettings):
+        self.settings = settings
+        self.preset, self.paths = settings.preset, settings.paths
         self.dataset, self.model_num, self.method, self.al_iter = \
-            args.dataset, args.model_num, getattr(args, "method", None), args.al_iter
-        self.device = device_from_arg(args.device)
+            settings.dataset, settings.model_num, settings.method, settings.al_iter
+        self.device = resolve_device(settings.device)
         if self.device.type == "cuda":
             allow_tf32()
-        self.data_root = args.data_root
-        self.paths = RunPaths(args.work_dir or default_work_dir(), self.preset.name, self.dataset, results_dir,
-                              self.preset.seed)
-        self.redo = args.redo
-        self.diam_q = getattr(args, "DIAMq", DIAM_QP_Q)  # only selection takes --DIAMq
+        self.data_root, self.redo, self.diam_q = settings.data_root, settings.redo, settings.diam_q
 
     @cached_property
     def data(self) -> Data:
         data = load_dataset(self.dataset, self.data_root, self.preset.pool_size, self.preset.test_size,
                             SUBSET_SEED).to(self.device)
-        check_run_config(self.paths, run_settings(self.dataset, self.preset), claim=False)
+        check_run_config(self.paths, self.settings.run_config(), claim=False)
         return data
 
     def claim_folder(self) -> None:
         """Record this run's settings in its folder: done by a step whose inputs are checked, just
         before its first write, so refused input leaves the folder as it was."""
-        check_run_config(self.paths, run_settings(self.dataset, self.preset))
+        check_run_config(self.paths, self.settings.run_config())
 
     @property
     def pool_size(self) -> int:

@@ -34,9 +34,6 @@ from .presets import (DATASETS, DEFAULT_METHODS, MAX_MODELS, METHODS, PAPER_MODE
 
 # How often Ray restarts a dead worker and resubmits the step it was running.
 RETRIES = 3
-# Set by the tests: the first worker to start a training step after iteration 0 creates
-# this file and dies, as a machine or process lost mid-grid would.
-KILL_ONCE_ENV = "DIAM_TEST_KILL_WORKER_ONCE"
 
 
 class Script(NamedTuple):
@@ -142,7 +139,6 @@ class StepWorker:
         with open(step.log, "a") as log, redirect_stdout(log), redirect_stderr(log):
             print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()} pid {os.getpid()}: "
                   f"{step.command}", flush=True)
-            _die_once_for_tests(step)
             script = SCRIPTS[step.script]
             try:
                 did_work = script.run(script.parse(list(step.argv)))
@@ -155,17 +151,6 @@ class StepWorker:
                 traceback.print_exc()
                 return "failed", f"{type(err).__name__}: {err}"
             return ("run" if did_work else "skipped"), ""
-
-
-def _die_once_for_tests(step: Step) -> None:
-    marker = os.environ.get(KILL_ONCE_ENV)
-    if not marker or step.script != "train_net.py" or step.al_iter == 0:
-        return
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # exactly one worker wins
-    except FileExistsError:
-        return
-    os._exit(1)
 
 
 # ---------------------------------------------------------------- the driver

@@ -11,6 +11,7 @@ import diam.strategies as strategies
 from conftest import run_script
 from diam import cli
 from diam.diversity_qp import knn_cooccurrence, nearest_psd_upper, solve_selection_qp
+from diam.settings import settings_from_args
 from diam.experiment import Run, selection_options
 from diam.strategies import diam_qp, disagreement_count
 
@@ -242,9 +243,9 @@ def test_diamq_reaches_the_strategy_options(tmp_path):
     args = cli.parser("test").parse_args(["--dataset", "digits", "--method", "DIAM_qp", "--al_iter", "0",
                                           "--model_num", "2", "--preset", "quick",
                                           "--work_dir", str(tmp_path), "--device", "cpu"])
-    assert selection_options(Run(args)).diam_q == 1.0  # the preset's default
+    assert selection_options(Run(settings_from_args(args))).diam_q == 1.0  # the preset's default
     args.DIAMq = 2.5
-    assert selection_options(Run(args)).diam_q == 2.5
+    assert selection_options(Run(settings_from_args(args))).diam_q == 2.5
 
 
 def test_negative_diamq_is_refused_on_the_command_line(tmp_path):

@@ -13,6 +13,7 @@ from torch import nn
 
 from conftest import assert_clean_error, run_script
 from diam import cli, models, training
+from diam.settings import settings_from_args
 from diam.experiment import Run, train_step
 from diam.presets import ORIGINAL_QUIRKS, preset_from_args
 from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions, smallest_scaled_average
@@ -112,7 +113,7 @@ def test_corrected_uncertainty_picks_by_score(method):
 def tiny_run(work_dir, *extra):
     args = cli.parser("test").parse_args(["--dataset", "digits", "--al_iter", "0", "--model_num", "2",
                                           "--method", "random", "--work_dir", str(work_dir), *TINY, *extra])
-    return Run(args)
+    return Run(settings_from_args(args))
 
 
 def test_nets_of_one_iteration_draw_their_own_augmentation_and_a_rerun_is_bit_identical(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ import torch
 
 from conftest import PROJECT, assert_clean_error, linked_copy, run_script, run_script_here
 from diam import cli, models, strategies
+from diam.settings import settings_from_args
 from diam.experiment import Run, selection_rng
 from diam.paths import RunPaths, read_indices, write_json
 from diam.presets import METHODS, PRESETS
@@ -81,7 +82,7 @@ def test_test_multi_models_writes_each_nets_accuracy_in_net_order(tiny_runs):
     result = run_script_here("test_multi_models.py", *args)
     assert result.returncode == 0, result.stderr
     rows = tiny_paths(runs).performances(T, "random", 0).read_text().splitlines()
-    run = Run(cli.parser("test").parse_args(map(str, args)))
+    run = Run(settings_from_args(cli.parser("test").parse_args(map(str, args))))
     expected = []
     for net_id in range(T):  # each checkpoint, at its own test size, on the test split
         net, _ = run.load_net(net_id)
@@ -181,7 +182,7 @@ def test_al_select_writes_the_batch_the_strategy_picks_from_the_recorded_arrays(
     _, _, records = _recorded(paths, method)
     for before, after in zip(recorded, records):
         assert all(np.array_equal(before[k], after[k]) for k in before)
-    rng = selection_rng(Run(cli.parser("test").parse_args(map(str, args))))
+    rng = selection_rng(Run(settings_from_args(cli.parser("test").parse_args(map(str, args)))))
     positions = _strategy_batch(method, labeled, unlabeled, records, rng)
     assert len(positions) == TINY["query_batch"]
     with np.load(paths.indices(T, method, 1)) as z:
@@ -194,9 +195,9 @@ def test_original_uncertainty_reaches_the_strategy_through_al_select(tiny_runs):
     runs = tiny_runs
     paths = tiny_paths(runs)
     args = tiny_args(runs, "--method", "margin", "--al_iter", 0, "--original_uncertainty")
-    run = Run(cli.parser("test").parse_args(map(str, args)))
+    run = Run(settings_from_args(cli.parser("test").parse_args(map(str, args))))
     # The folder as if trained with the flag (training is the same; only selection reads it).
-    write_json(paths.config_file, cli.run_settings("digits", run.preset))
+    write_json(paths.config_file, run.settings.run_config())
     labeled, unlabeled, records = _recorded(paths, "margin")
     inputs = SelectionInputs(len(unlabeled), unlabeled_probs=np.stack([r["unlabeled_probs"] for r in records]))
     quirk = STRATEGIES["margin"].select(inputs, TINY["query_batch"], selection_rng(run),
