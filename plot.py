@@ -22,7 +22,7 @@ matplotlib.use("Agg")  # writes files only; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from diam import results  # noqa: E402
+from diam import analysis, results  # noqa: E402
 from diam.errors import UserError, run_cli  # noqa: E402
 from diam.paths import atomic_write, refuse_paper_results  # noqa: E402
 from diam.statistics import ALPHA  # noqa: E402
@@ -118,7 +118,7 @@ def draw_panel(ax, tree, model_num: int, dataset: str, query_batch: int) -> None
         extra_index += method not in METHOD_STYLES
         per_seed = tree.runs[(model_num, dataset, method)]
         if tree.has_several_seeds:
-            curve = results.seed_curve(per_seed)
+            curve = analysis.seed_curve(per_seed)
             queried = curve.iterations * query_batch
             means, half_widths = curve.mean_top1, curve.half_widths
             ax.plot(queried, means, label=results.method_display_name(method), markersize=4, **style)
@@ -127,7 +127,7 @@ def draw_panel(ax, tree, model_num: int, dataset: str, query_batch: int) -> None
                             alpha=0.15, linewidth=0)
             all_means.extend(means)
             continue
-        curve = results.learning_curve(next(iter(per_seed.values())))
+        curve = analysis.learning_curve(next(iter(per_seed.values())))
         queried = curve.iterations * query_batch
         all_means.extend(curve.mean_top1)
         ax.plot(queried, curve.mean_top1, label=results.method_display_name(method), markersize=4, **style)
@@ -175,7 +175,7 @@ def draw_learning_curves(trees, model_num: int, datasets, query_batch: int | Non
 
 def draw_penalty_matrices(trees, model_num: int, datasets):
     """BADGE's penalty matrix per (tree, dataset) as a heatmap; one row per tree. Returns the Figure."""
-    matrices = [[results.penalty_matrix(tree, model_num, dataset) for dataset in datasets] for tree in trees]
+    matrices = [[analysis.penalty_matrix(tree, model_num, dataset) for dataset in datasets] for tree in trees]
     side = max(5.0, 0.9 * max(len(m.methods) for row in matrices for m in row) + 2.0)
     fig, axes = plt.subplots(len(trees), len(datasets), squeeze=False, layout="constrained",
                              figsize=(side * len(datasets), side * len(trees) + 1.2))

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from diam import results
+from diam import analysis, results
 from diam.errors import UserError, run_cli
 from diam.statistics import ALPHA
 
@@ -137,14 +137,14 @@ def verdict_parts(verdict, expected_iterations) -> tuple[str, str]:
 def print_verdicts(tree, dataset, model_nums, methods) -> None:
     rounds = tree.expected_iterations(dataset)[1:]
     print(
-        f"{results.dataset_display_name(dataset)}: {results.REFERENCE_METHOD} against each other method,"
+        f"{results.dataset_display_name(dataset)}: {analysis.REFERENCE_METHOD} against each other method,"
         f" paired by seed (AULC = mean accuracy over al_iter {results.as_ranges(tree.expected_iterations(dataset))};"
         f" rounds = al_iter {results.as_ranges(rounds)}, each a two-sided paired t-test across seeds, p < {ALPHA})"
     )
     for model_num in model_nums:
-        found = results.verdicts(tree, model_num, dataset, methods)
+        found = analysis.verdicts(tree, model_num, dataset, methods)
         if not found and tree.methods(model_num, dataset):
-            print(f"T={model_num}: no verdict, {results.REFERENCE_METHOD} has no results to pair with the others'")
+            print(f"T={model_num}: no verdict, {analysis.REFERENCE_METHOD} has no results to pair with the others'")
         for verdict in found:
             aulc, won = verdict_parts(verdict, tree.expected_iterations(dataset))
             print(f"T={model_num} vs {results.method_display_name(verdict.method)}: {aulc}; {won}")
@@ -156,7 +156,7 @@ def print_penalty_matrices(tree, dataset, model_nums, methods) -> None:
         present = [m for m in methods if (model_num, dataset, m) in tree.runs]
         if len(present) < 2:
             continue
-        matrix = results.penalty_matrix(tree, model_num, dataset, present)
+        matrix = analysis.penalty_matrix(tree, model_num, dataset, present)
         print(
             f"{results.dataset_display_name(dataset)}, T={model_num}: penalty matrix, entry = rounds (of"
             f" {len(matrix.rounds)}) at which the row method is significantly better than the column method"
@@ -187,11 +187,11 @@ def print_latex(table, seeds) -> None:
 
 def print_latex_verdicts(tree, dataset, model_nums, methods) -> None:
     print(
-        f"% {results.dataset_display_name(dataset)}: {results.REFERENCE_METHOD} vs method: T & method &"
+        f"% {results.dataset_display_name(dataset)}: {analysis.REFERENCE_METHOD} vs method: T & method &"
         f" AULC difference [95\\% CI] & rounds won/tied/lost (paired t-test, p < {ALPHA})"
     )
     for model_num in model_nums:
-        for verdict in results.verdicts(tree, model_num, dataset, methods):
+        for verdict in analysis.verdicts(tree, model_num, dataset, methods):
             difference = verdict.aulc_difference
             if difference.has_ci:
                 aulc = f"${signed(difference.mean)}\\ [{signed(difference.low)}, {signed(difference.high)}]$"
@@ -242,7 +242,7 @@ def print_tree(tree, args) -> None:
         if dataset in unknown:
             continue
         seeds = tree.seeds(dataset)
-        table = results.dataset_table(tree, dataset, model_nums, methods)
+        table = analysis.dataset_table(tree, dataset, model_nums, methods)
         if args.latex:
             print_latex(table, seeds)
             if len(seeds) > 1:

@@ -1,6 +1,6 @@
 """Statistics over repeated trials (seeds): confidence intervals and paired tests.
 
-Pure functions over arrays; `diam/results.py` feeds them from results trees. The
+Pure functions over arrays; `diam/analysis.py` feeds them from results trees. The
 distributions come from scipy.stats. SPEC section 9: several repeats, a 95%
 confidence interval across them, and BADGE's pairwise penalty matrix (Ash et al.,
 ICLR 2020): at each labeling round, a two-sided paired t-test across repeats between

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diam import results
+from diam import analysis, results
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PAPER_TREE = PROJECT_ROOT / "extracted_results"
@@ -47,7 +47,7 @@ def small_tree(tmp_path):
 
 def test_learning_curve_is_mean_and_population_std_across_models(small_tree):
     tree = results.load_results(small_tree)
-    curve = results.learning_curve(tree.accuracies[(2, "mnist", "DIAM")])
+    curve = analysis.learning_curve(tree.accuracies[(2, "mnist", "DIAM")])
     np.testing.assert_array_equal(curve.iterations, [0, 1, 2])
     np.testing.assert_allclose(curve.mean_top1, [91, 96, 95])
     np.testing.assert_allclose(curve.std_top1, [1, 2, 0])  # ddof=0, as the authors' table.py
@@ -55,7 +55,7 @@ def test_learning_curve_is_mean_and_population_std_across_models(small_tree):
 
 def test_table_cell_is_mean_over_iterations_and_best_mean_is_marked(small_tree):
     tree = results.load_results(small_tree)
-    table = results.dataset_table(tree, "mnist", [2], ["DIAM", "random"])
+    table = analysis.dataset_table(tree, "mnist", [2], ["DIAM", "random"])
     diam, random = table.cells[("DIAM", 2)], table.cells[("random", 2)]
     assert (diam.mean, diam.std) == pytest.approx((94.0, 1.0))
     assert (random.mean, random.std) == pytest.approx((93.0, 4 / 3))
@@ -134,7 +134,7 @@ def test_missing_models_methods_and_iterations_are_reported(tmp_path):
     assert "T=2 mnist: no results for margin" in lines
     assert "T=2 mnist random: al_iter 2 missing (expected 0-2)" in lines
 
-    table = results.dataset_table(tree, "mnist", [2, 4], ["DIAM", "random", "margin"])
+    table = analysis.dataset_table(tree, "mnist", [2, 4], ["DIAM", "random", "margin"])
     partial = table.cells[("random", 2)]
     assert (partial.iterations_used, partial.iterations_expected) == (2, 3) and not partial.best
     assert table.cells[("DIAM", 2)].best
@@ -191,7 +191,7 @@ def test_plotted_lines_are_the_tables_numbers(small_tree):
     ax = figure.axes[0]
     lines = {line.get_label(): line for line in ax.lines if not line.get_label().startswith("_")}
     assert set(lines) == {"DIAM", "Random"}
-    table = results.dataset_table(tree, "mnist", [2], ["DIAM", "random"])
+    table = analysis.dataset_table(tree, "mnist", [2], ["DIAM", "random"])
     for method, per_iteration_means in (("DIAM", [91, 96, 95]), ("random", [91, 92, 96])):
         line = lines[results.method_display_name(method)]
         np.testing.assert_array_equal(line.get_xdata(), [0, 100, 200])
@@ -222,7 +222,7 @@ def test_paper_numbers_are_shipped_whole_and_marked():
 def test_paper_table_uses_every_file_and_diam_is_best_in_every_column():
     tree = results.load_results(PAPER_TREE)
     for dataset in ("mnist", "kmnist"):
-        table = results.dataset_table(tree, dataset, results.PAPER_MODEL_NUMS, results.DISPLAY_ORDER)
+        table = analysis.dataset_table(tree, dataset, results.PAPER_MODEL_NUMS, results.DISPLAY_ORDER)
         assert len(table.cells) == 7 * 5
         assert all(cell.iterations_used == 11 and cell.complete for cell in table.cells.values())
         best = {t: [m for m in table.methods if table.cells[(m, t)].best] for t in results.PAPER_MODEL_NUMS}
@@ -237,7 +237,7 @@ def test_paper_table_cell_matches_an_independent_recomputation(model_num, datase
     ])
     expected_mean = np.mean([row.mean() for row in top1])
     expected_std = np.mean([np.sqrt(np.mean((row - row.mean()) ** 2)) for row in top1])
-    cell = results.dataset_table(results.load_results(PAPER_TREE), dataset, [model_num], [method]).cells[(method, model_num)]
+    cell = analysis.dataset_table(results.load_results(PAPER_TREE), dataset, [model_num], [method]).cells[(method, model_num)]
     assert (cell.mean, cell.std) == pytest.approx((expected_mean, expected_std), rel=1e-12)
 
     printed = run_script("table.py", "--datasets", dataset)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from diam import results, statistics
+from diam import analysis, results, statistics
 from diam.paths import RunPaths
 from test_results_plot_table import run_script, write_tree
 
@@ -130,7 +130,7 @@ def test_a_dataset_run_at_fewer_seeds_than_another_is_complete_at_its_own(tmp_pa
     tree = results.load_results(root)
     assert tree.seeds() == [0, 1, 2] and tree.seeds("fmnist") == [0, 1] and tree.seeds(DATASET) == [0, 1, 2]
     assert results.missing_parts(tree, [MODEL_NUM], [DATASET, "fmnist"], ["DIAM", "random"]) == []
-    assert results.penalty_matrix(tree, MODEL_NUM, "fmnist").seeds == (0, 1)
+    assert analysis.penalty_matrix(tree, MODEL_NUM, "fmnist").seeds == (0, 1)
     shown = run_script("table.py", "--results", str(root), "--model_nums", "2", "--datasets", "fmnist")
     assert shown.returncode == 0, shown.stderr
     assert "mean over seeds 0-1" in shown.stdout and "(2/3 seeds)" not in shown.stdout
@@ -186,7 +186,7 @@ def test_built_to_tie_is_a_tie_and_zero_variance_follows_badges_convention():
 
 def test_seed_curve_is_the_mean_over_seeds_of_the_model_mean_with_its_ci(seed_tree):
     tree = results.load_results(seed_tree)
-    curve = results.seed_curve(tree.runs[(MODEL_NUM, DATASET, "DIAM")])
+    curve = analysis.seed_curve(tree.runs[(MODEL_NUM, DATASET, "DIAM")])
     np.testing.assert_array_equal(curve.iterations, ITERATIONS)
     expected = [np.mean([model_mean("DIAM", s, i) for s in SEEDS]) for i in ITERATIONS]
     np.testing.assert_allclose(curve.mean_top1, expected)
@@ -196,7 +196,7 @@ def test_seed_curve_is_the_mean_over_seeds_of_the_model_mean_with_its_ci(seed_tr
 
 def test_aulc_per_seed_and_its_ci_per_method(seed_tree):
     tree = results.load_results(seed_tree)
-    table = results.dataset_table(tree, DATASET, [MODEL_NUM], METHODS)
+    table = analysis.dataset_table(tree, DATASET, [MODEL_NUM], METHODS)
     for method in METHODS:
         aulcs = [np.mean([model_mean(method, s, i) for i in ITERATIONS]) for s in SEEDS]
         cell = table.cells[(method, MODEL_NUM)]
@@ -204,14 +204,14 @@ def test_aulc_per_seed_and_its_ci_per_method(seed_tree):
         assert cell.aulc.half_width == pytest.approx(T_975_DOF3 * sample_sd(aulcs) / 2)
         assert (cell.seeds_used, cell.seeds_expected, cell.iterations_used) == (4, 4, 4)
         # the cell's mean is also the mean over iterations of the seed-mean curve, as the single-seed table
-        curve = results.seed_curve(tree.runs[(MODEL_NUM, DATASET, method)])
+        curve = analysis.seed_curve(tree.runs[(MODEL_NUM, DATASET, method)])
         assert cell.mean == pytest.approx(curve.mean_top1.mean())
         assert cell.std == pytest.approx(1.0)  # the two models sit 1 point either side of their mean
     assert [m for m in METHODS if table.cells[(m, MODEL_NUM)].best] == ["DIAM"]
 
 
 def test_penalty_matrix_on_a_constructed_case(seed_tree):
-    matrix = results.penalty_matrix(results.load_results(seed_tree), MODEL_NUM, DATASET)
+    matrix = analysis.penalty_matrix(results.load_results(seed_tree), MODEL_NUM, DATASET)
     assert matrix.methods == METHODS and matrix.rounds == (1, 2, 3) and matrix.seeds == SEEDS
     # Rounds 1-3. DIAM = CAL + 2 always (constant: significant), and beats the others at rounds 2-3.
     # CAL is 2 under the others at round 1 and 1-1.5 over random and margin at rounds 2-3; against
@@ -239,7 +239,7 @@ def test_penalty_matrix_on_a_constructed_case(seed_tree):
 
 
 def test_verdict_is_diam_against_each_method_paired_by_seed(seed_tree):
-    verdicts = {v.method: v for v in results.verdicts(results.load_results(seed_tree), MODEL_NUM, DATASET)}
+    verdicts = {v.method: v for v in analysis.verdicts(results.load_results(seed_tree), MODEL_NUM, DATASET)}
     assert list(verdicts) == ["CAL", "entropy", "margin", "random"]
     random = verdicts["random"]
     differences = [np.mean([diam_gain(s, i) for i in ITERATIONS]) for s in SEEDS]  # 1.5, 1.75, 1.5, 1.75
@@ -260,7 +260,7 @@ def test_verdict_is_diam_against_each_method_paired_by_seed(seed_tree):
 # ------------------------------------------------------------------ the scripts
 def test_table_prints_mean_and_ci_and_verdicts_plain_and_latex(seed_tree):
     tree = results.load_results(seed_tree)
-    cell = results.dataset_table(tree, DATASET, [MODEL_NUM], ["DIAM"]).cells[("DIAM", MODEL_NUM)]
+    cell = analysis.dataset_table(tree, DATASET, [MODEL_NUM], ["DIAM"]).cells[("DIAM", MODEL_NUM)]
     plain = run_script("table.py", "--results", str(seed_tree), "--model_nums", "2")
     assert plain.returncode == 0, plain.stderr
     assert "95% CI half-width across seeds" in plain.stdout
@@ -311,11 +311,11 @@ def test_plotted_curves_and_bands_are_the_seed_statistics(seed_tree):
     bands = ax.collections
     assert len(bands) == len(METHODS)  # one CI band per method, no per-model error bars
     for method, band in zip(tree.methods(MODEL_NUM, DATASET), bands):
-        curve = results.seed_curve(tree.runs[(MODEL_NUM, DATASET, method)])
+        curve = analysis.seed_curve(tree.runs[(MODEL_NUM, DATASET, method)])
         line = lines[results.method_display_name(method)]
         np.testing.assert_array_equal(line.get_xdata(), np.array(ITERATIONS) * 50)
         np.testing.assert_allclose(line.get_ydata(), curve.mean_top1)
-        cell = results.dataset_table(tree, DATASET, [MODEL_NUM], [method]).cells[(method, MODEL_NUM)]
+        cell = analysis.dataset_table(tree, DATASET, [MODEL_NUM], [method]).cells[(method, MODEL_NUM)]
         assert np.mean(line.get_ydata()) == pytest.approx(cell.mean)
         vertices = band.get_paths()[0].vertices
         for x, mean, half_width in zip(line.get_xdata(), curve.mean_top1, curve.half_widths):
@@ -325,7 +325,7 @@ def test_plotted_curves_and_bands_are_the_seed_statistics(seed_tree):
 
 def test_penalty_heatmap_shows_the_matrix_with_names_and_numbers(seed_tree):
     tree = results.load_results(seed_tree)
-    matrix = results.penalty_matrix(tree, MODEL_NUM, DATASET)
+    matrix = analysis.penalty_matrix(tree, MODEL_NUM, DATASET)
     figure = plot.draw_penalty_matrices([tree], MODEL_NUM, [DATASET])
     ax = figure.axes[0]
     np.testing.assert_array_equal(ax.images[0].get_array(), matrix.wins)
