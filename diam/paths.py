@@ -3,6 +3,8 @@
     <work_dir>/<preset>/<dataset>/config.json                  settings the run was made with
     <work_dir>/<preset>/<dataset>/indices/iter0.npz             initial labeled/unlabeled split (shared)
     <work_dir>/<preset>/<dataset>/indices/T<T>/<method>/iter<I>.npz   split selected for iteration I
+    <work_dir>/<preset>/<dataset>/indices/T<T>/<method>/iter<I>_weights.npz   importance weights of the
+                                                                 examples the selection sampled (lewis*)
     <work_dir>/<preset>/<dataset>/models/iter0/net<N>.{pt,json,npz}   iteration 0 (shared by all T, methods)
     <work_dir>/<preset>/<dataset>/models/T<T>/<method>/iter<I>/net<N>.{pt,json,npz}
     <work_dir>/<preset>/extracted_results/<T>/<dataset>/<method>/<I>/performances.txt
@@ -63,6 +65,11 @@ class RunPaths:
         if al_iter == 0:
             return self.root / "indices" / "iter0.npz"
         return self.root / "indices" / f"T{model_num}" / method / f"iter{al_iter}.npz"
+
+    def importance_weights(self, model_num: int, method: str, al_iter: int) -> Path:
+        """Beside the index file of iteration I (>= 1): the sampled examples' importance weights,
+        written before the index file (which marks the selection done)."""
+        return self.indices(model_num, method, al_iter).with_name(f"iter{al_iter}_weights.npz")
 
     def model_dir(self, model_num: int, method: str, al_iter: int) -> Path:
         if al_iter == 0:

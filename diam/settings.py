@@ -7,7 +7,7 @@ from typing import Optional
 
 from .errors import UserError
 from .paths import RunPaths, check_run_config, default_work_dir
-from .presets import DATASETS, DIAM_QP_Q, MAX_MODELS, METHODS, Preset, preset_from_args
+from .presets import DATASETS, DIAM_QP_Q, LEWIS_P, MAX_MODELS, METHODS, Preset, preset_from_args
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,20 @@ class StepSettings:
     data_root: Optional[str] = None  # None: $DIAM_DATA_ROOT or ./data
     redo: bool = False
     diam_q: float = DIAM_QP_Q  # DIAM_qp's weight of the disagreement score (only selection sets it)
+    lewis_p: float = LEWIS_P  # lewis, lewis_oneshot: the p of the lp Lewis weights (only selection sets it)
+    lewis_representation: str = "trained"  # lewis, lewis_oneshot: one of presets.LEWIS_REPRESENTATIONS
 
     def run_config(self) -> dict:
         return run_config(self.dataset, self.preset)
 
 
 def run_config(dataset: str, preset: Preset) -> dict:
-    """What config.json of a run folder records: every setting, and the mode they add up to."""
-    return {"dataset": dataset, "mode": preset.mode, **preset.as_dict()}
+    """What config.json of a run folder records: every setting, and the mode they add up to.
+    linear_heads is recorded only when on, so that folders made before it existed still match."""
+    settings = {"dataset": dataset, "mode": preset.mode, **preset.as_dict()}
+    if not preset.linear_heads:
+        del settings["linear_heads"]
+    return settings
 
 
 def settings_from_args(args, results_dir=None) -> StepSettings:
@@ -51,7 +57,9 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
     check_run_config(paths, run_config(args.dataset, preset), claim=False)
     return StepSettings(preset=preset, dataset=args.dataset, model_num=args.model_num, al_iter=args.al_iter,
                         method=method, paths=paths, device=args.device, data_root=args.data_root,
-                        redo=args.redo, diam_q=getattr(args, "DIAMq", DIAM_QP_Q))
+                        redo=args.redo, diam_q=getattr(args, "DIAMq", DIAM_QP_Q),
+                        lewis_p=getattr(args, "lewis_p", LEWIS_P),
+                        lewis_representation=getattr(args, "lewis_representation", "trained"))
 
 
 def resolve_device(name: Optional[str]):
