@@ -15,8 +15,9 @@ Baseline: alipy's QueryInstanceCoresetGreedy and QueryInstanceQBC.calc_vote_entr
 on the same synthetic inputs, run once each (their cost makes repeats impractical),
 with our function at the same pool size beside them and the picks compared.
 
-DIAM_qp is left out of the default list (as it is out of iter_all.sh's): name it in
---strategies. It runs once at --unlabeled, with the time of its three stages (k-NN
+DIAM_qp, lewis and lewis_oneshot are left out of the default list (as they are out of
+iter_all.sh's): name them in --strategies. lewis times the Lewis-weight sampling of one batch
+from every model's features (lewis_oneshot's draw is the same function with a larger sample). It runs once at --unlabeled, with the time of its three stages (k-NN
 co-occurrence, PSD projection, QP), then, at --dense-unlabeled, beside the authors'
 dense route on the same inputs (dense n x n distances and a full sort per row, a dense
 count matrix, one eigendecomposition of the whole matrix, OSQP on the dense projection),
@@ -44,7 +45,8 @@ from sklearn.metrics import pairwise_distances
 # Runs as a plain script from any directory: make the `diam` package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diam.strategies as strategies  # noqa: E402
-from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions, coreset, vote_entropy  # noqa: E402
+from diam.strategies import (STRATEGIES, SelectionInputs, SelectionOptions, WeightedBatch, coreset,  # noqa: E402
+                             vote_entropy)
 from machine import cpu_model  # noqa: E402  (bench/machine.py)
 
 SEED = 0
@@ -57,7 +59,7 @@ SNAPSHOT_NOISE = 0.4
 # much of each model's own, so that the models' nearest neighbours overlap in part.
 MODEL_FEATURE_NOISE = 0.5
 # Methods left out unless named in --strategies.
-OPT_IN_STRATEGIES = ("DIAM_qp",)
+OPT_IN_STRATEGIES = ("DIAM_qp", "lewis", "lewis_oneshot")
 
 
 @dataclass
@@ -149,6 +151,8 @@ def synthetic_inputs(config: Config, needs: str) -> SelectionInputs:
     if needs == "snapshots":
         return SelectionInputs(config.unlabeled,
                                snapshot_labels=synthetic_snapshot_labels(config))
+    if needs == "model_features":
+        return SelectionInputs(config.unlabeled, unlabeled_model_features=synthetic_model_features(config))
     if needs == "snapshots_and_model_features":
         return SelectionInputs(config.unlabeled, snapshot_labels=synthetic_snapshot_labels(config),
                                unlabeled_model_features=synthetic_model_features(config))
@@ -183,6 +187,8 @@ def _timed(name: str, pool: int, config: Config, run, repeats: int) -> Measureme
     for _ in range(repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
         output = run()
+        if isinstance(output, WeightedBatch):
+            output = output.positions
         if config.device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
