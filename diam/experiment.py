@@ -249,6 +249,14 @@ def selection_options(run: Run) -> SelectionOptions:
                             diam_q=run.diam_q, lewis_p=run.settings.lewis_p)
 
 
+def _scoring_generator(run: Run, net_id: int):
+    """With the score_with_train_aug quirk, the pool is scored through the training augmentation
+    drawn from the net's own stream; else through the evaluation transform (None)."""
+    if not run.preset.score_with_train_aug:
+        return None
+    return torch.Generator(device=run.device).manual_seed(stream_seed(run.preset.seed, net_id))
+
+
 def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str) -> dict:
     """What training recorded for net `net_id`; probabilities or features it lacks are computed once and kept."""
     path = run.paths.pool_predictions(run.model_num, run.method, run.al_iter, net_id)
@@ -272,22 +280,13 @@ def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str)
         net, _ = run.load_net(net_id)
         scored = run.data.pool_images if wanted == "pool_features" else \
             run.data.pool_images[torch.from_numpy(unlabeled).to(run.device)]
-        gen = torch.Generator(device=run.device).manual_seed(stream_seed(run.preset.seed, net_id)) \
-            if run.preset.score_with_train_aug else None
         _, probs, feats = predict(net, scored, run.image_size(net_id), run.preset.eval_batch,
                                   want_probs=wanted == "unlabeled_probs", want_features=wanted == "pool_features",
-                                  generator=gen, crop_scale_min=run.preset.crop_scale_min, bf16=run.preset.bf16)
+                                  generator=_scoring_generator(run, net_id), crop_scale_min=run.preset.crop_scale_min,
+                                  bf16=run.preset.bf16)
         stored.update(unlabeled=unlabeled, **{wanted: probs if wanted == "unlabeled_probs" else feats})
         write_npz(path, **stored)
     return stored
-
-
-def _scoring_generator(run: Run, net_id: int):
-    """With the score_with_train_aug quirk, the pool is scored through the training augmentation
-    drawn from the net's own stream; else through the evaluation transform (None)."""
-    if not run.preset.score_with_train_aug:
-        return None
-    return torch.Generator(device=run.device).manual_seed(stream_seed(run.preset.seed, net_id))
 
 
 def initial_features(run: Run, net_id: int, unlabeled: np.ndarray) -> np.ndarray:

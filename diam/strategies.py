@@ -395,14 +395,16 @@ def lewis_sampling(model_features, batch_size: int, rng: np.random.Generator, p:
     probability (diam/lewis.py says how, and which choices are the paper's and which are ours).
 
     `model_features` has shape (T, U, dim): every model's penultimate features on the unlabeled
-    pool. Exactly min(B, U) distinct positions, example i taken with probability
-    pi_i = min(1, beta w_i) (sum pi = B), in a random order; the rng decides everything random.
+    pool. w_i is the maximum over the models of the Lewis weights of their top-B principal parts
+    (the whole representation when B is at least its rank: diam/lewis.py says why). Exactly
+    min(B, U) distinct positions, example i taken with probability pi_i = min(1, beta w_i)
+    (sum pi = B), in a random order; the rng decides everything random.
     """
     shape = tuple(model_features.shape)
     if len(shape) != 3 or shape[0] < 1:
         raise ValueError(f"model_features must have shape (models, unlabeled, dim), got {shape}")
     n_picks = _batch_length(shape[1], batch_size)
-    weights = maximum_lewis_weights(model_features, p, device)
+    weights = maximum_lewis_weights(model_features, p, device, rank=n_picks)
     probabilities = inclusion_probabilities(weights, n_picks)
     positions = sample_with_probabilities(probabilities, rng)
     return WeightedBatch(positions, 1.0 / probabilities[positions], weights[positions], float(weights.sum()))

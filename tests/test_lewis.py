@@ -61,6 +61,20 @@ def test_lewis_weights_sum_to_the_rank_and_lie_in_zero_one(p):
     assert np.all(weights >= 0) and np.all(weights <= 1 + 1e-12)
 
 
+def test_a_rank_k_principal_part_gives_the_leverage_scores_of_the_best_rank_k_approximation():
+    matrix = random_matrix(9, n_rows=60, dim=8)
+    left, _, _ = np.linalg.svd(matrix, full_matrices=False)
+    for k in (1, 3, 5):
+        weights = lewis_weights(matrix, 2.0, rank=k)
+        np.testing.assert_allclose(weights, (left[:, :k] ** 2).sum(axis=1), atol=1e-12)
+        assert lewis_weights(matrix, 1.0, rank=k).sum() == pytest.approx(k, abs=1e-8)
+    wide = random_matrix(10, n_rows=6, dim=9)  # as many dimensions as rows, or more: nothing to choose
+    np.testing.assert_allclose(lewis_weights(wide, 2.0), 1.0)
+    wide_left, _, _ = np.linalg.svd(wide, full_matrices=False)
+    np.testing.assert_allclose(lewis_weights(wide, 2.0, rank=2), (wide_left[:, :2] ** 2).sum(axis=1), atol=1e-12)
+    np.testing.assert_array_equal(lewis_weights(matrix, 2.0, rank=8), lewis_weights(matrix, 2.0))  # nothing cut
+
+
 def test_a_row_alone_in_its_direction_has_weight_one():
     matrix = random_matrix(3, n_rows=50, dim=4)
     matrix[:, 3] = 0.0
@@ -130,12 +144,22 @@ def test_sampling_and_weights_are_reproducible_from_the_seed():
     np.testing.assert_array_equal(first.positions, again.positions)
     np.testing.assert_array_equal(first.importance_weights, again.importance_weights)
     assert set(first.positions.tolist()) != set(other.positions.tolist())
-    # The weight of a pick is 1 / its inclusion probability; its Lewis weight is the maximum's.
-    weights = maximum_lewis_weights(features)
+    # The weight of a pick is 1 / its inclusion probability; its Lewis weight is the maximum's (over
+    # each model's top-25 principal part: all of it, the rank being 7).
+    weights = maximum_lewis_weights(features, rank=25)
+    np.testing.assert_array_equal(weights, maximum_lewis_weights(features))
     probabilities = inclusion_probabilities(weights, 25)
     np.testing.assert_allclose(first.importance_weights, 1.0 / probabilities[first.positions])
     np.testing.assert_array_equal(first.lewis_weights, weights[first.positions])
     assert first.lewis_weight_sum == pytest.approx(weights.sum())
+
+
+def test_a_batch_smaller_than_the_rank_samples_by_each_models_top_b_principal_part():
+    features = np.random.default_rng(13).normal(size=(2, 150, 40)) * np.geomspace(10, 0.01, 40)
+    picked = lewis_sampling(features, 8, np.random.default_rng(0))
+    truncated = maximum_lewis_weights(features, rank=8)
+    np.testing.assert_array_equal(picked.lewis_weights, truncated[picked.positions])
+    assert truncated.sum() <= 2 * 8 + 1e-9 and not np.allclose(truncated, maximum_lewis_weights(features))
 
 
 def test_an_example_that_only_one_model_sets_apart_is_always_picked():
