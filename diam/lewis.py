@@ -5,8 +5,8 @@ arXiv 2405.14121).
 The paper learns the linear prediction layer of each of T models as an lp regression on that
 model's representation of the pool, A_t (n x d_t), and queries labels by sampling the pool's
 rows by their **maximum lp Lewis weight across the T representations**, reweighting the
-sampled rows so that the sampled regressions approximate the full ones (its abstract and
-section 1). This module is that sampling, as pure functions over arrays:
+sampled rows so that the sampled regressions approximate the full ones (its abstract). This
+module is that sampling, as pure functions over arrays:
 
 - `lewis_weights(A, p)`: the lp Lewis weights of A's rows (Cohen and Peng 2015): the unique
   w >= 0 with w_i = (a_i^T (A^T W^(1-2/p) A)^+ a_i)^(p/2). For p = 2 they are the leverage
@@ -24,9 +24,9 @@ section 1). This module is that sampling, as pure functions over arrays:
 Which choices are the paper's and which are ours (docs/lewis.md says the same):
 - the paper's: the representation of each model's backbone, lp Lewis weights per
   representation, their maximum across the representations, sampling by it and reweighting
-  the sampled rows (abstract and section 1).
-- ours, because this session could read only the paper's abstract and introduction (its
-  algorithm box and experimental settings were not available offline):
+  the sampled rows (its abstract).
+- ours, because only the paper's abstract and the opening of its introduction could be read
+  offline (not its algorithm box or experimental settings):
   * p = 2 by default (leverage scores: exact, one eigendecomposition per representation);
     other p in [1, 4) are offered (`--lewis_p`), the range where the fixed point contracts;
   * the raw maximum, no normalisation across representations: each representation's weights
@@ -43,11 +43,12 @@ Which choices are the paper's and which are ours (docs/lewis.md says the same):
   * with a sample smaller than a representation's rank, the weights of its top-m principal
     part, m the sample size (`lewis_sampling` passes rank = m). Lewis weights sum to the rank:
     a sample of m < d rows cannot determine a d-dimensional linear layer, and the full weights
-    are then close to uniform; when the pool has no more rows than dimensions (the quick and
-    repro presets' digits: 1,147 unlabeled rows of 1,281 dimensions) they are all exactly 1 and
-    the sampling is uniform. The principal part holds most of the energy (on digits at the
-    quick preset, iteration 0's nets hold 98.6% and 99.2% of it in 20 directions). At the paper's scale (a batch of 1,500 or more
-    against 1,281 dimensions) nothing is cut.
+    are then close to uniform; when the pool has no more rows than dimensions (digits at the
+    quick and repro presets: about 1,100 unlabeled rows of 1,281 dimensions) they are all
+    exactly 1 and the sampling is uniform. The principal part holds most of the energy (on
+    digits at the quick preset, iteration 0's two nets hold 98.6% and 99.2% of it in 20
+    directions). At the paper's scale (a batch of 1,500 or more against 1,281 dimensions)
+    nothing is cut.
 """
 import numpy as np
 import torch
