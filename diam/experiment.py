@@ -24,8 +24,8 @@ from .paths import (check_run_config, read_indices, refuse_paper_results, step_l
 from .presets import MODEL_FEATURE_METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, SUBSET_SEED
 from .settings import StepSettings, resolve_device
 from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, WeightedBatch
-from .training import (Record, allow_tf32, backbone_features, evaluate, predict, stream_seed, to_device,
-                       train_linear_head, train_target_net)
+from .training import (Record, allow_tf32, backbone_features, evaluate, predict, set_batchnorm_statistics,
+                       stream_seed, to_device, train_linear_head, train_target_net)
 
 
 class Run:
@@ -291,10 +291,14 @@ def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str)
 
 def initial_features(run: Run, net_id: int, unlabeled: np.ndarray) -> np.ndarray:
     """Penultimate features of the unlabeled pool under net `net_id`'s initial weights (before any
-    training: he_fout's random ones, or with --init pretrained OFA's ImageNet backbone)."""
-    net, _, _ = run.initial_net(net_id)
-    _, _, feats = predict(to_device(net, run.device), run.data.pool_images[torch.from_numpy(unlabeled).to(run.device)],
-                          run.image_size(net_id), run.preset.eval_batch, want_features=True,
+    training: he_fout's or PyTorch's random ones, with BatchNorm statistics set from the unlabeled
+    pool, without which they are all 0; or with --init pretrained OFA's ImageNet backbone as it is)."""
+    net, init, _ = run.initial_net(net_id)
+    net = to_device(net, run.device)
+    images = run.data.pool_images[torch.from_numpy(unlabeled).to(run.device)]
+    if init != "pretrained":
+        set_batchnorm_statistics(net, images, run.image_size(net_id), run.preset.eval_batch)
+    _, _, feats = predict(net, images, run.image_size(net_id), run.preset.eval_batch, want_features=True,
                           generator=_scoring_generator(run, net_id), crop_scale_min=run.preset.crop_scale_min,
                           bf16=run.preset.bf16)
     return feats

@@ -107,6 +107,29 @@ def predict(net, images, size, batch, want_probs=False, want_features=False, gen
 
 
 @torch.no_grad()
+def set_batchnorm_statistics(net, images, size, batch) -> None:
+    """Set every BatchNorm layer's running mean and variance to their averages over `images`
+    (through the evaluation transform, in batches), then leave the net in eval mode.
+
+    An untrained net in eval mode normalises with BatchNorm's initial statistics (mean 0,
+    variance 1), so nothing rescales its activations: with he_fout's small depthwise weights
+    they shrink layer after layer, and OFA's nets map every image to features near 1e-10 (0 in
+    float16). With the pool's statistics each layer is normalised as in a training step.
+    """
+    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a cumulative average over the batches
+    net.train()
+    for chunk in _batches(torch.arange(len(images), device=images.device), batch):
+        net(to_input_layout(eval_transform(images[chunk], size)))
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    net.eval()
+
+
+@torch.no_grad()
 def backbone_features(net, images, size, batch, bf16=False) -> torch.Tensor:
     """Penultimate features (float32, on the images' device) through the evaluation transform, eval mode."""
     net.eval()

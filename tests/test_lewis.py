@@ -298,6 +298,9 @@ def test_initial_representation_reads_the_nets_before_training(tiny_runs):
     _, unlabeled = read_indices(paths.indices(T, "lewis", 0), "digits", POOL)
     initial = np.stack([initial_features(run, n, unlabeled) for n in range(T)])
     np.testing.assert_array_equal(initial[0], initial_features(run, 0, unlabeled))  # the same weights each time
+    # Untrained nets with BatchNorm's initial statistics map every image to ~0; with the pool's,
+    # the features vary from example to example.
+    assert np.all(initial.astype(np.float64).std(axis=1).max(axis=1) > 0.1)
     assert run_script_here("al_select.py", *args).returncode == 0
     expected = lewis_sampling(initial, 10, selection_rng(run))
     with np.load(paths.importance_weights(T, "lewis", 1)) as z:
