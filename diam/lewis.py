@@ -30,8 +30,8 @@ Which choices are the paper's and which are ours (docs/lewis.md says the same):
   * p = 2 by default (leverage scores: exact, one eigendecomposition per representation);
     other p in [1, 4) are offered (`--lewis_p`), the range where the fixed point contracts;
   * the raw maximum, no normalisation across representations: each representation's weights
-    already sum to its rank, and the paper's own observation (the sum of the maximum weights
-    grows slowly with T) is about the raw maximum;
+    already sum to its rank, and the observation reported of the paper (the sum of the maximum
+    weights grows slowly with T) reads as one about the raw maximum;
   * a column of ones beside the features, so that the weights do not depend on where the
     features' origin lies (the linear layer has a bias);
   * a fixed sample size m: Lewis-weight sampling in the literature it builds on is an
