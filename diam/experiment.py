@@ -5,10 +5,12 @@ the training loop and the strategies. Each step checks its inputs, skips work
 whose outputs already exist, and writes its outputs atomically with the
 completion marker (checkpoint, performances.txt, next index file) last.
 """
+import logging
 import sys
 import time
 import warnings
 import zlib
+from contextlib import contextmanager
 from functools import cached_property
 
 import numpy as np
@@ -22,6 +24,7 @@ from .paths import (check_run_config, read_indices, refuse_paper_results, step_l
 from .presets import MODEL_FEATURE_METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, SUBSET_SEED
 from .settings import StepSettings, resolve_device
 from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions
+from .strategies import log as strategies_log
 from .training import Record, allow_tf32, evaluate, predict, stream_seed, to_device, train_target_net
 
 
@@ -262,13 +265,15 @@ def select_step(run: Run, batch_size=None) -> str:
         strategy = STRATEGIES[run.method]
         inputs = selection_inputs(run, strategy.needs, labeled, unlabeled)
         start = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, strategy_notes() as notes:
             warnings.simplefilter("always", CALTopUpWarning)
             positions = strategy.select(inputs, batch_size, selection_rng(run), selection_options(run))
         seconds = time.perf_counter() - start
         for w in caught:  # our own notes; a library's deprecation notices are not the user's business
             if issubclass(w.category, CALTopUpWarning):
                 print(f"note: {w.message}", file=sys.stderr)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         positions = check_batch(np.asarray(positions), len(unlabeled), batch_size)
         chosen = np.zeros(len(unlabeled), dtype=bool)
         chosen[positions] = True
@@ -276,6 +281,30 @@ def select_step(run: Run, batch_size=None) -> str:
         write_indices(out, new_labeled, unlabeled[~chosen], run.dataset, run.pool_size)
         read_indices(out, run.dataset, run.pool_size)  # labeled + unlabeled is exactly the pool
     return f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s: {out}"
+
+
+class _Collect(logging.Handler):
+    def __init__(self, messages: list):
+        super().__init__(logging.INFO)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def strategy_notes():
+    """The messages the strategies log at INFO while the block runs (e.g. which route solved
+    DIAM_qp's QP), collected into the list it yields."""
+    messages: list[str] = []
+    handler, level = _Collect(messages), strategies_log.level
+    strategies_log.addHandler(handler)
+    strategies_log.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        strategies_log.removeHandler(handler)
+        strategies_log.setLevel(level)
 
 
 def check_batch(positions: np.ndarray, n_unlabeled: int, batch_size: int) -> np.ndarray:

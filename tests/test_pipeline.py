@@ -177,6 +177,9 @@ def test_al_select_writes_the_batch_the_strategy_picks_from_the_recorded_arrays(
 
     result = run_script_here("al_select.py", *args)
     assert result.returncode == 0, result.stderr
+    if method == "DIAM_qp":  # the user is told which route solved the QP
+        n_subsample = (POOL - TINY["initial_labeled"]) // 5
+        assert f"note: DIAM_qp's QP (n = {n_subsample}) answered by the certified route" in result.stderr
     # What training recorded is read, not changed. Iteration 0 records features for net 0
     # only: DIAM_qp's selection computes the other nets' once and keeps them beside.
     _, _, records = _recorded(paths, method)
