@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import qpsolvers
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 import torch
+from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import NearestNeighbors
 
 import diam.strategies as strategies
