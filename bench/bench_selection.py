@@ -30,7 +30,6 @@ where n <= --osqp-max-n.
 import argparse
 import dataclasses
 import importlib.metadata
-import logging
 import os
 import platform
 import statistics
@@ -266,15 +265,6 @@ def _timing_stage(stages: dict, name: str, function):
     return timed
 
 
-class _Notes(logging.Handler):
-    def __init__(self, notes: list):
-        super().__init__(logging.INFO)
-        self.notes = notes
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.notes.append(record.getMessage())
-
-
 def measure_our_diam_qp(config: Config, pool: int, qp_method: str = "certified") -> Measurement:
     """diam.strategies.diam_qp itself (what STRATEGIES["DIAM_qp"] calls), its three helpers
     timed where it calls them, and what it logs (the QP's route) kept."""
@@ -283,14 +273,12 @@ def measure_our_diam_qp(config: Config, pool: int, qp_method: str = "certified")
     for stage, helper in (("k-NN", "knn_cooccurrence"), ("projection", "nearest_psd"),
                           ("QP", "solve_selection_qp")):
         setattr(strategies, helper, _timing_stage(stages, stage, getattr(strategies, helper)))
-    notes: list[str] = []
-    strategies.log.addHandler(_Notes(notes))
-    strategies.log.setLevel(logging.INFO)
     name = "DIAM_qp (ours)" if qp_method == "certified" else f"DIAM_qp ({qp_method})"
-    measurement = _timed(name, pool, config,
-                         lambda: strategies.diam_qp(inputs.snapshot_labels, inputs.unlabeled_model_features,
-                                                    config.batch, np.random.default_rng(0), device=config.device,
-                                                    qp_method=qp_method), 1)
+    with strategies.strategy_notes() as notes:
+        measurement = _timed(name, pool, config,
+                             lambda: strategies.diam_qp(inputs.snapshot_labels, inputs.unlabeled_model_features,
+                                                        config.batch, np.random.default_rng(0),
+                                                        device=config.device, qp_method=qp_method), 1)
     measurement.stages, measurement.notes = stages, notes
     return measurement
 

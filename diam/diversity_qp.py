@@ -107,8 +107,10 @@ def nearest_psd(symmetric, device: str = "cpu") -> ProjectedSimilarity:
     the CPU scipy's `eigh` (LAPACK's MRRR driver) computes just those, and the update is
     one in-place symmetric rank-m product (BLAS syrk); on another torch device (a GPU)
     `torch.linalg.eigh` computes them all, in float64, and whichever side has fewer
-    eigenpairs builds the result. Memory: the n x n result, the eigenvectors kept (m
-    columns on the CPU), and on a GPU the device's own copies.
+    eigenpairs builds the result. Memory on the CPU: the n x n result and the eigenvector
+    array, which LAPACK's MRRR sizes n x n because m is not known in advance (m columns
+    filled): two dense copies at the peak (a full `eigh` holds four); on a GPU the device
+    holds the copies and the host the result.
     """
     matrix = sp.csr_matrix(symmetric, dtype=np.float64)
     n_rows, n_cols = matrix.shape
@@ -175,7 +177,7 @@ def _project_on_torch_device(block: np.ndarray, block_matrix: sp.csr_matrix, dev
         dense = (positive * eigenvalues[n_negative:]) @ positive.T
     del eigenvectors
     dense = (dense + dense.T) / 2  # a product V L V^T is symmetric only up to rounding
-    block[...] = dense.cpu().numpy()
+    torch.from_numpy(block).copy_(dense)  # straight into the host array, no temporary copy
     return max(float(eigenvalues[-1]), 0.0)
 
 

@@ -5,12 +5,10 @@ the training loop and the strategies. Each step checks its inputs, skips work
 whose outputs already exist, and writes its outputs atomically with the
 completion marker (checkpoint, performances.txt, next index file) last.
 """
-import logging
 import sys
 import time
 import warnings
 import zlib
-from contextlib import contextmanager
 from functools import cached_property
 
 import numpy as np
@@ -23,8 +21,7 @@ from .paths import (check_run_config, read_indices, refuse_paper_results, step_l
                     write_npz, write_text, atomic_write)
 from .presets import MODEL_FEATURE_METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, SUBSET_SEED
 from .settings import StepSettings, resolve_device
-from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions
-from .strategies import log as strategies_log
+from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, strategy_notes
 from .training import Record, allow_tf32, evaluate, predict, stream_seed, to_device, train_target_net
 
 
@@ -281,30 +278,6 @@ def select_step(run: Run, batch_size=None) -> str:
         write_indices(out, new_labeled, unlabeled[~chosen], run.dataset, run.pool_size)
         read_indices(out, run.dataset, run.pool_size)  # labeled + unlabeled is exactly the pool
     return f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s: {out}"
-
-
-class _Collect(logging.Handler):
-    def __init__(self, messages: list):
-        super().__init__(logging.INFO)
-        self.messages = messages
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@contextmanager
-def strategy_notes():
-    """The messages the strategies log at INFO while the block runs (e.g. which route solved
-    DIAM_qp's QP), collected into the list it yields."""
-    messages: list[str] = []
-    handler, level = _Collect(messages), strategies_log.level
-    strategies_log.addHandler(handler)
-    strategies_log.setLevel(logging.INFO)
-    try:
-        yield messages
-    finally:
-        strategies_log.removeHandler(handler)
-        strategies_log.setLevel(level)
 
 
 def check_batch(positions: np.ndarray, n_unlabeled: int, batch_size: int) -> np.ndarray:

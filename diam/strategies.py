@@ -12,6 +12,7 @@ to a `select(inputs, batch_size, rng, options)` with one signature for all
 """
 import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,8 +24,32 @@ from .diversity_qp import knn_cooccurrence, nearest_psd, solve_selection_qp
 from .presets import DIAM_QP_MAX_SUBSAMPLE, DIAM_QP_NEIGHBOUR_FRACTION, DIAM_QP_Q, DIAM_QP_SUBSAMPLE_DIVISOR
 
 # What a strategy did that its batch does not show (DIAM_qp: which route solved the QP), as
-# INFO records; the selection step prints them as notes.
+# INFO records; the selection step prints them as notes (`strategy_notes`).
 log = logging.getLogger(__name__)
+
+
+class _Collect(logging.Handler):
+    def __init__(self, messages: list):
+        super().__init__(logging.INFO)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def strategy_notes():
+    """The messages the strategies log at INFO while the block runs (e.g. which route solved
+    DIAM_qp's QP), collected into the list it yields."""
+    messages: list[str] = []
+    handler, level = _Collect(messages), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 # The paper's DIAM keeps the top 5B by (d, v) before drawing B at random.
 DIAM_CANDIDATE_FACTOR = 5
