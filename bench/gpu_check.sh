@@ -2,13 +2,15 @@
 # What a session with a GPU runs (on one H100, 2026-11-26: 346 s for all parts but the grid,
 # whose 12 nets then took over 360 s, hence T = 4 now):
 #   bash bench/gpu_check.sh          the CUDA tests, bench_training (fp32 and --bf16), bench_inference and
-#                                    bench_selection on CUDA, then iteration 0 of 4 nets at the paper
-#                                    preset on Fashion-MNIST through run_grid.py; writes bench/RESULTS_gpu.txt
+#                                    bench_selection on CUDA, DIAM_qp at paper scale on CUDA (then at n = 3,000
+#                                    beside its OSQP route and the dense route), then iteration 0 of 4 nets at
+#                                    the paper preset on Fashion-MNIST through run_grid.py; writes
+#                                    bench/RESULTS_gpu.txt
 #   bash bench/gpu_check.sh --dry    the same parts at toy size on the CPU, in a few seconds each (the test
 #                                    suite runs this); writes to a temporary file unless --out is given
 #   --out FILE                       where the results go
 #   --only PART[,PART]               run only these parts (machine, tests, training, inference, selection,
-#                                    grid), e.g. to rerun one that failed or ran out of time; adds to FILE
+#                                    diam_qp, grid), e.g. to rerun one that failed or ran out of time; adds to FILE
 # Each part has a time limit; the check stops at the first part that fails or runs out of time,
 # and says which. Fashion-MNIST is read from $DIAM_DATA_ROOT, else the first of ./data,
 # ./shared/datasets and ../shared/datasets that holds FashionMNIST/raw (the four files, .gz or not).
@@ -17,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PARTS="machine tests training inference selection grid"
+PARTS="machine tests training inference selection diam_qp grid"
 DRY=0
 OUT=""
 ONLY=$PARTS
@@ -112,6 +114,8 @@ if [ "$DRY" -eq 1 ]; then
     INFERENCE=(--device cpu --nets 7 --pool 20 --batch 10 --query 5 --repeats 1)
     SELECTION=(--device cpu --unlabeled 400 --labeled 40 --dim 16 --models 2 --snapshots 2 --batch 20
                --repeats 1 --strategies coreset --alipy-unlabeled 0)
+    DIAM_QP=(--device cpu --unlabeled 2000 --labeled 40 --dim 16 --models 2 --snapshots 2 --batch 40
+             --strategies DIAM_qp --alipy-unlabeled 0 --dense-unlabeled 0)
     GRID=(--preset quick --datasets digits --model_nums 2 --methods random --al_iters 1 --epochs 1
           --initial_labeled 40 --pool_size 300 --test_size 100 --num_cpus 2)
 else
@@ -119,6 +123,9 @@ else
     INFERENCE=(--device cuda --repeats 2)
     # alipy's baselines run on the CPU and were measured there already.
     SELECTION=(--device cuda --alipy-unlabeled 0)
+    # k-NN and the float64 eigendecomposition on the GPU, the QP on the CPU; the target is <= 60 s at
+    # U = 57,000 (n = 11,400). At n = 3,000 the OSQP route and the authors' dense route check the picks.
+    DIAM_QP=(--device cuda --strategies DIAM_qp --alipy-unlabeled 0 --dense-unlabeled 15000)
     GRID=(--preset paper --datasets fmnist --model_nums 4 --methods random --al_iters 1
           --gpus_per_train "${GPUS_PER_TRAIN:-0.25}" --threads_per_train "${THREADS_PER_TRAIN:-2}")
 fi
@@ -126,6 +133,7 @@ part training "bench_training, fp32" 120 "$PYTHON" bench/bench_training.py "${TR
 part training "bench_training, bf16" 120 "$PYTHON" bench/bench_training.py "${TRAINING[@]}" --bf16
 part inference "bench_inference" 150 "$PYTHON" bench/bench_inference.py "${INFERENCE[@]}"
 part selection "bench_selection" 120 "$PYTHON" bench/bench_selection.py "${SELECTION[@]}"
+part diam_qp "bench_selection, DIAM_qp" 300 "$PYTHON" bench/bench_selection.py "${DIAM_QP[@]}"
 # Iteration 0 only (--al_iters 1): the nets train, then one test of all of them. T = 4 is one wave of
 # four GPU-sharing workers; the 12 nets took over 360 s on an H100 (7 of 13 steps in 345 s).
 part grid "run_grid.py, iteration 0" 360 "$PYTHON" run_grid.py "${GRID[@]}" --work_dir "$WORK/runs"

@@ -182,7 +182,7 @@ def test_nearest_psd_of_one_component_is_the_dense_projection():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_nearest_psd_on_a_gpu_gives_the_cpu_projection_and_the_same_certified_picks():
+def test_nearest_psd_on_cuda_gives_the_cpu_projection_and_the_same_certified_picks():
     counts, d = similarity_problem(1, 1000)
     on_cpu, on_gpu = (nearest_psd((counts + counts.T) / 2, device=device) for device in ("cpu", "cuda"))
     np.testing.assert_allclose(on_gpu.matrix, on_cpu.matrix, atol=1e-10)

@@ -246,8 +246,9 @@ def test_the_gpu_check_runs_every_part_at_toy_size_on_the_cpu(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = out.read_text()
     for part in ("machine", "CUDA tests", "bench_training, fp32", "bench_training, bf16", "bench_inference",
-                 "bench_selection", "run_grid.py, iteration 0"):
+                 "bench_selection", "bench_selection, DIAM_qp", "run_grid.py, iteration 0"):
         assert f"=== {part} (limit " in text and f"--- {part}: " in text
+    assert "DIAM_qp's QP (n = 400) answered by the certified route" in text
     assert "precision: bf16 autocast" in text
     assert "run_grid.py: 3 steps: 3 run, 0 already done, 0 failed" in text
     assert "gpu_check.sh: all parts passed" in text
