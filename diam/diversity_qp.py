@@ -15,6 +15,7 @@ Each is a function over arrays:
   margins), falling back to OSQP through qpsolvers, the authors' solver.
 """
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -52,9 +53,11 @@ def knn_cooccurrence(features_per_model, n_neighbours: int, device: str = "cpu",
     (Euclidean) examples of i, i itself included (it is at distance 0 from itself).
 
     `features_per_model` has shape (T, n, D), any float dtype (float16 is how training
-    stores them). Distances are float32 on `device`, from centred features, computed
-    chunk_size rows at a time, so memory is linear in n for a fixed chunk size. Among
-    exactly equal distances (duplicated examples), which are kept is torch.topk's choice.
+    stores them). Distances are float32 on `device` (never TF32), from centred features,
+    computed chunk_size rows at a time, so memory is linear in n for a fixed chunk size.
+    Among exactly equal distances (duplicated examples), which are kept is torch.topk's
+    choice; two whose exact values differ by less than float32's rounding (a relative gap
+    near 1e-8) may come in either order, so another device or library can swap them.
     """
     n_models, n_examples, _ = _check_features(features_per_model)
     if not 1 <= n_neighbours <= n_examples:
@@ -63,25 +66,26 @@ def knn_cooccurrence(features_per_model, n_neighbours: int, device: str = "cpu",
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     neighbours = np.empty((n_examples, n_models, n_neighbours), dtype=np.int32)
-    for model in range(n_models):
-        points = torch.as_tensor(features_per_model[model], device=device).to(torch.float32)
-        # Distances do not change under a shift; centring keeps |a|^2 + |b|^2 - 2 a.b from
-        # cancelling away float32 digits when features share a large common component.
-        points = points - points.mean(dim=0)
-        sq_norms = (points * points).sum(dim=1)
-        if not torch.isfinite(sq_norms).all():
-            raise ValueError(f"model {model}'s features contain NaN or infinity "
-                             "(or values whose square overflows)")
-        for start in range(0, n_examples, chunk_size):
-            rows = slice(start, min(start + chunk_size, n_examples))
-            sq_distances = (points[rows] @ points.T).mul_(-2.0)
-            sq_distances.add_(sq_norms[rows, None]).add_(sq_norms[None, :])
-            # Each example's distance to itself is exactly 0; |a|^2 + |a|^2 - 2 a.a may
-            # round to a small positive number that a near-duplicate could undercut.
-            own = torch.arange(rows.stop - rows.start, device=device)
-            sq_distances[own, own + start] = 0.0
-            nearest = torch.topk(sq_distances, n_neighbours, dim=1, largest=False).indices
-            neighbours[rows, model, :] = nearest.cpu().numpy()
+    with _full_float32_matmul():
+        for model in range(n_models):
+            points = torch.as_tensor(features_per_model[model], device=device).to(torch.float32)
+            # Distances do not change under a shift; centring keeps |a|^2 + |b|^2 - 2 a.b from
+            # cancelling away float32 digits when features share a large common component.
+            points = points - points.mean(dim=0)
+            sq_norms = (points * points).sum(dim=1)
+            if not torch.isfinite(sq_norms).all():
+                raise ValueError(f"model {model}'s features contain NaN or infinity "
+                                 "(or values whose square overflows)")
+            for start in range(0, n_examples, chunk_size):
+                rows = slice(start, min(start + chunk_size, n_examples))
+                sq_distances = (points[rows] @ points.T).mul_(-2.0)
+                sq_distances.add_(sq_norms[rows, None]).add_(sq_norms[None, :])
+                # Each example's distance to itself is exactly 0; |a|^2 + |a|^2 - 2 a.a may
+                # round to a small positive number that a near-duplicate could undercut.
+                own = torch.arange(rows.stop - rows.start, device=device)
+                sq_distances[own, own + start] = 0.0
+                nearest = torch.topk(sq_distances, n_neighbours, dim=1, largest=False).indices
+                neighbours[rows, model, :] = nearest.cpu().numpy()
     entries_per_row = n_models * n_neighbours
     counts = sp.csr_matrix(
         (np.ones(n_examples * entries_per_row), neighbours.reshape(-1),
@@ -89,6 +93,19 @@ def knn_cooccurrence(features_per_model, n_neighbours: int, device: str = "cpu",
         shape=(n_examples, n_examples))
     counts.sum_duplicates()  # one entry per (i, j), holding the number of models
     return counts
+
+
+@contextmanager
+def _full_float32_matmul():
+    """Matrix products in full float32 while the block runs: TF32, which the scripts turn on
+    for CUDA, rounds their inputs to 10-bit mantissas (float32 keeps 23), enough to change
+    neighbour sets from the CPU's."""
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
 
 
 class ProjectedSimilarity(NamedTuple):

@@ -143,6 +143,15 @@ def test_knn_cooccurrence_reads_float16_features():
     assert (knn_cooccurrence(features, 3) != expected).nnz == 0
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_knn_cooccurrence_on_cuda_with_tf32_on_finds_the_cpus_neighbours(monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)  # as the scripts set it on CUDA
+    features = np.random.default_rng(14).normal(size=(3, 600, 64)).astype(np.float32)
+    on_cuda = knn_cooccurrence(features, 6, device="cuda")
+    assert torch.backends.cuda.matmul.allow_tf32  # restored
+    assert (on_cuda != knn_cooccurrence(features, 6)).nnz == 0
+
+
 # ----------------------------------------------------------------- PSD projection
 
 def dense_projection(matrix):
