@@ -65,9 +65,13 @@ def train_outputs(args) -> list[Path]:
 def run_train(args) -> bool:
     if not args.redo and finished(*train_outputs(args)):
         return False
-    from .experiment import Run, train_step  # loads torch: only when there is work to do
+    from .experiment import Run, train_step, train_steps_at_once  # loads torch: only when there is work to do
 
     run = Run(settings_from_args(args))
+    if run.speed.concurrent_nets > 1 and len(args.net_id) > 1:
+        for line in train_steps_at_once(run, args.net_id, args.mDIS):
+            print(line, flush=True)
+        return True
     for net_id in args.net_id:
         print(train_step(run, net_id, args.mDIS), flush=True)
     return True

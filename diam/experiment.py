@@ -6,9 +6,11 @@ whose outputs already exist, and writes its outputs atomically with the
 completion marker (checkpoint, performances.txt, next index file) last.
 """
 import sys
+import threading
 import time
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import cached_property
 
 import numpy as np
@@ -25,6 +27,10 @@ from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionO
 from .training import Record, allow_tf32, evaluate, predict, stream_seed, to_device, train_target_net
 
 
+# torch.manual_seed and the draws of the initial weights, done by one net at a time.
+INITIAL_WEIGHTS_LOCK = threading.Lock()
+
+
 class Run:
     """One (preset, dataset) run folder with its settings, device and data."""
 
@@ -34,8 +40,13 @@ class Run:
         self.dataset, self.model_num, self.method, self.al_iter = \
             settings.dataset, settings.model_num, settings.method, settings.al_iter
         self.device = resolve_device(settings.device)
+        if self.device.type != "cuda" and settings.speed.cuda_pieces():
+            print(f"note: DIAM_CUDA_FAST ({', '.join(settings.speed.cuda_pieces())}) acts on CUDA only; ignored "
+                  f"on {self.device}.", file=sys.stderr)
+        self.speed = settings.speed.on_device(self.device.type)
         if self.device.type == "cuda":
             allow_tf32()
+            torch.backends.cudnn.benchmark = self.speed.cudnn_benchmark
         self.data_root, self.redo, self.diam_q = settings.data_root, settings.redo, settings.diam_q
 
     @cached_property
@@ -135,13 +146,14 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
                         features=net_id == preset.coreset_feature_net and (first or method == "coreset")
                         or method in MODEL_FEATURE_METHODS)
         stream = stream_seed(preset.seed, net_id)
-        torch.manual_seed(stream)  # the initial weights are drawn from the net's own stream too
-        net = models.build_net(net_id, run.data.n_classes, preset.dropout)
-        init = models.initialise(net, net_id, preset.init)
+        with INITIAL_WEIGHTS_LOCK:  # nets trained at once (DIAM_CUDA_FAST=streams) share torch's global generator
+            torch.manual_seed(stream)  # the initial weights are drawn from the net's own stream too
+            net = models.build_net(net_id, run.data.n_classes, preset.dropout)
+            init = models.initialise(net, net_id, preset.init)
         size = run.image_size(net_id)
         predictions = train_target_net(
             net, run.data, torch.from_numpy(labeled), torch.from_numpy(unlabeled).to(run.device), preset, size,
-            record, stream, desc=f"net {net_id} iter {run.al_iter}")
+            record, stream, desc=f"net {net_id} iter {run.al_iter}", speed=run.speed)
         info = {"net_id": net_id, "ofa_id": models.OFA_IDS[net_id], "dataset": run.dataset, "init": init,
                 "image_size": size, "n_labeled": int(len(labeled)), "al_iter": run.al_iter,
                 "method": "shared" if first else method, "preset": preset.name, "seed": preset.seed,
@@ -152,6 +164,35 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
         state = {k: v.cpu() for k, v in net.state_dict().items()}
         atomic_write(ckpt, lambda f: torch.save({"state_dict": state, "info": info}, f))
     return f"net {net_id} trained on {len(labeled)} labeled examples ({init} init): {ckpt}"
+
+
+def train_steps_at_once(run: Run, net_ids, record_snapshots: bool = False):
+    """Train several nets in this process at once (DIAM_CUDA_FAST=streams, CUDA), each in its own thread on
+    its own CUDA stream, at most run.speed.concurrent_nets at a time; yields each net's line as it ends.
+
+    Each net keeps its own generator (epoch order, augmentation) and initial weights; dropout
+    draws from the device's shared generator, so its masks depend on how the nets interleave.
+    Launches from several threads overlap only where each launches little: with the
+    steps and passes graphed (training_graphs, scoring_graphs).
+    """
+    for net_id in net_ids:  # refused before anything is written
+        models.check_net_id(net_id)
+        if net_id >= run.model_num:
+            raise UserError(f"--net_id {net_id} is not among the {run.model_num} target models "
+                            f"(0..{run.model_num - 1}).")
+    run.data  # noqa: B018  (loaded once, before the threads)
+
+    def train_on_own_stream(net_id):
+        stream = torch.cuda.Stream(run.device)
+        stream.wait_stream(torch.cuda.current_stream(run.device))
+        with torch.cuda.stream(stream):
+            line = train_step(run, net_id, record_snapshots)
+        stream.synchronize()
+        return line
+
+    with ThreadPoolExecutor(max_workers=run.speed.concurrent_nets) as pool:
+        for done in as_completed([pool.submit(train_on_own_stream, n) for n in net_ids]):
+            yield done.result()
 
 
 # ---------------------------------------------------------------- testing
@@ -166,7 +207,7 @@ def test_step(run: Run) -> str:
         net, info = run.load_net(net_id)
         size = run.image_size(net_id, testing=True)
         top1, top5 = evaluate(net, run.data.test_images, run.data.test_labels, size, run.preset.eval_batch,
-                              bf16=run.preset.bf16)
+                              bf16=run.preset.bf16, speed=run.speed)
         rows.append(f"{top1:.6f} {top5:.6f}")
         infos.append({**info, "test_image_size": size, "top1": top1, "top5": top5})
     write_json(out.with_name("models.json"), infos)
@@ -213,7 +254,8 @@ def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str)
             if run.preset.score_with_train_aug else None
         _, probs, feats = predict(net, scored, run.image_size(net_id), run.preset.eval_batch,
                                   want_probs=wanted == "unlabeled_probs", want_features=wanted == "pool_features",
-                                  generator=gen, crop_scale_min=run.preset.crop_scale_min, bf16=run.preset.bf16)
+                                  generator=gen, crop_scale_min=run.preset.crop_scale_min, bf16=run.preset.bf16,
+                                  speed=run.speed)
         stored.update(unlabeled=unlabeled, **{wanted: probs if wanted == "unlabeled_probs" else feats})
         write_npz(path, **stored)
     return stored

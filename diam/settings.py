@@ -8,6 +8,7 @@ from typing import Optional
 from .errors import UserError
 from .paths import RunPaths, check_run_config, default_work_dir
 from .presets import DATASETS, DIAM_QP_Q, MAX_MODELS, METHODS, Preset, preset_from_args
+from .speed import Speed, speed_from_environment
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class StepSettings:
     data_root: Optional[str] = None  # None: $DIAM_DATA_ROOT or ./data
     redo: bool = False
     diam_q: float = DIAM_QP_Q  # DIAM_qp's weight of the disagreement score (only selection sets it)
+    speed: Speed = Speed()  # how passes and steps run, never what they compute (DIAM_* variables, diam/speed.py)
 
     def run_config(self) -> dict:
         return run_config(self.dataset, self.preset)
@@ -51,7 +53,7 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
     check_run_config(paths, run_config(args.dataset, preset), claim=False)
     return StepSettings(preset=preset, dataset=args.dataset, model_num=args.model_num, al_iter=args.al_iter,
                         method=method, paths=paths, device=args.device, data_root=args.data_root,
-                        redo=args.redo, diam_q=getattr(args, "DIAMq", DIAM_QP_Q))
+                        redo=args.redo, diam_q=getattr(args, "DIAMq", DIAM_QP_Q), speed=speed_from_environment())
 
 
 def resolve_device(name: Optional[str]):
