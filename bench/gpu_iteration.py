@@ -33,8 +33,10 @@ START = time.perf_counter()  # before the imports of torch and diam, which take 
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -43,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diam import cli, experiment, training  # noqa: E402
+from diam.settings import settings_from_args  # noqa: E402
 from diam.strategies import diam  # noqa: E402
 
 
@@ -99,7 +102,7 @@ def parse_args():
 def timed_iteration(args, common, passes: PassLog):
     """Train, test, select; returns the Run of the training step."""
     train_args = cli.train_args(["--net_id", *map(str, range(args.model_num)), *common])
-    run = experiment.Run(train_args)
+    run = experiment.Run(settings_from_args(train_args))
     say(f"device {run.device}; speed switches: scoring {run.speed.scoring}, scoring batch "
         f"{run.speed.scoring_batch or run.preset.eval_batch}, CUDA pieces: {', '.join(run.speed.cuda_pieces()) or 'none'}")
     began = time.perf_counter()
@@ -127,11 +130,12 @@ def timed_iteration(args, common, passes: PassLog):
         f"scoring) {scoring:.1f} s of it{' (summed over overlapping nets)' if run.speed.concurrent_nets > 1 else ''}")
 
     phase = time.perf_counter()
-    say(f"phase test: {experiment.test_step(experiment.Run(cli.test_args(['--method', 'random', *common])))}")
-    say(f"phase test: {time.perf_counter() - phase:.1f} s")
+    line = experiment.test_step(experiment.Run(settings_from_args(cli.test_args(["--method", "random", *common]))))
+    say(f"phase test: {time.perf_counter() - phase:.1f} s ({line})")
     for method in ("DIAM", "CAL", "entropy"):
         phase = time.perf_counter()
-        line = experiment.select_step(experiment.Run(cli.select_args(["--method", method, *common])))
+        step = experiment.Run(settings_from_args(cli.select_args(["--method", method, *common])))
+        line = experiment.select_step(step)
         say(f"phase selection {method}: {time.perf_counter() - phase:.1f} s ({line.split(':')[0]})")
     return run, began
 
@@ -172,7 +176,15 @@ def bf16_check(args, run, passes: PassLog):
 
 def main():
     args, overrides = parse_args()
-    work = args.work_dir or __import__("tempfile").mkdtemp(prefix="gpu_iteration.")
+    work = args.work_dir or tempfile.mkdtemp(prefix="gpu_iteration.")
+    try:
+        measure(args, overrides, work)
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args, overrides, work):
     common = ["--dataset", args.dataset, "--model_num", str(args.model_num), "--al_iter", "0",
               "--preset", args.preset, "--device", args.device, "--work_dir", work, *overrides]
     keep = args.bf16_pool > 0
