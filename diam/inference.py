@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from ofa.utils.pytorch_modules import Hsigmoid, Hswish
 from torch import nn
+from torch.nn.utils import skip_init
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # OFA's containers whose forward runs their children in order: only there does a
@@ -97,13 +98,17 @@ def _cropped(conv: nn.Conv2d, height: int, width: int):
         keep.append(min(p, extent - 1))
     if tuple(keep) == tuple(conv.padding):
         return None
-    trimmed = nn.Conv2d(conv.in_channels, conv.out_channels, tuple(2 * r + 1 for r in keep), conv.stride,
-                        tuple(keep), groups=conv.groups, bias=conv.bias is not None,
+    # skip_init: a new module would otherwise draw its initial weights from torch's global generator,
+    # the one dropout draws from during training, and so change the training run around the pass.
+    trimmed = skip_init(nn.Conv2d, conv.in_channels, conv.out_channels, tuple(2 * r + 1 for r in keep),
+                        conv.stride, tuple(keep), groups=conv.groups, bias=conv.bias is not None,
                         device=conv.weight.device, dtype=conv.weight.dtype)
     (kh, kw), (rh, rw) = conv.kernel_size, keep
-    trimmed.weight.data.copy_(conv.weight.data[:, :, kh // 2 - rh:kh // 2 + rh + 1, kw // 2 - rw:kw // 2 + rw + 1])
-    if conv.bias is not None:
-        trimmed.bias.data.copy_(conv.bias.data)
+    with torch.no_grad():
+        trimmed.weight.copy_(conv.weight[:, :, kh // 2 - rh:kh // 2 + rh + 1, kw // 2 - rw:kw // 2 + rw + 1])
+        if conv.bias is not None:
+            trimmed.bias.copy_(conv.bias)
+    trimmed.requires_grad_(conv.weight.requires_grad)
     return trimmed
 
 

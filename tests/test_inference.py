@@ -159,6 +159,31 @@ def test_scoring_leaves_the_training_net_exactly_as_it_was(trained_net_and_pool,
     assert not hook_calls  # the passes ran on a copy
 
 
+@pytest.mark.parametrize("scoring", ["fused", "plain"])
+def test_scoring_draws_nothing_from_torchs_generators(trained_net_and_pool, scoring):
+    """Dropout draws from torch's global generator during training: a pass that drew from it (a new
+    layer's initial weights, say) would change the training run around it."""
+    net, data, preset = trained_net_and_pool
+    before = torch.get_rng_state()
+    predict(net, data.pool_images[:120], SIZE, 50, want_probs=True, want_features=True, speed=Speed(scoring=scoring))
+    evaluate(net, data.test_images, data.test_labels, SIZE, 50, speed=Speed(scoring=scoring))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_net_trains_to_the_same_bits_whether_or_not_its_passes_score_the_pool():
+    preset = dataclasses.replace(TINY, pool_size=300, epochs=3, dis_frac=0.7)
+    data = load_dataset("digits", pool_size=preset.pool_size, test_size=preset.test_size)
+    states = []
+    for record in (Record(), Record(snapshots=True, probs=True, features=True)):
+        torch.manual_seed(4)
+        net = models.build_net(0, data.n_classes, preset.dropout)  # net 0: dropout, and kernels the copy crops
+        models.initialise(net, 0)
+        train_target_net(net, data, torch.arange(60), torch.arange(60, 300), preset, SIZE, record, stream=2)
+        states.append(net.state_dict())
+    for key, value in states[0].items():
+        assert torch.equal(states[1][key], value), key
+
+
 # ------------------------------------------------------------ the CUDA-only pieces' eager paths
 def test_the_graphed_steps_rates_are_the_eager_schedules():
     net = nn.Linear(3, 2)
