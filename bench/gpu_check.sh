@@ -19,7 +19,8 @@
 #              timed (train, its snapshot scoring, test, DIAM/CAL/entropy selection), capped at 300 s; then
 #              bf16's label flips against fp32 without TF32 and DIAM's picks (bench/gpu_iteration.py).
 #              DIAM_CUDA_FAST for it: $HEADLINE_FAST if set, else the pieces the machine part found working
-#   scoring    per net, pool-pass images/s: plain, fused, fused + CUDA graphs (bench/bench_inference.py)
+#   scoring    per net, pool-pass images/s: plain, fused, fused + CUDA graphs at batch 500, then fused
+#              and graphs at batch 2000 (bench/bench_inference.py)
 #   steps      per net, ms per training step: eager vs graphed (bench/bench_step.py)
 #   tests      the suite's CUDA tests (pytest -k cuda; a skip there is a failure)
 #   diam_qp    DIAM_qp at paper scale on CUDA, then at n = 3,000 beside its OSQP route and the dense route
@@ -145,12 +146,14 @@ if [ "$DRY" -eq 1 ]; then
     ITERATION=(--device cpu --dataset digits --preset quick --model_num 2 --epochs 2 --pool_size 300
                --initial_labeled 40 --test_size 100 --query_batch 20 --bf16_pool 50)
     SCORING=(--device cpu --nets 7 --pool 20 --batch 10 --query 5 --repeats 1 --image_size 32)
+    BIG_BATCH=(--device cpu --nets 7 --pool 40 --batch 40 --query 5 --repeats 1 --image_size 32 --forwards fused)
     STEPS=(--device cpu --nets 7 --steps 1 --batch 8 --image_size 32)
     DIAM_QP=(--device cpu --unlabeled 2000 --labeled 40 --dim 16 --models 2 --snapshots 2 --batch 40
              --strategies DIAM_qp --alipy-unlabeled 0 --dense-unlabeled 0)
 else
     ITERATION=(--device cuda --dataset fmnist --preset paper --model_num 12 --cap 300 --target 180 --bf16_pool 5000)
     SCORING=(--device cuda --pool 10000 --repeats 1)
+    BIG_BATCH=(--device cuda --pool 10000 --repeats 1 --batch 2000 --forwards fused graphs)
     STEPS=(--device cuda --steps 20)
     # k-NN and the float64 eigendecomposition on the GPU, the QP on the CPU; the target is <= 60 s at
     # U = 57,000 (n = 11,400). At n = 3,000 the OSQP route and the authors' dense route check the picks.
@@ -169,6 +172,8 @@ say "DIAM_CUDA_FAST for the iteration: '${FAST}'"
 part iteration "iteration 0 in one process" 450 \
     env DIAM_CUDA_FAST="$FAST" "$PYTHON" bench/gpu_iteration.py "${ITERATION[@]}" --work_dir "$WORK/runs"
 part scoring "scoring images/s: plain, fused, graphs" 120 "$PYTHON" bench/bench_inference.py "${SCORING[@]}"
+# A larger forward batch (DIAM_SCORING_BATCH) for the same passes.
+part scoring "scoring images/s at a larger batch" 90 "$PYTHON" bench/bench_inference.py "${BIG_BATCH[@]}"
 part steps "training step ms: eager, graphed" 100 "$PYTHON" bench/bench_step.py "${STEPS[@]}"
 
 # The suite's tests that need CUDA, named so (on the CPU they are skipped; on a GPU a skip is a failure).
