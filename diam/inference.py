@@ -3,29 +3,25 @@ without changing what it computes.
 
 A pass runs an *inference copy* of the net: BatchNorm folded into the convolution
 before it (eval-mode BatchNorm is an affine map per channel, so conv followed by it is
-one conv with a bias), and OFA's Hswish/Hsigmoid (three or four elementwise kernels
-each) replaced by torch's hardswish/hardsigmoid (the same formula in one kernel).
-The results differ from the plain forward only by float rounding. The training net is
-never touched: the copy has its own tensors.
+one conv with a bias), OFA's Hswish/Hsigmoid (three or four elementwise kernels each)
+replaced by torch's hardswish/hardsigmoid (the same formula in one kernel), and kernels
+cropped to the taps that can meet their input at the pass's image size. The results
+differ from the plain forward only by float rounding. The training net is never
+touched: the copy has its own tensors, and making it draws no random numbers.
 """
 import copy
 from typing import Optional
 
 import torch
+from ofa.utils.layers import My2DLayer
 from ofa.utils.pytorch_modules import Hsigmoid, Hswish
 from torch import nn
 from torch.nn.utils import skip_init
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-# OFA's containers whose forward runs their children in order: only there does a
-# Conv2d followed by a BatchNorm2d mean "BatchNorm of that conv's output".
-_IN_ORDER = (nn.Sequential,)
-
-
-def _runs_children_in_order(module: nn.Module) -> bool:
-    from ofa.utils.layers import My2DLayer
-
-    return isinstance(module, _IN_ORDER + (My2DLayer,))
+# The containers whose forward runs their children in order (OFA's layers and nn.Sequential):
+# only there does a Conv2d followed by a BatchNorm2d mean "BatchNorm of that conv's output".
+IN_ORDER_CONTAINERS = (nn.Sequential, My2DLayer)
 
 
 def fold_batchnorm_(net: nn.Module) -> int:
@@ -36,7 +32,7 @@ def fold_batchnorm_(net: nn.Module) -> int:
     """
     folded = 0
     for module in net.modules():
-        if not _runs_children_in_order(module):
+        if not isinstance(module, IN_ORDER_CONTAINERS):
             continue
         children = list(module.named_children())
         for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
