@@ -14,7 +14,7 @@
 # and reads the data from gpu_carry. Ray (79 MB) is not carried: the check runs in one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-$(command -v python || command -v python3 || echo python)}
 GPU_PYTHON=${GPU_PYTHON:-3.12}
 CARRY=gpu_carry
 # The versions requirements.txt pins.

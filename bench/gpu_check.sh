@@ -52,7 +52,7 @@ while [ $# -gt 0 ]; do
 done
 for key in $ONLY; do [[ " $PARTS " == *" $key "* ]] || usage; done
 wanted() { [[ " $ONLY " == *" $1 "* ]]; }
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-$(command -v python || command -v python3 || echo python)}
 BEGAN=$(date +%s)
 
 if [ -z "$RESULTS" ]; then
