@@ -229,12 +229,10 @@ def _is_grayscale(file: Path, origin: str) -> bool:
 
 
 def _eight_bit(image: Image.Image, colour: bool) -> Image.Image:
-    if colour:
-        return image.convert("RGB")
     if image.mode.startswith("I"):  # 16-bit grayscale: keep the top 8 bits (Pillow's convert would clip)
         wide = np.asarray(image).astype(np.int64) >> 8
-        return Image.fromarray(np.clip(wide, 0, 255).astype(np.uint8), "L")
-    return image.convert("L")
+        image = Image.fromarray(np.clip(wide, 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB" if colour else "L")
 
 
 def _square(image: Image.Image, side: int) -> Image.Image:
