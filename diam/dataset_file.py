@@ -140,8 +140,8 @@ def _list_folder(root: Path, split: str) -> Listing:
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     listing = Listing([], [], [])
     for name in classes:
-        for folder, subfolders, names in sorted(os.walk(root / name, followlinks=True)):
-            subfolders[:] = [s for s in subfolders if not s.startswith(".")]
+        for folder, subfolders, names in os.walk(root / name, followlinks=True):
+            subfolders[:] = sorted(s for s in subfolders if not s.startswith("."))  # walked in this order
             for file in sorted(names):
                 if not file.startswith(".") and file.lower().endswith(IMAGE_EXTENSIONS):
                     listing.files.append(Path(folder) / file)

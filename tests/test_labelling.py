@@ -145,6 +145,8 @@ CASES = {  # how the sheet is spoilt, and what the error must say
                       ["not classes at line 3 '12'", "the classes: 0, 1, 2"]),
     "missing file": (lambda sheet, rows: sheet.unlink(), ["does not exist", "al_select.py --al_iter 0 --redo"]),
     "missing row": (lambda sheet, rows: _write(sheet, rows[:5] + rows[6:]), ["no row for 1 selected image(s)"]),
+    "another image": (lambda sheet, rows: _write(sheet, rows[:5] + [["pool/99999.png", "3"]] + rows[6:]),
+                      ["no row for 1 selected image(s)", "images that were not selected at line(s) 6"]),
     "truncated": (lambda sheet, rows: (_write(sheet, rows), sheet.write_bytes(sheet.read_bytes()[:100])),
                   ["cut short"]),
 }

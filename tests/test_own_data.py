@@ -1,6 +1,7 @@
 """Issue 25, item 1: a dataset made from image files, given as a dataset file wherever a dataset name goes."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,3 +261,21 @@ def test_a_run_folder_refuses_other_images_under_the_same_name(tmp_path, monkeyp
     Image.fromarray(255 - pixels, "L").save(folder / "pool" / "00001.png")
     with pytest.raises(UserError, match="dataset_content: folder has"):
         Run(settings()).data
+
+
+def test_run_grid_takes_dataset_files_and_named_nets_as_iter_all_does(tmp_path):
+    from diam import grid
+
+    runs = tmp_path / "runs"
+    described = _digits_dataset(tmp_path / "d", name="grid_digits")
+    argv = ["--preset", "quick", "--datasets", str(described), "digits", "--model_nums", "2", "--methods", "DIAM",
+            "--nets", "ofa0", "resnet18", "--work_dir", str(runs)]
+    args, extra = grid.parse_args(argv)
+    steps = grid.plan(args.datasets, [2], ["DIAM"], [0], grid.check_args(args), "cpu", extra, runs)
+    assert {Path(s.log).relative_to(runs / "quick" / "logs").parts[0] for s in steps} == {"grid_digits", "digits"}
+    assert all("--nets ofa0 resnet18" in s.command for s in steps)
+    assert steps[0].outputs() == [RunPaths(runs, "quick", "grid_digits").checkpoint(2, "random", 0, 0)]
+    with pytest.raises(UserError, match="--model_nums must be 2"):
+        grid.check_args(grid.parse_args([*argv, "--model_nums", "2", "4"])[0])
+    with pytest.raises(UserError, match="unknown dataset"):
+        grid.check_args(grid.parse_args([*argv, "--datasets", "cifar10"])[0])
