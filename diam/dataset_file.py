@@ -36,7 +36,7 @@ from PIL import Image, ImageOps
 
 from .errors import UserError
 from .labels import read_rows
-from .paths import atomic_path, cache_dir
+from .paths import atomic_path, cache_dir, step_lock
 from .presets import DATASETS
 
 # What torchvision's ImageFolder takes for an image.
@@ -311,12 +311,18 @@ def load_images(dataset: DatasetFile) -> FileImages:
                                   digest_size=16).hexdigest()
     places = {split: cache_dir() / "images" / f"{key}-{split}.npy" for split in ("pool", "test")}
     listings = {"pool": pool, "test": test}
-    pixels = {split: _load_cached(places[split], len(listings[split].files), dataset.side) for split in places}
+    cached = lambda: {split: _load_cached(places[split], len(listings[split].files), dataset.side)  # noqa: E731
+                      for split in places}
+    pixels = cached()
     if any(p is None for p in pixels.values()) or pixels["pool"].ndim != pixels["test"].ndim:
-        with ThreadPoolExecutor(DECODE_THREADS) as threads:
-            grayscale = all(threads.map(_is_grayscale, pool.files + test.files, pool.origins + test.origins))
-        for split, listing in listings.items():
-            _decode_split(listing, dataset.side, not grayscale, places[split])
-            pixels[split] = _load_cached(places[split], len(listing.files), dataset.side)
+        with step_lock(places["pool"]):  # processes started together decode once
+            pixels = cached()
+            if any(p is None for p in pixels.values()) or pixels["pool"].ndim != pixels["test"].ndim:
+                with ThreadPoolExecutor(DECODE_THREADS) as threads:
+                    grayscale = all(threads.map(_is_grayscale, pool.files + test.files,
+                                                pool.origins + test.origins))
+                for split, listing in listings.items():
+                    _decode_split(listing, dataset.side, not grayscale, places[split])
+                pixels = cached()
     return FileImages(pixels["pool"], pool_labels, pixels["test"], test_labels, classes,
                       tuple(image_key(f, dataset.base) for f in pool.files), fingerprint)

@@ -107,7 +107,7 @@ def test_images_are_decoded_once_then_read_from_a_cache_keyed_by_their_bytes(tmp
     redone = dataset_file.load_images(resolve_dataset(str(tmp_path / "b" / "dataset.json"))[1])
     assert len(opened) == 100 and redone.fingerprint != first.fingerprint
     np.testing.assert_array_equal(redone.pool_images[3], pixels)
-    cached = sorted(p.name for p in (tmp_path / "cache" / "images").iterdir())
+    cached = sorted(p.name for p in (tmp_path / "cache" / "images").iterdir() if p.suffix != ".lock")
     assert len(cached) == 4 and all(name.endswith(("-pool.npy", "-test.npy")) for name in cached)  # no temporaries
 
 
@@ -218,6 +218,8 @@ BAD_CONTENT = {
     "missing image": (lambda f: (f / "pool" / "00004.png").unlink(), ["00004.png", "line 6 of", "could not be read"]),
     "broken image": (lambda f: (f / "pool" / "00004.png").write_bytes(b"not a png"), ["00004.png",
                                                                                       "could not be decoded"]),
+    "truncated image": (lambda f: (f / "pool" / "00004.png").write_bytes((f / "pool" / "00004.png").read_bytes()[:60]),
+                        ["00004.png", "could not be decoded"]),  # its header reads, its pixels do not
     "listed twice": (lambda f: (f / "pool.csv").write_text("path,label\npool/00000.png,1\npool/00000.png,\n"),
                      ["twice", "lines 2 and 3"]),
     "other columns": (lambda f: (f / "pool.csv").write_text("file,class\npool/00000.png,1\n"), ["header"]),
@@ -243,7 +245,8 @@ def test_bad_images_or_manifests_are_clear_errors_and_nothing_is_written(tmp_pat
                              "--model_num", 1, "--work_dir", tmp_path / "runs", *TINY)
     assert_clean_error(result, *fragments)
     assert not (tmp_path / "runs").exists()
-    assert [p for p in folder_state(tmp_path / "cache") if not (tmp_path / p).is_dir()] == []
+    cached = [p for p in folder_state(tmp_path / "cache") if Path(p).is_file() and not p.endswith(".lock")]
+    assert cached == []  # no decoded split, no temporary left behind
 
 
 def test_a_run_folder_refuses_other_images_under_the_same_name(tmp_path, monkeypatch):
