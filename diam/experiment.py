@@ -4,7 +4,12 @@ Scripts call these; they tie together the run folder (paths), the data, the nets
 the training loop and the strategies. Each step checks its inputs, skips work
 whose outputs already exist, and writes its outputs atomically with the
 completion marker (checkpoint, performances.txt, next index file) last.
+
+A pool whose labels are not all known (a dataset file's) is labelled by a person:
+selection writes the chosen images to a label sheet, and training reads the labels
+back from the sheets, refusing before it writes anything while one is missing.
 """
+import dataclasses
 import sys
 import threading
 import time
@@ -19,6 +24,7 @@ import torch
 from . import models
 from .data import Data, load_dataset
 from .errors import UserError
+from .labels import read_rows, read_sheet, write_sheet
 from .paths import (check_run_config, read_indices, refuse_paper_results, step_lock, write_indices, write_json,
                     write_npz, write_text, atomic_write)
 from .presets import MODEL_FEATURE_METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, SUBSET_SEED
@@ -48,18 +54,27 @@ class Run:
             allow_tf32()
             torch.backends.cudnn.benchmark = self.speed.cudnn_benchmark
         self.data_root, self.redo, self.diam_q = settings.data_root, settings.redo, settings.diam_q
+        self.nets = settings.target_nets  # net_id n is the n-th of these
+        if settings.nets:
+            models.check_target_names(settings.nets)
 
     @cached_property
     def data(self) -> Data:
-        data = load_dataset(self.dataset, self.data_root, self.preset.pool_size, self.preset.test_size,
-                            SUBSET_SEED).to(self.device)
-        check_run_config(self.paths, self.settings.run_config(), claim=False)
+        data = load_dataset(self.settings.dataset_file or self.dataset, self.data_root, self.preset.pool_size,
+                            self.preset.test_size, SUBSET_SEED).to(self.device)
+        check_run_config(self.paths, self._run_config(data), claim=False)
         return data
+
+    def _run_config(self, data: Data) -> dict:
+        config = self.settings.run_config()
+        if data.fingerprint:  # a dataset file's images and labels: other ones would scramble the index files
+            config["dataset_content"] = data.fingerprint
+        return config
 
     def claim_folder(self) -> None:
         """Record this run's settings in its folder: done by a step whose inputs are checked, just
         before its first write, so refused input leaves the folder as it was."""
-        check_run_config(self.paths, self.settings.run_config())
+        check_run_config(self.paths, self._run_config(self.data))
 
     @property
     def pool_size(self) -> int:
@@ -68,7 +83,7 @@ class Run:
     def image_size(self, net_id: int, testing: bool = False) -> int:
         if self.preset.image_size:
             return self.preset.image_size
-        return models.input_size(0 if testing and self.preset.test_at_net0_size else net_id)
+        return models.target_input_size(self.nets[0 if testing and self.preset.test_at_net0_size else net_id])
 
     # ------------------------------------------------------------ index files
     def split(self, al_iter=None, make_initial=False):
@@ -88,17 +103,71 @@ class Run:
         return read_indices(path, self.dataset, self.pool_size)
 
     def _write_initial_split(self, path) -> None:
+        """The initial labeled set: `initial_labeled` pool images drawn at random among those whose
+        label is known (all of them in a simulation)."""
         n_initial = self.preset.initial_labeled
         if n_initial >= self.pool_size:  # loads the data: a dataset that fails to load writes nothing
             raise UserError(f"the initial labeled set ({n_initial}) must be smaller than the pool "
                             f"({self.pool_size}); lower --initial_labeled or raise --pool_size.")
+        known = np.flatnonzero(self.data.pool_labels.cpu().numpy() >= 0)
+        if len(known) < n_initial:
+            raise UserError(f"only {len(known)} of the pool's {self.pool_size} images have a label, and the initial "
+                            f"labeled set is {n_initial} (--initial_labeled). Label more pool images in the "
+                            f"dataset's pool manifest, or pass --initial_labeled {len(known)} or less.")
         self.claim_folder()
         with step_lock(path):
             if path.exists():  # another process wrote it while we waited
                 return
-            order = np.random.default_rng(self.preset.seed).permutation(self.pool_size)
-            write_indices(path, np.sort(order[:n_initial]), np.sort(order[n_initial:]), self.dataset,
+            order = np.random.default_rng(self.preset.seed).permutation(len(known))
+            labeled = np.sort(known[order[:n_initial]])
+            write_indices(path, labeled, np.setdiff1d(np.arange(self.pool_size), labeled), self.dataset,
                           self.pool_size)
+
+    # ------------------------------------------------------------ labels a person gave
+    def training_data(self, labeled: np.ndarray) -> Data:
+        """The data, its pool labels completed from the label sheets of iterations 1..al_iter (a
+        pool whose labels are all known is returned as it is). Refuses, naming the sheet and its
+        rows, while a selected image has no label or one that is not a class."""
+        data = self.data
+        if data.labels_known:
+            return data
+        labels = data.pool_labels.clone()
+        before, _ = self.split(0)
+        for al_iter in range(1, self.al_iter + 1):
+            after, _ = self.split(al_iter)
+            batch = after[~np.isin(after, before)]
+            sheet = self.paths.label_sheet(self.model_num, self.method, al_iter)
+            given = read_sheet(sheet, [data.pool_paths[i] for i in batch], data.classes,
+                               f"al_select.py --al_iter {al_iter - 1} --redo (and this step's other flags)")
+            labels[torch.from_numpy(batch).to(labels.device)] = torch.tensor(given, device=labels.device)
+            before = after
+        unlabelled = labeled[(labels[torch.from_numpy(labeled).to(labels.device)] < 0).cpu().numpy()]
+        if len(unlabelled):  # only index files that disagree with the sheets lead here
+            raise UserError(f"{len(unlabelled)} images of the labeled set of al_iter {self.al_iter} have no label "
+                            f"(pool positions {', '.join(map(str, unlabelled[:5]))}...). Rerun the selections that "
+                            "chose them with --redo.")
+        return dataclasses.replace(data, pool_labels=labels)
+
+    def write_label_sheet(self, al_iter: int, batch: np.ndarray):
+        """The sheet of the images selected for `al_iter`, for a person to label (None in a simulation).
+
+        An existing sheet that lists the same images is kept as it is (it may hold labels already);
+        one that lists others is refused, never overwritten."""
+        data = self.data
+        if data.labels_known:
+            return None
+        sheet = self.paths.label_sheet(self.model_num, self.method, al_iter)
+        images = [data.pool_paths[i] for i in batch]
+        if sheet.exists():
+            listed = [image for _, image, _ in read_rows(sheet, "the label sheet")]
+            if sorted(listed) != sorted(images):
+                raise UserError(f"the label sheet {sheet} lists other images than this selection picked, and may "
+                                "hold labels typed for them, so it is not overwritten. Move it away (or delete it), "
+                                "then run the same command again.")
+            return sheet
+        known = data.pool_labels[torch.from_numpy(batch).to(data.pool_labels.device)].tolist()
+        write_sheet(sheet, images, [data.classes[k] if k >= 0 else "" for k in known])
+        return sheet
 
     # ------------------------------------------------------------ checkpoints
     def checkpoint(self, net_id, al_iter=None):
@@ -115,9 +184,10 @@ class Run:
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             info = saved["info"]
-            if info["net_id"] != net_id or info["dataset"] != self.dataset:
-                raise ValueError(f"it holds net {info['net_id']} of dataset {info['dataset']}")
-            net = models.build_net(net_id, self.data.n_classes, self.preset.dropout)
+            recorded = info.get("net", f"ofa{info['net_id']}")  # the paper's nets: OFA net n at place n
+            if info["net_id"] != net_id or info["dataset"] != self.dataset or recorded != self.nets[net_id]:
+                raise ValueError(f"it holds net {info['net_id']} ({recorded}) of dataset {info['dataset']}")
+            net = models.build_target(self.nets[net_id], self.data.n_classes, self.preset.dropout)
             net.load_state_dict(saved["state_dict"])
         except Exception as err:  # unpickling, missing keys, shape mismatch: all mean a bad file
             raise UserError(f"the checkpoint {path} is damaged or belongs to another net ({err}). Delete it "
@@ -128,13 +198,18 @@ class Run:
 # ---------------------------------------------------------------- training
 def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
     """Train net `net_id` for this iteration; returns a line saying what happened."""
-    models.check_net_id(net_id)
-    if net_id >= run.model_num:
+    if not run.settings.nets:
+        models.check_net_id(net_id)
+    if not 0 <= net_id < run.model_num:
         raise UserError(f"--net_id {net_id} is not among the {run.model_num} target models (0..{run.model_num - 1}).")
     ckpt = run.checkpoint(net_id)
     if ckpt.exists() and not run.redo:
         return f"net {net_id} already trained: {ckpt}"
+    name = run.nets[net_id]
+    if models.ofa_number(name) is None:  # a torchvision model that cannot take the input size stops here
+        models.check_input_size(models.build_target(name, run.data.n_classes), name, run.image_size(net_id))
     labeled, unlabeled = run.split(make_initial=True)
+    data = run.training_data(labeled)
     run.claim_folder()
     with step_lock(ckpt):
         if ckpt.exists() and not run.redo:  # another process finished it while we waited
@@ -148,16 +223,19 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
         stream = stream_seed(preset.seed, net_id)
         with INITIAL_WEIGHTS_LOCK:  # nets trained at once (DIAM_CUDA_FAST=streams) share torch's global generator
             torch.manual_seed(stream)  # the initial weights are drawn from the net's own stream too
-            net = models.build_net(net_id, run.data.n_classes, preset.dropout)
-            init = models.initialise(net, net_id, preset.init)
+            net = models.build_target(name, data.n_classes, preset.dropout)
+            init = models.initialise_target(net, name, preset.init)
         size = run.image_size(net_id)
         predictions = train_target_net(
-            net, run.data, torch.from_numpy(labeled), torch.from_numpy(unlabeled).to(run.device), preset, size,
+            net, data, torch.from_numpy(labeled), torch.from_numpy(unlabeled).to(run.device), preset, size,
             record, stream, desc=f"net {net_id} iter {run.al_iter}", speed=run.speed)
-        info = {"net_id": net_id, "ofa_id": models.OFA_IDS[net_id], "dataset": run.dataset, "init": init,
-                "image_size": size, "n_labeled": int(len(labeled)), "al_iter": run.al_iter,
+        ofa = models.ofa_number(name)
+        info = {"net_id": net_id, "ofa_id": None if ofa is None else models.OFA_IDS[ofa], "dataset": run.dataset,
+                "init": init, "image_size": size, "n_labeled": int(len(labeled)), "al_iter": run.al_iter,
                 "method": "shared" if first else method, "preset": preset.name, "seed": preset.seed,
                 "mode": preset.mode, "precision": "bf16" if preset.bf16 else "fp32"}
+        if run.settings.nets:  # named target models: which one this is (the paper's are known by net_id)
+            info["net"] = name
         write_npz(run.paths.pool_predictions(run.model_num, method, run.al_iter, net_id),
                   unlabeled=unlabeled, **predictions.arrays())
         write_json(run.paths.checkpoint_info(run.model_num, method, run.al_iter, net_id), info)
@@ -276,10 +354,16 @@ def selection_inputs(run: Run, needs: str, labeled: np.ndarray, unlabeled: np.nd
             stored = _pool_predictions(run, n, unlabeled, "snapshot_labels")
             if "pool_features" not in stored:  # iteration 0 records them for one net only
                 stored = _pool_predictions(run, n, unlabeled, "pool_features")
-            if feats is None:
-                feats = np.empty((run.model_num, len(unlabeled), stored["pool_features"].shape[1]), np.float16)
+            width = stored["pool_features"].shape[1]
+            if feats is None or width > feats.shape[2]:
+                # Named models' features may differ in width: zero columns pad the narrower ones,
+                # which leaves every Euclidean distance between their examples as it was.
+                wider = np.zeros((run.model_num, len(unlabeled), width), np.float16)
+                if feats is not None:
+                    wider[:, :, :feats.shape[2]] = feats
+                feats = wider
             snaps.append(stored["snapshot_labels"])
-            feats[n] = stored["pool_features"][unlabeled]
+            feats[n, :, :width] = stored["pool_features"][unlabeled]
         return SelectionInputs(len(unlabeled), snapshot_labels=np.stack(snaps), unlabeled_model_features=feats)
     if needs == "features":
         feats = _pool_predictions(run, run.preset.coreset_feature_net, unlabeled, "pool_features")["pool_features"]
@@ -317,9 +401,12 @@ def select_step(run: Run, batch_size=None) -> str:
         chosen = np.zeros(len(unlabeled), dtype=bool)
         chosen[positions] = True
         new_labeled = np.concatenate([labeled, unlabeled[positions]])
+        sheet = run.write_label_sheet(run.al_iter + 1, unlabeled[positions])  # before the index file that marks done
         write_indices(out, new_labeled, unlabeled[~chosen], run.dataset, run.pool_size)
         read_indices(out, run.dataset, run.pool_size)  # labeled + unlabeled is exactly the pool
-    return f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s: {out}"
+    done = f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s: {out}"
+    return done + (f"\nto label: {sheet} (fill in the label column, then train al_iter {run.al_iter + 1})"
+                   if sheet else "")
 
 
 def check_batch(positions: np.ndarray, n_unlabeled: int, batch_size: int) -> np.ndarray:

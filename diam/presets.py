@@ -60,6 +60,12 @@ DIAM_QP_ABSORBED_ERROR = 1e-11
 DIAM_QP_CERTIFICATE_MARGIN = 1e-9
 
 
+def default_nets(model_num: int) -> tuple:
+    """The paper's T target models, OFA nets 0..T-1: what a run has when it names none (--nets
+    names others: "ofa<N>" is OFA net N, another name a torchvision model)."""
+    return tuple(f"ofa{n}" for n in range(model_num))
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
