@@ -108,12 +108,17 @@ def initialise(net: torch.nn.Module, net_id: int, init: str = "he_fout") -> str:
     the call the original's run manager made over the ImageNet weights it had loaded;
     those kept only their BatchNorm running statistics, which training soon replaces).
     """
+    return _apply_init(net, init, lambda: _load_pretrained(net, net_id))
+
+
+def _apply_init(net: torch.nn.Module, init: str, load_pretrained) -> str:
+    """The rule `init` on `net`; `load_pretrained` fetches the net's own pretrained weights."""
     if init not in INIT_MODES:
         raise UserError(f"unknown --init '{init}'. Choose one of: {', '.join(INIT_MODES)}.")
     if init == "he_fout":
         init_models(net, "he_fout")
     elif init == "pretrained":
-        _load_pretrained(net, net_id)
+        load_pretrained()
     return init
 
 
@@ -212,13 +217,7 @@ def initialise_target(net: torch.nn.Module, name: str, init: str = "he_fout") ->
     number = ofa_number(name)
     if number is not None:
         return initialise(net, number, init)
-    if init not in INIT_MODES:
-        raise UserError(f"unknown --init '{init}'. Choose one of: {', '.join(INIT_MODES)}.")
-    if init == "he_fout":
-        init_models(net, "he_fout")
-    elif init == "pretrained":
-        _load_torchvision_pretrained(net, name)
-    return init
+    return _apply_init(net, init, lambda: _load_torchvision_pretrained(net, name))
 
 
 def check_input_size(net: torch.nn.Module, name: str, size: int) -> None:

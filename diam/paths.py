@@ -105,26 +105,9 @@ class RunPaths:
 
 # ---------------------------------------------------------------- atomic writes
 def atomic_write(path, write, binary=True) -> None:
-    """Write through `write(fileobj)` to a temp file beside `path`, then rename over it."""
-    path = Path(path)
-    try:  # a full disk can refuse the new (temp) file itself
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise _write_error(path, err) from None
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are for everyone to read
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        _remove_quietly(tmp)
-        raise _write_error(path, err)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+    """Write through `write(fileobj)` to a temp file beside `path`, then rename over it (`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb" if binary else "w") as f:
+        write(f)
 
 
 def _write_error(path, err: OSError) -> UserError:
@@ -141,13 +124,14 @@ def _remove_quietly(path) -> None:
 
 @contextmanager
 def atomic_path(path):
-    """A temporary name beside `path` for a writer that needs a file name (a memory-mapped array);
-    renamed over `path` when the block ends without error, removed when it fails."""
+    """A temporary name beside `path` to write to (`atomic_write`, or a writer that needs a file
+    name, such as a memory-mapped array): synced and renamed over `path` when the block ends
+    without error, removed when it fails, so a file that exists is complete."""
     path = Path(path)
-    try:
+    try:  # a full disk can refuse the new (temp) file itself
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, 0o666 & ~_UMASK)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are for everyone to read
         os.close(fd)
     except OSError as err:
         raise _write_error(path, err) from None
