@@ -10,6 +10,9 @@ whose rows are the trees that hold it.
 A tree holding several seeds (seed<S>/ folders beside seed 0's <T> folders) is drawn as
 the mean over seeds with a band for the 95% confidence interval across seeds, and
 BADGE's pairwise penalty matrix is drawn beside it in PREFIX_penalty.png and .pdf.
+Bands of two methods overlap even where their difference, paired by seed, is clear;
+so the paired differences per round are drawn too, in PREFIX_differences.png and .pdf:
+each method minus random, and DIAM minus each other method, with their paired 95% CIs.
 """
 import argparse
 import math
@@ -207,6 +210,58 @@ def draw_penalty_matrices(trees, model_num: int, datasets):
     return fig
 
 
+def draw_difference_panel(ax, tree, model_num, dataset, pairs, query_batch, title) -> None:
+    """One line per (first, second) pair: first minus second per round, with its paired 95% CI as an
+    error bar; the pairs are set a little apart along x so that their bars do not hide each other."""
+    extra_index = 0
+    for position, (first, second) in enumerate(pairs):
+        curve = analysis.difference_curve(tree, model_num, dataset, first, second)
+        shown = [(r, e) for r, e in zip(curve.rounds, curve.estimates) if e is not None]
+        if not shown:
+            continue
+        method = first if first != analysis.REFERENCE_METHOD or second == analysis.BASELINE_METHOD else second
+        style = dict(method_style(method, extra_index))
+        extra_index += method not in METHOD_STYLES
+        dodge = 0.5 * query_batch * (position - (len(pairs) - 1) / 2) / max(len(pairs), 1)
+        queried = np.array([r for r, _ in shown]) * query_batch + dodge
+        means = np.array([e.mean for _, e in shown])
+        half = np.array([np.nan if e.half_width is None else e.half_width for _, e in shown])
+        label = f"{results.method_display_name(first)} - {results.method_display_name(second)}"
+        ax.plot(queried, means, label=label, markersize=4, **style)
+        ax.errorbar(queried, means, yerr=half, fmt="none", color=style["color"], capsize=3, alpha=0.8)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(np.array(tree.expected_iterations(dataset)[1:]) * query_batch)
+    ax.set_xlabel("number of queries")
+    ax.set_ylabel("accuracy difference (points)")
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=9)
+
+
+def draw_paired_differences(trees, model_num: int, datasets, query_batch: int | None = None):
+    """Per (tree, dataset), two panels: each method minus random, and DIAM minus each other method,
+    per round (al_iter >= 1), paired by seed, with 95% CIs. Returns the Figure."""
+    fig, axes = plt.subplots(len(trees), 2 * len(datasets), squeeze=False, layout="constrained",
+                             figsize=(6.0 * 2 * len(datasets), 4.6 * len(trees) + 0.8))
+    for row, tree in enumerate(trees):
+        for column, dataset in enumerate(datasets):
+            methods = tree.methods(model_num, dataset)
+            batch = panel_query_batch(tree, model_num, dataset, query_batch)
+            name = f"{results.dataset_display_name(dataset)}, T={model_num}, {len(tree.seeds(dataset))} seeds"
+            if len(trees) > 1:
+                name += f"\n{tree_label(tree)}"
+            baseline, reference = analysis.BASELINE_METHOD, analysis.REFERENCE_METHOD
+            draw_difference_panel(axes[row, 2 * column], tree, model_num, dataset,
+                                  [(m, baseline) for m in methods if m != baseline], batch,
+                                  f"each method minus {results.method_display_name(baseline)}\n{name}")
+            draw_difference_panel(axes[row, 2 * column + 1], tree, model_num, dataset,
+                                  [(reference, m) for m in methods if m != reference], batch,
+                                  f"{results.method_display_name(reference)} minus each method\n{name}")
+    fig.suptitle("Paired differences of the T-model mean top-1 per round (same seed, same test set)\n"
+                 "with 95% CIs across seeds (Student t, uncorrected); above 0: the first method is ahead")
+    return fig
+
+
 def save_figure(fig, out_prefix: Path) -> list[Path]:
     written = []
     for suffix in (".png", ".pdf"):
@@ -235,6 +290,8 @@ def draw_and_save(trees, model_num: int, datasets, query_batch: int | None, out_
         penalty_datasets = [d for d in datasets if any(d in tree.datasets(model_num) for tree in repeated)]
         figure = draw_penalty_matrices(repeated, model_num, penalty_datasets)
         written += save_figure(figure, out_prefix.with_name(out_prefix.name + "_penalty"))
+        figure = draw_paired_differences(repeated, model_num, penalty_datasets, query_batch)
+        written += save_figure(figure, out_prefix.with_name(out_prefix.name + "_differences"))
     return written
 
 

@@ -8,8 +8,11 @@ extracted_results/.
 A tree holding several seeds (seed<S>/ folders beside seed 0's <T> folders): a cell is
 the mean over seeds of that mean (the area under the learning curve, AULC) ± the
 half-width of its 95% confidence interval across seeds, followed by DIAM's verdict
-against each other method (AULC difference paired by seed, with its 95% CI, and the
-rounds won/tied/lost by paired t-tests) and, in plain text, BADGE's penalty matrix.
+against each other method (AULC difference paired by seed with its 95% CI, the paired
+t-test's p-value raw and Holm-adjusted over the family, the verdict word those give,
+and the rounds won/tied/lost by uncorrected paired t-tests) and, in plain text, BADGE's
+penalty matrix as description, with the count of entries chance alone would give.
+Every table prints iteration 0's mean accuracy (the regime) beside the AULCs.
 
 A folder of trees side by side (e.g. reproduction/extracted_results/{corrected,original}/,
 runs that must not share a tree) prints each tree in turn under its folder's name.
@@ -18,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from diam import analysis, results
+from diam import analysis, results, statistics
 from diam.errors import UserError, run_cli
 from diam.statistics import ALPHA
 
@@ -82,12 +85,35 @@ def latex_cell(cell) -> str:
     return f"${body}$"
 
 
-def print_plain(table, iterations, seeds) -> None:
+def signed(value: float) -> str:
+    return f"{value:+.2f}"
+
+
+def p_text(p) -> str:
+    return "-" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def ci_text(estimate) -> str:
+    return "-" if estimate is None or not estimate.has_ci else f"[{signed(estimate.low)}, {signed(estimate.high)}]"
+
+
+def iteration0_text(tree, model_num, dataset) -> str:
+    """The regime, printed beside every AULC: iteration 0's mean top-1 over the T models."""
+    found = analysis.iteration0_accuracy(tree, model_num, dataset)
+    if found is None:
+        return "-"
+    estimate, shared = found
+    text = f"{estimate.mean:.2f}" + (f" ± {estimate.half_width:.2f}" if estimate.has_ci else "")
+    return text + ("" if shared else " (mean of methods)")
+
+
+def print_plain(tree, table, iterations, seeds) -> None:
     header = ["method"] + [f"T={t}" for t in table.model_nums]
     rows = [
         [results.method_display_name(method)] + [plain_cell(table.cells.get((method, t))) for t in table.model_nums]
         for method in table.methods
     ]
+    rows.append(["(iteration 0)"] + [iteration0_text(tree, t, table.dataset) for t in table.model_nums])
     widths = [max(len(row[column]) for row in [header] + rows) for column in range(len(header))]
     over = f"al_iter {iterations[0]}-{iterations[-1]}"
     if len(seeds) > 1:
@@ -103,6 +129,7 @@ def print_plain(table, iterations, seeds) -> None:
         )
     for row in [header] + rows:
         print("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
+    print("(iteration 0): the regime, mean top-1 at al_iter 0 before any query (shared by every method)")
     cells = table.cells.values()
     if any(cell.seeds_used != cell.seeds_expected for cell in cells):
         print("(k/n seeds): only k of the dataset's n seeds; not compared for best; no CI with 1 seed")
@@ -111,43 +138,47 @@ def print_plain(table, iterations, seeds) -> None:
     print()
 
 
-def signed(value: float) -> str:
-    return f"{value:+.2f}"
-
-
-def verdict_parts(verdict, expected_iterations) -> tuple[str, str]:
-    """(AULC difference with its CI, rounds won/tied/lost), as plain text."""
-    difference = verdict.aulc_difference
-    if difference.has_ci:
-        aulc = (f"AULC difference {signed(difference.mean)}, 95% CI [{signed(difference.low)},"
-                f" {signed(difference.high)}] ({difference.n} seeds)")
-    else:
-        aulc = f"AULC difference {signed(difference.mean)} (1 seed in common: no CI)"
+def verdict_row(verdict, expected_iterations) -> list[str]:
+    difference, later = verdict.aulc_difference, verdict.later_difference
+    aulc = signed(difference.mean)
     if list(verdict.iterations) != list(expected_iterations):
-        aulc += f" over al_iter {results.as_ranges(verdict.iterations)} only"
-    if verdict.tested == 0:
-        rounds = "rounds: no test (fewer than 2 seeds in common)"
-    else:
-        rounds = f"rounds won/tied/lost {verdict.wins}/{verdict.ties}/{verdict.losses}"
-        if verdict.untested:
-            rounds += f", {verdict.untested} untested (fewer than 2 seeds in common)"
-    return aulc, rounds
+        aulc += f" (al_iter {results.as_ranges(verdict.iterations)} only)"
+    rounds = (f"{verdict.wins}/{verdict.ties}/{verdict.losses}" if verdict.tested else "-") + \
+        (f" ({verdict.untested} untested)" if verdict.tested and verdict.untested else "")
+    word = verdict.word if verdict.in_family else f"{verdict.word} (exploratory)"
+    return [results.method_display_name(verdict.method), aulc, ci_text(difference),
+            "-" if later is None else signed(later.mean), str(difference.n), p_text(verdict.p_value),
+            p_text(verdict.p_holm), word, rounds]
 
 
 def print_verdicts(tree, dataset, model_nums, methods) -> None:
-    rounds = tree.expected_iterations(dataset)[1:]
+    expected = tree.expected_iterations(dataset)
+    rounds = expected[1:]
+    reference = analysis.REFERENCE_METHOD
     print(
-        f"{results.dataset_display_name(dataset)}: {analysis.REFERENCE_METHOD} against each other method,"
-        f" paired by seed (AULC = mean accuracy over al_iter {results.as_ranges(tree.expected_iterations(dataset))};"
-        f" rounds = al_iter {results.as_ranges(rounds)}, each a two-sided paired t-test across seeds, p < {ALPHA})"
+        f"{results.dataset_display_name(dataset)}: {reference} against each other method, paired by seed."
+        f" AULC diff: {reference} minus the method over al_iter {results.as_ranges(expected)}, with its 95% CI;"
+        f" al_iter {results.as_ranges(rounds)}: the same over the rounds after the shared iteration 0;"
+        f" p: two-sided paired t-test of the AULCs (none with fewer than {statistics.MIN_SEEDS_TO_TEST} seeds);"
+        f" Holm p: adjusted over the family ({reference} against each of the paper's methods);"
+        f" verdict: leads/trails where Holm p < {ALPHA}, 'within {statistics.SMALLEST_EFFECT:g}' where the whole"
+        f" CI lies inside ±{statistics.SMALLEST_EFFECT:g}, else not resolved; rounds w/t/l: uncorrected paired"
+        " t-tests per round (descriptive)"
     )
     for model_num in model_nums:
         found = analysis.verdicts(tree, model_num, dataset, methods)
-        if not found and tree.methods(model_num, dataset):
-            print(f"T={model_num}: no verdict, {analysis.REFERENCE_METHOD} has no results to pair with the others'")
-        for verdict in found:
-            aulc, won = verdict_parts(verdict, tree.expected_iterations(dataset))
-            print(f"T={model_num} vs {results.method_display_name(verdict.method)}: {aulc}; {won}")
+        if not found:
+            if tree.methods(model_num, dataset):
+                print(f"T={model_num}: no verdict, {reference} has no results to pair with the others'")
+            continue
+        print(f"T={model_num}: iteration 0 (the regime): {iteration0_text(tree, model_num, dataset)}"
+              f" mean top-1; family of {sum(v.in_family for v in found)} comparisons")
+        rows = [[f"{reference} vs", "AULC diff", "95% CI", f"al_iter {results.as_ranges(rounds)}", "seeds", "p",
+                 "Holm p", "verdict", "rounds w/t/l"]]
+        rows += [verdict_row(verdict, expected) for verdict in found]
+        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
     print()
 
 
@@ -158,8 +189,9 @@ def print_penalty_matrices(tree, dataset, model_nums, methods) -> None:
             continue
         matrix = analysis.penalty_matrix(tree, model_num, dataset, present)
         print(
-            f"{results.dataset_display_name(dataset)}, T={model_num}: penalty matrix, entry = rounds (of"
-            f" {len(matrix.rounds)}) at which the row method is significantly better than the column method"
+            f"{results.dataset_display_name(dataset)}, T={model_num}: penalty matrix (descriptive, uncorrected),"
+            f" entry = rounds (of {len(matrix.rounds)}) at which the row method is significantly better than the"
+            f" column method (paired t-test, p < {ALPHA})"
         )
         names = [results.method_display_name(m) for m in present]
         rows = [[""] + names] + [
@@ -169,16 +201,22 @@ def print_penalty_matrices(tree, dataset, model_nums, methods) -> None:
         widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
         for row in rows:
             print("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
+        tests, expected, found = analysis.chance_significant(matrix)
+        print(f"{found} significant entries in {tests} tests; about {expected:.1f} expected by chance alone"
+              " if no method differed from any other")
         print()
 
 
-def print_latex(table, seeds) -> None:
+def print_latex(tree, table, seeds) -> None:
     spread = "; cells: mean over seeds \\pm 95\\% CI half-width" if len(seeds) > 1 else ""
     columns = ", ".join(map(str, table.model_nums))
     print(f"% {results.dataset_display_name(table.dataset)}: columns T = {columns}{spread}")
     for method in table.methods:
         cells = " & ".join(latex_cell(table.cells.get((method, t))) for t in table.model_nums)
         print(f"{results.method_display_name(method)} & {cells} \\\\")
+    regime = " & ".join(f"${iteration0_text(tree, t, table.dataset)}$".replace("±", "\\pm")
+                        for t in table.model_nums)
+    print(f"(iteration 0) & {regime} \\\\")
     if any(cell.iterations_used != cell.iterations_expected for cell in table.cells.values()):
         print("% \\dagger: computed over only some of the iterations; not compared for best")
     if any(cell.seeds_used != cell.seeds_expected for cell in table.cells.values()):
@@ -188,7 +226,7 @@ def print_latex(table, seeds) -> None:
 def print_latex_verdicts(tree, dataset, model_nums, methods) -> None:
     print(
         f"% {results.dataset_display_name(dataset)}: {analysis.REFERENCE_METHOD} vs method: T & method &"
-        f" AULC difference [95\\% CI] & rounds won/tied/lost (paired t-test, p < {ALPHA})"
+        f" AULC difference [95\\% CI] & p & Holm p & verdict & rounds won/tied/lost (uncorrected, p < {ALPHA})"
     )
     for model_num in model_nums:
         for verdict in analysis.verdicts(tree, model_num, dataset, methods):
@@ -198,7 +236,9 @@ def print_latex_verdicts(tree, dataset, model_nums, methods) -> None:
             else:
                 aulc = f"${signed(difference.mean)}$ (1 seed: no CI)"
             rounds = f"{verdict.wins}/{verdict.ties}/{verdict.losses}" if verdict.tested else "no test"
-            print(f"{model_num} & {results.method_display_name(verdict.method)} & {aulc} & {rounds} \\\\")
+            word = verdict.word if verdict.in_family else f"{verdict.word} (exploratory)"
+            print(f"{model_num} & {results.method_display_name(verdict.method)} & {aulc} &"
+                  f" {p_text(verdict.p_value)} & {p_text(verdict.p_holm)} & {word} & {rounds} \\\\")
 
 
 def main() -> None:
@@ -244,11 +284,11 @@ def print_tree(tree, args) -> None:
         seeds = tree.seeds(dataset)
         table = analysis.dataset_table(tree, dataset, model_nums, methods)
         if args.latex:
-            print_latex(table, seeds)
+            print_latex(tree, table, seeds)
             if len(seeds) > 1:
                 print_latex_verdicts(tree, dataset, model_nums, methods)
         else:
-            print_plain(table, tree.expected_iterations(dataset), seeds)
+            print_plain(tree, table, tree.expected_iterations(dataset), seeds)
             if len(seeds) > 1:
                 print_verdicts(tree, dataset, model_nums, methods)
                 print_penalty_matrices(tree, dataset, model_nums, methods)

@@ -15,13 +15,21 @@ Baseline: alipy's QueryInstanceCoresetGreedy and QueryInstanceQBC.calc_vote_entr
 on the same synthetic inputs, run once each (their cost makes repeats impractical),
 with our function at the same pool size beside them and the picks compared.
 
-DIAM_qp, lewis and lewis_oneshot are left out of the default list (as they are out of
-iter_all.sh's): name them in --strategies. lewis times the Lewis-weight sampling of one batch
-from every model's features (lewis_oneshot's draw is the same function with a larger sample). It runs once at --unlabeled, with the time of its three stages (k-NN
-co-occurrence, PSD projection, QP), then, at --dense-unlabeled, beside the authors'
-dense route on the same inputs (dense n x n distances and a full sort per row, a dense
-count matrix, one eigendecomposition of the whole matrix, OSQP on the dense projection),
-and the picks are compared.
+DIAM_qp is left out of the default list (as it is out of iter_all.sh's): name it in
+--strategies. It runs once at --unlabeled, with the time, CPU time and peak memory of
+its three stages (k-NN co-occurrence, PSD projection, QP) and the route that solved the
+QP (certified, or OSQP when the certificate failed); then, at --dense-unlabeled, three
+ways on the same inputs: ours (certified), ours with OSQP as the QP solver, and the
+authors' dense route (dense n x n distances and a full sort per row, a dense count
+matrix, one eigendecomposition of the whole matrix, OSQP on the dense projection), and
+the picks are compared. With --scaling N,N,... it runs DIAM_qp alone at subsamples of
+n = N (pool U = 5N), batch B scaled with n so that B / n stays at its value at
+--unlabeled (1,500 / 11,400 by default), phase by phase, with the OSQP route beside it
+where n <= --osqp-max-n.
+
+lewis and lewis_oneshot are left out of the default list too: lewis times the Lewis-weight
+sampling of one batch from every model's features (lewis_oneshot's draw is the same function
+with a larger sample).
 """
 import argparse
 import dataclasses
@@ -45,6 +53,7 @@ from sklearn.metrics import pairwise_distances
 # Runs as a plain script from any directory: make the `diam` package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diam.strategies as strategies  # noqa: E402
+from diam.presets import DIAM_QP_MAX_SOLVER_ITERATIONS, DIAM_QP_SOLVER_TOLERANCE  # noqa: E402
 from diam.strategies import (STRATEGIES, SelectionInputs, SelectionOptions, WeightedBatch, coreset,  # noqa: E402
                              vote_entropy)
 from machine import cpu_model  # noqa: E402  (bench/machine.py)
@@ -85,7 +94,9 @@ class Measurement:
     peak_covers_selection_only: bool
     gpu_peak_mb: float | None = None
     output: np.ndarray | None = field(default=None, repr=False)  # picks, or scores
-    stages: dict[str, tuple[float, float]] = field(default_factory=dict)  # (wall s, CPU s) per stage
+    # (wall s, CPU s, peak RSS MiB since the selection started) per stage
+    stages: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the strategy logged (DIAM_qp: the QP's route)
     cpu_seconds: list[float] = field(default_factory=list)  # this process's CPU time per run
 
 
@@ -250,26 +261,34 @@ def measure_alipy_vote_entropy(config: Config) -> Measurement:
     return _timed("vote entropy (alipy)", config.unlabeled, config, run, 1)
 
 
+def _end_stage(stages: dict, name: str, start: float, cpu_start: float) -> None:
+    stages[name] = (time.perf_counter() - start, time.process_time() - cpu_start, _proc_status_mb("VmHWM"))
+
+
 def _timing_stage(stages: dict, name: str, function):
     def timed(*args, **kwargs):
         start, cpu_start = time.perf_counter(), time.process_time()
         result = function(*args, **kwargs)
-        stages[name] = (time.perf_counter() - start, time.process_time() - cpu_start)
+        _end_stage(stages, name, start, cpu_start)
         return result
     return timed
 
 
-def measure_our_diam_qp(config: Config, pool: int) -> Measurement:
-    """STRATEGIES["DIAM_qp"] itself, its three helpers timed where diam.strategies calls them."""
+def measure_our_diam_qp(config: Config, pool: int, qp_method: str = "certified") -> Measurement:
+    """diam.strategies.diam_qp itself (what STRATEGIES["DIAM_qp"] calls), its three helpers
+    timed where it calls them, and what it logs (the QP's route) kept."""
     inputs = synthetic_inputs(dataclasses.replace(config, unlabeled=pool), "snapshots_and_model_features")
-    stages: dict[str, float] = {}
-    for stage, helper in (("k-NN", "knn_cooccurrence"), ("projection", "nearest_psd_upper"),
+    stages: dict[str, tuple[float, float, float]] = {}
+    for stage, helper in (("k-NN", "knn_cooccurrence"), ("projection", "nearest_psd"),
                           ("QP", "solve_selection_qp")):
         setattr(strategies, helper, _timing_stage(stages, stage, getattr(strategies, helper)))
-    measurement = _timed("DIAM_qp (ours)", pool, config,
-                         lambda: STRATEGIES["DIAM_qp"].select(inputs, config.batch, np.random.default_rng(0),
-                                                              SelectionOptions(config.device)), 1)
-    measurement.stages = stages
+    name = "DIAM_qp (ours)" if qp_method == "certified" else f"DIAM_qp ({qp_method})"
+    with strategies.strategy_notes() as notes:
+        measurement = _timed(name, pool, config,
+                             lambda: strategies.diam_qp(inputs.snapshot_labels, inputs.unlabeled_model_features,
+                                                        config.batch, np.random.default_rng(0),
+                                                        device=config.device, qp_method=qp_method), 1)
+    measurement.stages, measurement.notes = stages, notes
     return measurement
 
 
@@ -291,7 +310,7 @@ def authors_dense_route(snapshot_labels, model_features, batch_size, stages, dev
         nearest = np.argsort(distances, axis=1)[:, :k]
         del distances
         np.add.at(counts, (np.repeat(np.arange(n), k), nearest.ravel()), 1.0)
-    stages["k-NN"] = (time.perf_counter() - start, time.process_time() - cpu_start)
+    _end_stage(stages, "k-NN", start, cpu_start)
 
     start, cpu_start = time.perf_counter(), time.process_time()
     similarity = torch.from_numpy((counts + counts.T) / 2).to(device)
@@ -300,16 +319,16 @@ def authors_dense_route(snapshot_labels, model_features, batch_size, stages, dev
     del similarity
     projected = ((eigenvectors * eigenvalues.clamp_min(0)) @ eigenvectors.T).cpu().numpy()
     del eigenvectors
-    stages["projection"] = (time.perf_counter() - start, time.process_time() - cpu_start)
+    _end_stage(stages, "projection", start, cpu_start)
 
     start, cpu_start = time.perf_counter(), time.process_time()
     x = qpsolvers.solve_qp(sp.triu(projected, format="csc"), -d[subsample].astype(np.float64),
                            A=sp.csc_matrix(np.ones((1, n))), b=np.array([float(batch_size)]),
                            lb=np.zeros(n), ub=np.ones(n), solver="osqp",
-                           eps_abs=strategies.DIAM_QP_SOLVER_TOLERANCE,
-                           eps_rel=strategies.DIAM_QP_SOLVER_TOLERANCE,
-                           max_iter=strategies.DIAM_QP_MAX_SOLVER_ITERATIONS, polishing=False)
-    stages["QP"] = (time.perf_counter() - start, time.process_time() - cpu_start)
+                           eps_abs=DIAM_QP_SOLVER_TOLERANCE,
+                           eps_rel=DIAM_QP_SOLVER_TOLERANCE,
+                           max_iter=DIAM_QP_MAX_SOLVER_ITERATIONS, polishing=False, raise_error=True)
+    _end_stage(stages, "QP", start, cpu_start)
     return subsample[np.argsort(-x, kind="stable")[:batch_size]]
 
 
@@ -325,9 +344,12 @@ def measure_dense_diam_qp(config: Config, pool: int) -> Measurement:
 
 
 def stage_line(measurement: Measurement) -> str:
-    """CPU time beside wall time: on a shared machine the wall clock also counts other jobs."""
-    return (f"    CPU {measurement.cpu_seconds[0]:.1f} s; stages, wall/CPU s: "
-            + ", ".join(f"{name} {wall:.1f}/{cpu:.1f}" for name, (wall, cpu) in measurement.stages.items()))
+    """CPU time beside wall time (on a shared machine the wall clock also counts other jobs),
+    the peak resident set at the end of each stage, and what the strategy logged."""
+    line = (f"    CPU {measurement.cpu_seconds[0]:.1f} s; stages, wall/CPU s (peak RSS MiB at its end): "
+            + ", ".join(f"{name} {wall:.1f}/{cpu:.1f} ({peak:.0f})"
+                        for name, (wall, cpu, peak) in measurement.stages.items()))
+    return "\n".join([line] + [f"    {note}" for note in measurement.notes])
 
 
 def in_fresh_process(function, *args) -> Measurement:
@@ -383,9 +405,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--strategies", default=",".join(s for s in STRATEGIES if s not in OPT_IN_STRATEGIES),
                         help="comma-separated names from: " + ", ".join(STRATEGIES)
                         + " (default: all but " + ", ".join(OPT_IN_STRATEGIES) + ")")
-    parser.add_argument("--dense-unlabeled", type=int, default=20000,
-                        help="pool size at which DIAM_qp is timed beside the authors' dense route "
-                             "(0: skip it)")
+    parser.add_argument("--dense-unlabeled", type=int, default=15000,
+                        help="pool size at which DIAM_qp is timed beside its OSQP route and the authors' "
+                             "dense route (0: skip them); the default gives n = 3,000")
+    parser.add_argument("--scaling", default="",
+                        help="comma-separated subsample sizes n: time DIAM_qp alone at each (pool U = 5n), "
+                             "phase by phase, instead of the strategies table (e.g. 1000,2000,3000,6000,11400)")
+    parser.add_argument("--osqp-max-n", type=int, default=3000,
+                        help="with --scaling, also time the OSQP route up to this n and compare picks")
     parser.add_argument("--alipy-unlabeled", type=int, default=57000,
                         help="pool size for the alipy baseline (0: skip it); alipy's "
                              "coreset costs about 0.3 s per pick at 57,000 x 1,280 here")
@@ -417,6 +444,9 @@ def main() -> None:
           "selection (Python, torch, inputs), 'peak RSS' = peak resident set during "
           "selection (VmHWM, reset just before it), 'extra' = peak - before; resident sets "
           "include torch library code paged in on first use\n")
+    if args.scaling:
+        report_diam_qp_scaling(config, [int(n) for n in args.scaling.split(",")], args.osqp_max_n)
+        return
 
     if any(method != "DIAM_qp" for method in methods):
         print(table_header(config.device))
@@ -460,7 +490,8 @@ def main() -> None:
 def report_diam_qp(config: Config, dense_pool: int) -> None:
     print(f"\nDIAM_qp, one run each: T={config.models} models' {config.dim}-d float16 features "
           f"(a shared standard-normal part plus {MODEL_FEATURE_NOISE} x each model's own), subsample "
-          "n = U // 5, k = floor(0.01 n); stages: k-NN co-occurrence, PSD projection, QP (OSQP)")
+          "n = U // 5, k = floor(0.01 n); stages: k-NN co-occurrence, PSD projection, QP (the route that "
+          "answered is named below each row)")
     print(table_header(config.device))
     ours = in_fresh_process(measure_our_diam_qp, config, config.unlabeled)
     print(table_row(ours) + "\n" + stage_line(ours), flush=True)
@@ -468,14 +499,53 @@ def report_diam_qp(config: Config, dense_pool: int) -> None:
         return
     ours_small = in_fresh_process(measure_our_diam_qp, config, dense_pool)
     print(table_row(ours_small) + "\n" + stage_line(ours_small), flush=True)
+    by_osqp = in_fresh_process(measure_our_diam_qp, config, dense_pool, "osqp")
+    print(table_row(by_osqp) + "\n" + stage_line(by_osqp), flush=True)
     dense = in_fresh_process(measure_dense_diam_qp, config, dense_pool)
     print(table_row(dense) + "\n" + stage_line(dense), flush=True)
-    common = len(np.intersect1d(ours_small.output, dense.output))
-    print(f"\nDIAM_qp ours vs dense route at U={dense_pool}: {common} of {len(dense.output)} picks in "
-          f"common; speed-up {min(dense.seconds) / min(ours_small.seconds):.2f}x in wall time, "
+    print(f"\nDIAM_qp ours vs ours with OSQP at U={dense_pool}: {picks_agreement(ours_small, by_osqp)}; "
+          f"QP stage {ours_small.stages['QP'][1]:.2f} s vs {by_osqp.stages['QP'][1]:.2f} s of CPU")
+    print(f"DIAM_qp ours vs dense route at U={dense_pool}: {picks_agreement(ours_small, dense)}; speed-up "
+          f"{min(dense.seconds) / min(ours_small.seconds):.2f}x in wall time, "
           f"{dense.cpu_seconds[0] / ours_small.cpu_seconds[0]:.2f}x in CPU time; extra memory "
           f"{dense.peak_rss_mb - dense.rss_before_mb:.0f} MiB vs "
           f"{ours_small.peak_rss_mb - ours_small.rss_before_mb:.0f} MiB")
+
+
+def picks_agreement(first: Measurement, second: Measurement) -> str:
+    common = len(np.intersect1d(first.output, second.output))
+    return (("the same picks" if common == len(first.output) == len(second.output) else "DIFFERENT picks")
+            + f" ({common} of {len(second.output)} in common)")
+
+
+def report_diam_qp_scaling(config: Config, subsamples: list[int], osqp_max_n: int) -> None:
+    """DIAM_qp at each subsample size n (pool U = 5n), B / n as at --unlabeled, phase by phase;
+    the OSQP route beside it up to osqp_max_n, picks compared."""
+    paper_n = config.unlabeled // 5
+    print(f"\nDIAM_qp scaling, one run each: pool U = 5n, B = round({config.batch} n / {paper_n}), "
+          f"T={config.models}, {config.dim}-d features; the OSQP route beside ours for n <= {osqp_max_n}")
+    rows = []
+    print(table_header(config.device))
+    for n in subsamples:
+        scaled = dataclasses.replace(config, batch=max(1, round(config.batch * n / paper_n)))
+        ours = in_fresh_process(measure_our_diam_qp, scaled, 5 * n)
+        print(table_row(ours) + "\n" + stage_line(ours), flush=True)
+        by_osqp = None
+        if n <= osqp_max_n:
+            by_osqp = in_fresh_process(measure_our_diam_qp, scaled, 5 * n, "osqp")
+            print(table_row(by_osqp) + "\n" + stage_line(by_osqp) + "\n    ours vs OSQP: "
+                  + picks_agreement(ours, by_osqp), flush=True)
+        rows.append((n, scaled.batch, ours, by_osqp))
+    print("\nsummary (CPU s per phase; wall s of the whole selection; peak RSS during it, MiB; route):")
+    print(f"{'n':>6}{'B':>6}{'k-NN':>9}{'proj.':>9}{'QP':>9}{'wall':>9}{'peak':>8}  route   "
+          f"{'OSQP QP':>9}  picks vs OSQP")
+    for n, batch, ours, by_osqp in rows:
+        cpu = {name: stage[1] for name, stage in ours.stages.items()}
+        route = "certified" if any("certified route" in note for note in ours.notes) else "OSQP"
+        osqp_part = (f"{by_osqp.stages['QP'][1]:>9.1f}  {picks_agreement(ours, by_osqp)}" if by_osqp
+                     else f"{'-':>9}  -")
+        print(f"{n:>6}{batch:>6}{cpu['k-NN']:>9.1f}{cpu['projection']:>9.1f}{cpu['QP']:>9.1f}"
+              f"{ours.seconds[0]:>9.1f}{ours.peak_rss_mb:>8.0f}  {route:<9}{osqp_part}")
 
 
 if __name__ == "__main__":

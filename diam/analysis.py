@@ -18,11 +18,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from diam import statistics
-from diam.results import ResultsTree
+from diam.results import PAPER_METHODS, ResultsTree
 from diam.statistics import Estimate
 
 # The method whose claim the verdicts test against every other method.
 REFERENCE_METHOD = "DIAM"
+# The method every other is drawn against in the paired-difference figure.
+BASELINE_METHOD = "random"
+# The analysis plan's family: DIAM against each other method of the paper, Holm-corrected
+# together. A method outside it (DIAM_qp, a strategy added later) is compared beside the
+# family, uncorrected and marked exploratory, and does not change the family's correction.
+FAMILY_METHODS = PAPER_METHODS
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,7 @@ class PenaltyMatrix:
     rounds: tuple[int, ...]  # the al_iter values compared: iteration 0 (shared by all) excluded
     seeds: tuple[int, ...]
     wins: np.ndarray  # (methods, methods): rounds at which row method is significantly better than column
-    tested: np.ndarray  # (methods, methods): rounds at which the pair shares >= 2 seeds
+    tested: np.ndarray  # (methods, methods): rounds at which the pair shares >= MIN_SEEDS_TO_TEST seeds
 
 
 def penalty_matrix(tree: ResultsTree, model_num: int, dataset: str, methods=None) -> PenaltyMatrix:
@@ -121,18 +127,39 @@ class Verdict:
     method: str  # the method DIAM is compared with
     aulc_difference: Estimate  # DIAM's AULC minus the method's, paired by seed, with its 95% CI
     iterations: tuple[int, ...]  # the al_iter values both AULCs cover
-    wins: int  # rounds at which DIAM is significantly better (paired t-test, p < 0.05)
+    wins: int  # rounds at which DIAM is significantly better (paired t-test, p < 0.05, uncorrected)
     ties: int  # rounds tested with no significant difference
     losses: int  # rounds at which the method is significantly better than DIAM
-    untested: int  # rounds with fewer than 2 seeds in common: no test possible
+    untested: int  # rounds with fewer than MIN_SEEDS_TO_TEST seeds in common: no test made
+    # The same difference over al_iter >= 1 only. Iteration 0 is shared by every method of a seed,
+    # so where it is, this is the AULC difference scaled by len(iterations) / (len(iterations) - 1).
+    later_difference: Estimate | None = None
+    p_value: float | None = None  # two-sided paired t-test of the AULCs; None: not tested
+    p_holm: float | None = None  # Holm-adjusted within the family; None outside it or not tested
+    in_family: bool = True  # False: an exploratory comparison, outside the analysis plan's family
 
     @property
     def tested(self) -> int:
         return self.wins + self.ties + self.losses
 
+    @property
+    def word(self) -> str:
+        """The analysis plan's verdict: from the Holm-adjusted p in the family, the raw p outside it."""
+        return statistics.verdict_word(self.aulc_difference, self.p_holm if self.in_family else self.p_value)
+
+
+def _paired_aulcs(reference_runs, other_runs, seeds, iterations) -> list[float]:
+    reference = seed_aulcs({s: reference_runs[s] for s in seeds}, iterations)
+    other = seed_aulcs({s: other_runs[s] for s in seeds}, iterations)
+    return [reference[s] - other[s] for s in seeds]
+
 
 def verdicts(tree: ResultsTree, model_num: int, dataset: str, methods=None) -> list[Verdict]:
-    """DIAM against each other method; empty when DIAM has no results at (dataset, T)."""
+    """DIAM against each other method; empty when DIAM has no results at (dataset, T).
+
+    Each AULC difference is tested by a two-sided paired t-test across seeds (on the differences,
+    as scipy's ttest_rel); the p-values of the family (FAMILY_METHODS) are Holm-adjusted together.
+    """
     methods = tuple(methods if methods is not None else tree.methods(model_num, dataset))
     present = [m for m in methods if (model_num, dataset, m) in tree.runs]
     if REFERENCE_METHOD not in present:
@@ -151,9 +178,10 @@ def verdicts(tree: ResultsTree, model_num: int, dataset: str, methods=None) -> l
         iterations = common_iterations(
             [reference_runs[s] for s in paired_seeds] + [other_runs[s] for s in paired_seeds]
         )
-        reference_aulcs = seed_aulcs({s: reference_runs[s] for s in paired_seeds}, iterations)
-        other_aulcs = seed_aulcs({s: other_runs[s] for s in paired_seeds}, iterations)
-        differences = [reference_aulcs[s] - other_aulcs[s] for s in paired_seeds]
+        differences = _paired_aulcs(reference_runs, other_runs, paired_seeds, iterations)
+        later = [i for i in iterations if i >= 1]
+        later_differences = _paired_aulcs(reference_runs, other_runs, paired_seeds, later) if later else None
+        test = statistics.paired_test(differences, np.zeros(len(differences)))
         wins, losses = int(matrix.wins[reference, other]), int(matrix.wins[other, reference])
         tested = int(matrix.tested[reference, other])
         found.append(Verdict(
@@ -164,8 +192,61 @@ def verdicts(tree: ResultsTree, model_num: int, dataset: str, methods=None) -> l
             ties=tested - wins - losses,
             losses=losses,
             untested=len(matrix.rounds) - tested,
+            later_difference=statistics.mean_with_ci(later_differences) if later_differences else None,
+            p_value=test.p_value,
+            in_family=method in FAMILY_METHODS,
         ))
+    family = [v for v in found if v.in_family]
+    for verdict, adjusted in zip(family, statistics.holm_adjusted([v.p_value for v in family])):
+        found[found.index(verdict)] = replace(verdict, p_holm=adjusted)
     return found
+
+
+def chance_significant(matrix: PenaltyMatrix, alpha: float = statistics.ALPHA) -> tuple[int, float, int]:
+    """(tests made, "significant" entries expected by chance alone if no method differed from
+    any other, entries found): what reading a penalty matrix of uncorrected tests needs."""
+    tests = int(np.triu(matrix.tested, 1).sum())
+    return tests, tests * alpha, int(matrix.wins.sum())
+
+
+# ------------------------------------------------------------- the regime and the paired curves
+def iteration0_accuracy(tree: ResultsTree, model_num: int, dataset: str) -> tuple[Estimate, bool] | None:
+    """The regime: iteration 0's mean top-1 over the T models, mean over seeds with its 95% CI
+    (per seed, the mean over methods), and whether every method of a seed has the same value
+    (iteration 0 is trained once and shared). None when no run has iteration 0."""
+    per_seed: dict[int, list[float]] = {}
+    for method in tree.methods(model_num, dataset):
+        for seed, per_iteration in tree.runs[(model_num, dataset, method)].items():
+            if 0 in per_iteration:
+                per_seed.setdefault(seed, []).append(model_mean_top1(per_iteration, 0))
+    if not per_seed:
+        return None
+    shared = all(max(values) - min(values) < 1e-9 for values in per_seed.values())
+    return statistics.mean_with_ci([float(np.mean(values)) for values in per_seed.values()]), shared
+
+
+@dataclass(frozen=True)
+class DifferenceCurve:
+    """first minus second per round (al_iter >= 1), paired by seed: the mean over the seeds both
+    reached and its 95% CI (None at a round with fewer than 2 such seeds)."""
+
+    first: str
+    second: str
+    rounds: tuple[int, ...]
+    estimates: tuple[Estimate | None, ...]
+
+
+def difference_curve(tree: ResultsTree, model_num: int, dataset: str, first: str, second: str) -> DifferenceCurve:
+    first_runs = tree.runs.get((model_num, dataset, first), {})
+    second_runs = tree.runs.get((model_num, dataset, second), {})
+    rounds = tuple(tree.expected_iterations(dataset)[1:])
+    estimates = []
+    for round_ in rounds:
+        differences = [model_mean_top1(first_runs[s], round_) - model_mean_top1(second_runs[s], round_)
+                       for s in sorted(set(first_runs) & set(second_runs))
+                       if round_ in first_runs[s] and round_ in second_runs[s]]
+        estimates.append(statistics.mean_with_ci(differences) if differences else None)
+    return DifferenceCurve(first, second, rounds, tuple(estimates))
 
 
 # ------------------------------------------------------------- the table

@@ -15,12 +15,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = (3 / 4, 4 / 3)
 BRIGHTNESS = 32 / 255
 EVAL_CROP_FRACTION = 0.875
-# The pool is grayscale fed as three identical channels, so the SPEC's saturation
-# jitter (a blend with the image's own grayscale) is the identity and is skipped.
+# A grayscale pool is fed as three identical channels, so the SPEC's saturation jitter (a
+# blend with the image's own grayscale) is the identity and is skipped; a colour pool (a
+# dataset file's) gets it, after the brightness jitter (torchvision's ColorJitter draws
+# their order at random: a clamp between them is all the order changes).
+SATURATION = 0.5
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
+
+
+def _as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W) grayscale or (B, 3, H, W) colour -> float (B, C, H, W) in [0, 1]."""
+    return (images.unsqueeze(1) if images.ndim == 3 else images).float().div_(255)
 
 
 def _normalize(gray: torch.Tensor) -> torch.Tensor:
-    """(B, 1, S, S) in [0, 1] -> (B, 3, S, S) normalised with ImageNet statistics."""
+    """(B, 1 or 3, S, S) in [0, 1] -> (B, 3, S, S) normalised with ImageNet statistics."""
     mean = torch.tensor(IMAGENET_MEAN, device=gray.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=gray.device).view(1, 3, 1, 1)
     return (gray.expand(-1, 3, -1, -1) - mean) / std
@@ -28,7 +37,7 @@ def _normalize(gray: torch.Tensor) -> torch.Tensor:
 
 def eval_transform(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize to ceil(size / 0.875), center-crop to size, normalise."""
-    gray = images.unsqueeze(1).float().div_(255)
+    gray = _as_float(images)
     resized = TF.resize(gray, [math.ceil(size / EVAL_CROP_FRACTION)] * 2, antialias=True)
     return _normalize(TF.center_crop(resized, [size, size]))
 
@@ -61,9 +70,10 @@ def random_crop_boxes(n: int, height: int, width: int, generator: torch.Generato
 
 def train_transform(images: torch.Tensor, size: int, generator: torch.Generator,
                     crop_scale_min: float = 0.08) -> torch.Tensor:
-    """Random-resized-crop (area scale crop_scale_min..1), horizontal flip, brightness jitter, normalise."""
-    n, height, width = images.shape
-    gray = images.unsqueeze(1).float().div_(255)
+    """Random-resized-crop (area scale crop_scale_min..1), horizontal flip, brightness (and, for
+    colour, saturation) jitter, normalise."""
+    n, height, width = images.shape[0], images.shape[-2], images.shape[-1]
+    gray = _as_float(images)
     boxes = random_crop_boxes(n, height, width, generator, crop_scale_min).to(gray.dtype)
     batch_index = torch.arange(n, device=gray.device, dtype=gray.dtype).unsqueeze(1)
     # roi_align with aligned=True resamples each box bilinearly onto a size x size grid.
@@ -73,4 +83,10 @@ def train_transform(images: torch.Tensor, size: int, generator: torch.Generator,
     crops = torch.where(flip.view(n, 1, 1, 1), crops.flip(-1), crops)
     brightness = torch.empty(n, 1, 1, 1, device=gray.device).uniform_(
         1 - BRIGHTNESS, 1 + BRIGHTNESS, generator=generator)
-    return _normalize((crops * brightness).clamp_(0, 1))
+    crops = (crops * brightness).clamp_(0, 1)
+    if crops.shape[1] == 3:
+        saturation = torch.empty(n, 1, 1, 1, device=gray.device).uniform_(
+            1 - SATURATION, 1 + SATURATION, generator=generator)
+        luma = (crops * torch.tensor(GRAY_WEIGHTS, device=gray.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        crops = (luma + saturation * (crops - luma)).clamp_(0, 1)
+    return _normalize(crops)

@@ -15,10 +15,14 @@ from .settings import settings_from_args
 
 def parser(description: str, method_required: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--dataset", required=True,
+                   help=f"one of {', '.join(DATASETS)}, or a .json file describing your own images (docs/own_data.md)")
     p.add_argument("--method", required=method_required, help=f"one of {', '.join(METHODS)}")
     p.add_argument("--al_iter", type=int, required=True, help="active-learning iteration, 0 = initial set")
     p.add_argument("--model_num", type=int, required=True, help="T, the number of target models (nets 0..T-1)")
+    p.add_argument("--nets", nargs="+", default=None, metavar="NAME",
+                   help="the T target models by name: ofa0..ofa11 (the OFA nets) or torchvision classification "
+                        "models (resnet18, mobilenet_v3_small, efficientnet_b0, ...); default: ofa0..ofa<T-1>")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--work_dir", default=None, help="where runs live (default: $DIAM_WORK_DIR or ./runs)")
     p.add_argument("--data_root", default=None, help="where dataset files live (default: $DIAM_DATA_ROOT or ./data)")
@@ -46,7 +50,8 @@ def finished(*outputs) -> bool:
 # mark a step done; `run_*` skips a finished step (True when it did work).
 def train_args(argv=None, description="Train target nets for one active-learning iteration.") -> argparse.Namespace:
     p = parser(description, method_required=False)
-    p.add_argument("--net_id", type=int, nargs="+", required=True, help="target net(s), 0..11 (SPEC section 2)")
+    p.add_argument("--net_id", type=int, nargs="+", required=True,
+                   help="target net(s) 0..T-1: OFA net N (SPEC section 2), or the N-th model named by --nets")
     p.add_argument("--mDIS", action="store_true", help="record late-epoch snapshots whatever the method")
     p.add_argument("--DIS_frac", dest="dis_frac", type=float, default=None,
                    help="share of the last epochs that leave snapshots (default: the preset's, 0.5)")
@@ -66,9 +71,13 @@ def train_outputs(args) -> list[Path]:
 def run_train(args) -> bool:
     if not args.redo and finished(*train_outputs(args)):
         return False
-    from .experiment import Run, train_step  # loads torch: only when there is work to do
+    from .experiment import Run, train_step, train_steps_at_once  # loads torch: only when there is work to do
 
     run = Run(settings_from_args(args))
+    if run.speed.concurrent_nets > 1 and len(args.net_id) > 1:
+        for line in train_steps_at_once(run, args.net_id, args.mDIS):
+            print(line, flush=True)
+        return True
     for net_id in args.net_id:
         print(train_step(run, net_id, args.mDIS), flush=True)
     return True

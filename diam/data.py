@@ -1,23 +1,27 @@
 """Datasets: the pool (train split) and the test split, held as uint8 tensors.
 
-Images are (N, H, W) uint8 grayscale; the augmentation module turns batches of
-them into 3-channel float inputs on the model's device. Files come through
-torchvision (which downloads where there is internet); the MNIST-family .gz
-files alone, and Debian's Fashion-MNIST location, are accepted too, and
-scikit-learn's handwritten digits are embedded for fully offline runs.
+Images are (N, H, W) uint8 grayscale, or (N, 3, H, W) colour for a dataset made from
+files that has colour images; the augmentation module turns batches of them into
+3-channel float inputs on the model's device. Files come through torchvision (which
+downloads where there is internet); the MNIST-family .gz files alone, and Debian's
+Fashion-MNIST location, are accepted too, and scikit-learn's handwritten digits are
+embedded for fully offline runs. Your own images come through a dataset file
+(dataset_file.py).
 """
 import gzip
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Union
 
 import numpy as np
 import torch
 from torchvision import datasets as tv
 
+from .dataset_file import DatasetFile, load_images
 from .errors import UserError
-from .paths import atomic_write
+from .paths import atomic_write, cache_dir
 from .presets import DATASETS
 
 # name -> (torchvision class, EMNIST split or None, number of classes, label offset)
@@ -37,42 +41,71 @@ DIGITS_TEST_SIZE = 500  # scikit-learn's digits has no official split: a fixed s
 @dataclass
 class Data:
     name: str
-    pool_images: torch.Tensor  # (N, H, W) uint8
-    pool_labels: torch.Tensor  # (N,) int64
+    pool_images: torch.Tensor  # (N, H, W) uint8, or (N, 3, H, W) for colour
+    pool_labels: torch.Tensor  # (N,) int64; -1 where nobody has labelled the image yet (a dataset file)
     test_images: torch.Tensor
     test_labels: torch.Tensor
     n_classes: int
+    # A dataset made from files only:
+    classes: Optional[tuple] = None  # the class names, in the nets' order
+    pool_paths: Optional[tuple] = None  # each pool image as the label sheets name it
+    fingerprint: Optional[str] = None  # its images' bytes, side, classes and labels (a run folder records it)
 
     def to(self, device) -> "Data":
         move = lambda t: t.to(device)  # noqa: E731
         return Data(self.name, move(self.pool_images), move(self.pool_labels), move(self.test_images),
-                    move(self.test_labels), self.n_classes)
+                    move(self.test_labels), self.n_classes, self.classes, self.pool_paths, self.fingerprint)
+
+    @property
+    def labels_known(self) -> bool:
+        """Every pool label is known: the simulation (a selection is labelled by reading its label)."""
+        return bool((self.pool_labels >= 0).all())
 
 
 def default_data_root() -> Path:
     return Path(os.environ.get("DIAM_DATA_ROOT", "data"))
 
 
-def load_dataset(name: str, data_root=None, pool_size=None, test_size=None, seed: int = 0) -> Data:
-    """Load a dataset; optionally keep a fixed random subset of the pool and of the test split."""
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset '{name}'. Choose one of: {', '.join(DATASETS)}.")
-    root = Path(data_root) if data_root else default_data_root()
-    if name == "digits":
+def load_dataset(dataset: Union[str, DatasetFile], data_root=None, pool_size=None, test_size=None,
+                 seed: int = 0) -> Data:
+    """Load a dataset (a built-in one's name, or a dataset file); optionally keep a fixed random
+    subset of the pool and of the test split."""
+    if isinstance(dataset, DatasetFile):
+        data = _load_files(dataset)
+    elif dataset not in DATASETS:
+        raise UserError(f"unknown dataset '{dataset}'. Choose one of: {', '.join(DATASETS)}, or give a .json "
+                        "file describing your images (docs/own_data.md).")
+    elif dataset == "digits":
         data = _load_digits(seed)
     else:
-        data = _load_torchvision(name, root)
+        data = _load_torchvision(dataset, Path(data_root) if data_root else default_data_root())
     rng = np.random.default_rng(seed)
     pool = _subset(len(data.pool_labels), pool_size, rng)
     test = _subset(len(data.test_labels), test_size, rng)
-    return Data(data.name, data.pool_images[pool], data.pool_labels[pool], data.test_images[test],
-                data.test_labels[test], data.n_classes)
+    pool_paths = tuple(data.pool_paths[i] for i in pool) if data.pool_paths and pool is not None \
+        else data.pool_paths
+    return Data(data.name, _take(data.pool_images, pool), _take(data.pool_labels, pool),
+                _take(data.test_images, test), _take(data.test_labels, test), data.n_classes, data.classes,
+                pool_paths, data.fingerprint)
 
 
-def _subset(n: int, size, rng) -> torch.Tensor:
+def _subset(n: int, size, rng) -> Optional[torch.Tensor]:
+    """Positions of a fixed random subset of `size` of n, in order; None for all of them."""
     if size is None or size >= n:
-        return torch.arange(n)
+        return None
     return torch.from_numpy(np.sort(rng.choice(n, size=size, replace=False)))
+
+
+def _take(t: torch.Tensor, subset: Optional[torch.Tensor]) -> torch.Tensor:
+    # The whole split is kept as it is: a memory-mapped one is not read into memory here.
+    return t if subset is None else t[subset]
+
+
+def _load_files(dataset: DatasetFile) -> Data:
+    files = load_images(dataset)
+    as_t = torch.from_numpy
+    return Data(dataset.name, as_t(files.pool_images), as_t(files.pool_labels), as_t(files.test_images),
+                as_t(files.test_labels), len(files.classes), files.classes, files.pool_paths, files.fingerprint)
 
 
 def _load_digits(seed: int) -> Data:
@@ -129,7 +162,7 @@ def _writable(folder: Path) -> bool:
 
 
 def unpack_cache() -> Path:
-    return Path(os.environ.get("DIAM_CACHE", Path.home() / ".cache" / "diam")) / "datasets"
+    return cache_dir() / "datasets"
 
 
 def _load_torchvision(name: str, root: Path) -> Data:

@@ -1,21 +1,43 @@
 """DIAM_qp's heavy pieces (SPEC section 5): the models' k-NN co-occurrence matrix, its
-nearest positive semi-definite matrix, and the box-constrained QP.
+nearest positive semi-definite matrix, and the box-constrained QP (docs/diam_qp.md).
 
-Each is a function over arrays, with memory linear in n times k where it can be:
+Each is a function over arrays:
 - `knn_cooccurrence`: distances in row chunks on the torch device, never an n x n matrix;
   the result is a scipy.sparse matrix with at most T * k entries a row.
-- `nearest_psd_upper`: the exact projection (eigenvalues below 0 set to 0) of the
-  symmetric co-occurrence matrix, done on each connected component of its graph: the
-  matrix is block diagonal over them, so the projection is too, and a component that is
-  already positive definite (one Cholesky factorisation says so) keeps its sparse block.
-  A component is dense after projection: n x n float64 at worst (1 GB at n = 11,400).
-- `solve_selection_qp`: OSQP through qpsolvers, as the authors' code does.
+- `nearest_psd`: the exact projection (eigenvalues below 0 set to 0) of the symmetric
+  co-occurrence matrix, as one dense n x n float64 array (1 GB at n = 11,400), done on
+  each connected component of its graph: the matrix is block diagonal over them, so the
+  projection is too, and a component that is already positive definite (one Cholesky
+  factorisation says so) is copied as it is. Each component's projection is a rank-m
+  update of the component, m the number of its negative eigenvalues.
+- `solve_selection_qp`: a certified dense solve (projected-gradient warm start, then a
+  primal-dual active-set method, accepted only when the float64 KKT conditions hold with
+  margins), falling back to OSQP through qpsolvers, the authors' solver.
 """
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import numpy as np
+import osqp
 import qpsolvers
+import scipy.linalg
 import scipy.sparse as sp
+import scipy.sparse.linalg
 import torch
+from scipy.linalg.blas import dsyrk
+from scipy.linalg.lapack import dpotrf
 from scipy.sparse.csgraph import connected_components
+
+from .presets import (DIAM_QP_ABSORBED_ERROR, DIAM_QP_CERTIFICATE_MARGIN, DIAM_QP_MAX_ACTIVE_SET_STEPS,
+                      DIAM_QP_MAX_SOLVER_ITERATIONS, DIAM_QP_SOLVER_TOLERANCE, DIAM_QP_WARM_START_STEPS)
+
+# The ways `solve_selection_qp` can be asked to solve: the certified dense solve (OSQP when
+# its certificate fails), or OSQP alone (the authors' route, kept to compare against).
+QP_METHODS = ("certified", "osqp")
+# Rows of the dense matrix handled at a time where a whole-matrix temporary would double memory.
+_ROW_BLOCK = 1024
 
 
 def _check_features(features_per_model) -> tuple[int, int, int]:
@@ -31,9 +53,11 @@ def knn_cooccurrence(features_per_model, n_neighbours: int, device: str = "cpu",
     (Euclidean) examples of i, i itself included (it is at distance 0 from itself).
 
     `features_per_model` has shape (T, n, D), any float dtype (float16 is how training
-    stores them). Distances are float32 on `device`, from centred features, computed
-    chunk_size rows at a time, so memory is linear in n for a fixed chunk size. Among
-    exactly equal distances (duplicated examples), which are kept is torch.topk's choice.
+    stores them). Distances are float32 on `device` (never TF32), from centred features,
+    computed chunk_size rows at a time, so memory is linear in n for a fixed chunk size.
+    Among exactly equal distances (duplicated examples), which are kept is torch.topk's
+    choice; two whose exact values differ by less than float32's rounding (a relative gap
+    near 1e-8) may come in either order, so another device or library can swap them.
     """
     n_models, n_examples, _ = _check_features(features_per_model)
     if not 1 <= n_neighbours <= n_examples:
@@ -42,25 +66,26 @@ def knn_cooccurrence(features_per_model, n_neighbours: int, device: str = "cpu",
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     neighbours = np.empty((n_examples, n_models, n_neighbours), dtype=np.int32)
-    for model in range(n_models):
-        points = torch.as_tensor(features_per_model[model], device=device).to(torch.float32)
-        # Distances do not change under a shift; centring keeps |a|^2 + |b|^2 - 2 a.b from
-        # cancelling away float32 digits when features share a large common component.
-        points = points - points.mean(dim=0)
-        sq_norms = (points * points).sum(dim=1)
-        if not torch.isfinite(sq_norms).all():
-            raise ValueError(f"model {model}'s features contain NaN or infinity "
-                             "(or values whose square overflows)")
-        for start in range(0, n_examples, chunk_size):
-            rows = slice(start, min(start + chunk_size, n_examples))
-            sq_distances = (points[rows] @ points.T).mul_(-2.0)
-            sq_distances.add_(sq_norms[rows, None]).add_(sq_norms[None, :])
-            # Each example's distance to itself is exactly 0; |a|^2 + |a|^2 - 2 a.a may
-            # round to a small positive number that a near-duplicate could undercut.
-            own = torch.arange(rows.stop - rows.start, device=device)
-            sq_distances[own, own + start] = 0.0
-            nearest = torch.topk(sq_distances, n_neighbours, dim=1, largest=False).indices
-            neighbours[rows, model, :] = nearest.cpu().numpy()
+    with _full_float32_matmul():
+        for model in range(n_models):
+            points = torch.as_tensor(features_per_model[model], device=device).to(torch.float32)
+            # Distances do not change under a shift; centring keeps |a|^2 + |b|^2 - 2 a.b from
+            # cancelling away float32 digits when features share a large common component.
+            points = points - points.mean(dim=0)
+            sq_norms = (points * points).sum(dim=1)
+            if not torch.isfinite(sq_norms).all():
+                raise ValueError(f"model {model}'s features contain NaN or infinity "
+                                 "(or values whose square overflows)")
+            for start in range(0, n_examples, chunk_size):
+                rows = slice(start, min(start + chunk_size, n_examples))
+                sq_distances = (points[rows] @ points.T).mul_(-2.0)
+                sq_distances.add_(sq_norms[rows, None]).add_(sq_norms[None, :])
+                # Each example's distance to itself is exactly 0; |a|^2 + |a|^2 - 2 a.a may
+                # round to a small positive number that a near-duplicate could undercut.
+                own = torch.arange(rows.stop - rows.start, device=device)
+                sq_distances[own, own + start] = 0.0
+                nearest = torch.topk(sq_distances, n_neighbours, dim=1, largest=False).indices
+                neighbours[rows, model, :] = nearest.cpu().numpy()
     entries_per_row = n_models * n_neighbours
     counts = sp.csr_matrix(
         (np.ones(n_examples * entries_per_row), neighbours.reshape(-1),
@@ -70,15 +95,39 @@ def knn_cooccurrence(features_per_model, n_neighbours: int, device: str = "cpu",
     return counts
 
 
-def nearest_psd_upper(symmetric, device: str = "cpu") -> sp.csc_matrix:
-    """The nearest positive semi-definite matrix (in Frobenius norm) to a symmetric sparse
-    matrix, as its upper triangle in CSC form (what OSQP reads).
+@contextmanager
+def _full_float32_matmul():
+    """Matrix products in full float32 while the block runs: TF32, which the scripts turn on
+    for CUDA, rounds their inputs to 10-bit mantissas (float32 keeps 23), enough to change
+    neighbour sets from the CPU's."""
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
 
-    This is the dense route's result (eigendecomposition, eigenvalues below 0 set to 0),
-    computed exactly but per connected component of the matrix's graph, since a block
-    diagonal matrix's projection is the block diagonal of its blocks' projections. A
-    component whose block is positive definite is left as it is, sparse. Eigen-
-    decompositions run in float64 with torch on `device`.
+
+class ProjectedSimilarity(NamedTuple):
+    """The nearest PSD matrix, dense, with its largest eigenvalue (the QP's step size needs it)."""
+    matrix: np.ndarray  # (n, n) float64, C order, exactly symmetric
+    largest_eigenvalue: float
+
+
+def nearest_psd(symmetric, device: str = "cpu") -> ProjectedSimilarity:
+    """The nearest positive semi-definite matrix (in Frobenius norm) to a symmetric sparse
+    matrix, dense: eigenvalues below 0 set to 0, computed per connected component of the
+    matrix's graph (a block diagonal matrix's projection is the block diagonal of its
+    blocks' projections). A positive definite component is copied as it is.
+
+    Each component is corrected by its negative eigenpairs only, P+ = P - V- L- V-^T: on
+    the CPU scipy's `eigh` (LAPACK's MRRR driver) computes just those, and the update is
+    one in-place symmetric rank-m product (BLAS syrk); on another torch device (a GPU)
+    `torch.linalg.eigh` computes them all, in float64, and whichever side has fewer
+    eigenpairs builds the result. Memory on the CPU: the n x n result and the eigenvector
+    array, which LAPACK's MRRR sizes n x n because m is not known in advance (m columns
+    filled): two dense copies at the peak (a full `eigh` holds four); on a GPU the device
+    holds the copies and the host the result.
     """
     matrix = sp.csr_matrix(symmetric, dtype=np.float64)
     n_rows, n_cols = matrix.shape
@@ -89,65 +138,341 @@ def nearest_psd_upper(symmetric, device: str = "cpu") -> sp.csc_matrix:
     if (matrix != matrix.T).nnz:
         raise ValueError("the matrix must be symmetric")
     n_components, component_of = connected_components(matrix, directed=False)
-    # Column j of the upper triangle: its rows and values, filled component by component.
-    column_rows: list = [None] * n_rows
-    column_values: list = [None] * n_rows
+    if n_components == 1:  # the paper-scale case: project in the result's own memory
+        projected = matrix.toarray()
+        return ProjectedSimilarity(projected, _project_in_place(projected, matrix, device))
+    projected = np.zeros((n_rows, n_rows))
+    largest = 0.0
     by_component = np.argsort(component_of, kind="stable")
     starts = np.searchsorted(component_of[by_component], np.arange(n_components + 1))
     for component in range(n_components):
-        positions = by_component[starts[component]:starts[component + 1]]  # ascending
-        block = _projected_block(matrix[positions][:, positions], device)
-        # Positions are ascending, so the block's upper triangle is the matrix's.
-        for offset, column in enumerate(positions):
-            upper = block[:offset + 1, offset]
-            kept = np.flatnonzero(upper)
-            column_rows[column] = positions[kept]
-            column_values[column] = upper[kept]
-    lengths = np.fromiter((len(rows) for rows in column_rows), dtype=np.int64, count=n_rows)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    indices = np.concatenate(column_rows) if n_rows else np.zeros(0, dtype=np.int64)
-    values = np.concatenate(column_values) if n_rows else np.zeros(0)
-    return sp.csc_matrix((values, indices, indptr), shape=(n_rows, n_rows))
+        positions = by_component[starts[component]:starts[component + 1]]
+        block_matrix = matrix[positions][:, positions]
+        block = block_matrix.toarray()
+        largest = max(largest, _project_in_place(block, block_matrix, device))
+        projected[np.ix_(positions, positions)] = block
+    return ProjectedSimilarity(projected, largest)
 
 
-def _projected_block(block: sp.spmatrix, device: str) -> np.ndarray:
-    """One component's block, projected onto the PSD cone, as a dense float64 array."""
-    dense = torch.from_numpy(block.toarray()).to(device)
-    if int(torch.linalg.cholesky_ex(dense).info) == 0:
-        return dense.cpu().numpy()  # positive definite: it is its own projection
-    eigenvalues, eigenvectors = torch.linalg.eigh(dense)
-    del dense
-    # eigh sorts eigenvalues ascending: the positive ones are the last columns, and
-    # sum over them of lambda v v^T is the projection.
-    first_positive = int((eigenvalues <= 0).sum())
-    scaled = eigenvectors[:, first_positive:] * eigenvalues[first_positive:].sqrt()
+def _project_in_place(block: np.ndarray, block_matrix: sp.csr_matrix, device: str) -> float:
+    """Overwrite `block` (C order, holding the symmetric `block_matrix`) with its projection
+    onto the PSD cone; return the projection's largest eigenvalue."""
+    if torch.device(device).type != "cpu":
+        return _project_on_torch_device(block, block_matrix, device)
+    # LAPACK reads column-major arrays; block.T is the same symmetric matrix in that order,
+    # so LAPACK and BLAS work in block's own memory with no copy.
+    _, info = dpotrf(block.T, lower=True, clean=False, overwrite_a=True)
+    block_matrix.toarray(out=block)  # the factorisation overwrote it
+    largest = _largest_eigenvalue(block_matrix)
+    if info == 0:
+        return largest  # positive definite: its own projection
+    eigenvalues, eigenvectors = scipy.linalg.eigh(
+        block.T, overwrite_a=True, check_finite=False, driver="evr", subset_by_value=(-np.inf, 0.0))
+    block_matrix.toarray(out=block)  # and so did the eigendecomposition
+    if eigenvalues.size == 0:
+        return largest
+    # P+ = P - V diag(l) V^T = P + W W^T with W = V sqrt(-l), l < 0: one rank-m syrk on the
+    # lower triangle of block (the upper one of its column-major view), then mirrored.
+    eigenvectors *= np.sqrt(-eigenvalues)
+    dsyrk(1.0, eigenvectors, beta=1.0, c=block.T, lower=False, overwrite_c=True)
     del eigenvectors
-    return (scaled @ scaled.T).cpu().numpy()
+    _mirror_lower_triangle(block)
+    return largest
 
 
-def solve_selection_qp(similarity_upper: sp.csc_matrix, scores, total: int, q: float,
-                       tolerance: float, max_iterations: int) -> np.ndarray:
-    """x minimising 1/2 x^T S x - q scores^T x subject to sum(x) = total, 0 <= x <= 1,
-    solved by OSQP through qpsolvers. S is given by its upper triangle (CSC) and must be
-    positive semi-definite. `tolerance` is OSQP's eps_abs and eps_rel.
+def _project_on_torch_device(block: np.ndarray, block_matrix: sp.csr_matrix, device: str) -> float:
+    dense = torch.from_numpy(block).to(device)
+    if int(torch.linalg.cholesky_ex(dense).info) == 0:
+        return _largest_eigenvalue(block_matrix)  # positive definite: its own projection
+    eigenvalues, eigenvectors = torch.linalg.eigh(dense)  # ascending
+    n_negative = int((eigenvalues < 0).sum())
+    if n_negative <= len(eigenvalues) - n_negative:
+        negative = eigenvectors[:, :n_negative]
+        dense.addmm_(negative * eigenvalues[:n_negative], negative.T, alpha=-1.0)
+    else:
+        positive = eigenvectors[:, n_negative:]
+        dense = (positive * eigenvalues[n_negative:]) @ positive.T
+    del eigenvectors
+    dense = (dense + dense.T) / 2  # a product V L V^T is symmetric only up to rounding
+    torch.from_numpy(block).copy_(dense)  # straight into the host array, no temporary copy
+    return max(float(eigenvalues[-1]), 0.0)
+
+
+def _largest_eigenvalue(symmetric) -> float:
+    """lambda_max, or 0 if none is positive, of a symmetric sparse or dense matrix (its PSD
+    projection's largest eigenvalue), by Lanczos."""
+    if symmetric.shape[0] <= 64:
+        dense = symmetric.toarray() if sp.issparse(symmetric) else symmetric
+        return max(float(np.linalg.eigvalsh(dense)[-1]), 0.0)
+    value = scipy.sparse.linalg.eigsh(symmetric, k=1, which="LA", tol=1e-10, return_eigenvectors=False)[0]
+    return max(float(value), 0.0)
+
+
+def _mirror_lower_triangle(square: np.ndarray) -> None:
+    """Copy the lower triangle of a C-order square array onto its upper one, in row blocks."""
+    n = square.shape[0]
+    for start in range(0, n, _ROW_BLOCK):
+        stop = min(start + _ROW_BLOCK, n)
+        diagonal = square[start:stop, start:stop]
+        diagonal[...] = np.tril(diagonal) + np.tril(diagonal, -1).T
+        square[start:stop, stop:] = square[stop:, start:stop].T
+
+
+@dataclass(frozen=True)
+class QPSolution:
+    """The QP's solution and the route that found it: "certified" (the dense active-set solve,
+    its KKT certificate held) or "OSQP"; `detail` gives the certificate's figures, or why OSQP
+    answered."""
+    x: np.ndarray
+    route: str
+    detail: str
+
+    def description(self) -> str:
+        return f"{self.route} ({self.detail})"
+
+
+def solve_selection_qp(similarity: np.ndarray, scores, total: int, q: float, *,
+                       largest_eigenvalue: float | None = None, method: str = "certified",
+                       warm_start_steps: tuple[int, ...] = DIAM_QP_WARM_START_STEPS,
+                       certificate_margin: float = DIAM_QP_CERTIFICATE_MARGIN,
+                       osqp_tolerance: float = DIAM_QP_SOLVER_TOLERANCE,
+                       osqp_max_iterations: int = DIAM_QP_MAX_SOLVER_ITERATIONS) -> QPSolution:
+    """x minimising 1/2 x^T S x - q scores^T x subject to sum(x) = total, 0 <= x <= 1, for a
+    dense symmetric positive semi-definite S (`nearest_psd`'s), and the route that found it.
+
+    method "certified": accelerated projected-gradient steps (FISTA; the step is 1 / S's
+    largest eigenvalue, computed here when not given) warm-start a primal-dual active-set
+    method, which solves the equality-constrained QP on the free variables exactly (one
+    Cholesky factorisation a step) until the active set settles. Its x is accepted only
+    when the float64 KKT conditions certify it, every margin above `certificate_margin`
+    and above the error bound (see `_certify`). `warm_start_steps` are the cumulative
+    step counts after which the active set is tried; when every try fails, OSQP answers,
+    and `detail` says why. method "osqp": OSQP alone (the authors' route). A failed OSQP
+    solve raises RuntimeError: there is no answer to give.
     """
+    similarity = np.asarray(similarity)
     scores = np.asarray(scores, dtype=np.float64)
     n_examples = scores.shape[0]
-    if scores.ndim != 1 or similarity_upper.shape != (n_examples, n_examples):
-        raise ValueError(f"scores must be a vector matching the {similarity_upper.shape} matrix, "
+    if scores.ndim != 1 or similarity.shape != (n_examples, n_examples):
+        raise ValueError(f"scores must be a vector matching the {similarity.shape} matrix, "
                          f"got shape {scores.shape}")
+    if similarity.dtype != np.float64:
+        raise ValueError(f"the matrix must be float64, got {similarity.dtype}")
     if not 0 <= total <= n_examples:
         raise ValueError(f"cannot choose {total} of {n_examples} examples: sum(x) = {total} with "
                          "0 <= x <= 1 has no solution")
     if not (np.isfinite(scores).all() and np.isfinite(q)):
         raise ValueError("scores and q must be finite")
+    if method not in QP_METHODS:
+        raise ValueError(f"method must be one of {QP_METHODS}, got {method!r}")
+    linear = q * scores
+    if method == "osqp":
+        return QPSolution(_osqp(similarity, linear, total, osqp_tolerance, osqp_max_iterations),
+                          "OSQP", "asked for")
+    if largest_eigenvalue is None:
+        largest_eigenvalue = _largest_eigenvalue(similarity)
+    # Lanczos approaches lambda_max from below; a step a hair shorter keeps FISTA monotone.
+    lipschitz = max(largest_eigenvalue * (1 + 1e-6), np.finfo(float).tiny)
+    failures, x, steps_done = [], None, 0
+    for steps in warm_start_steps:
+        x = _projected_gradient(similarity, linear, total, lipschitz, steps - steps_done, x)
+        steps_done = steps
+        certified, detail = _active_set_solve(similarity, linear, total, x, lipschitz, largest_eigenvalue,
+                                              certificate_margin)
+        if certified is not None:
+            return QPSolution(certified, "certified", f"after {steps} warm-start steps: {detail}")
+        failures.append(f"after {steps} warm-start steps, {detail}")
+    return QPSolution(_osqp(similarity, linear, total, osqp_tolerance, osqp_max_iterations),
+                      "OSQP", "the certificate failed: " + "; ".join(failures))
+
+
+def _capped_simplex_projection(point: np.ndarray, total: float) -> np.ndarray:
+    """The nearest x to `point` with sum(x) = total and 0 <= x <= 1: x = clip(point - t, 0, 1),
+    t found by bisection (the sum falls as t rises), then solved for exactly on the free part."""
+    low, high = point.min() - 1.0, point.max()  # sum(clip) is n at `low`, 0 at `high`
+    scale = max(abs(low), abs(high), 1.0)
+    while high - low > 4 * np.finfo(float).eps * scale:  # down to float64's resolution
+        middle = 0.5 * (low + high)
+        if np.clip(point - middle, 0.0, 1.0).sum() > total:
+            low = middle
+        else:
+            high = middle
+    shifted = point - high
+    free = (shifted > 0) & (shifted < 1)
+    n_free = np.count_nonzero(free)
+    shift = high
+    if n_free:  # sum over free (point - t) + #(at 1) = total, exactly
+        shift = (point[free].sum() + np.count_nonzero(shifted >= 1) - total) / n_free
+    return np.clip(point - shift, 0.0, 1.0)
+
+
+def _projected_gradient(similarity, linear, total, lipschitz, steps, start) -> np.ndarray:
+    """`steps` FISTA steps from `start` (default: total / n everywhere), the momentum restarted
+    whenever a step goes against the gradient (O'Donoghue and Candes's rule)."""
+    x = np.full(linear.shape[0], total / linear.shape[0]) if start is None else start
+    y, momentum = x, 1.0
+    for _ in range(steps):
+        x_next = _capped_simplex_projection(y - (similarity @ y - linear) / lipschitz, total)
+        if (y - x_next) @ (x_next - x) > 0:
+            momentum = 1.0
+        next_momentum = (1 + math.sqrt(1 + 4 * momentum * momentum)) / 2
+        y = x_next + ((momentum - 1) / next_momentum) * (x_next - x)
+        x, momentum = x_next, next_momentum
+    return x
+
+
+def _active_set_solve(similarity, linear, total, x, lipschitz, largest_eigenvalue, margin):
+    """The primal-dual active-set method from the warm start x: guess which variables sit at 0
+    and 1 (where one more projected-gradient step puts them), solve exactly on the rest, move
+    variables whose value or multiplier has the wrong sign, until nothing moves; then certify.
+    Returns (x, figures) when certified, else (None, why not)."""
+    guess = _capped_simplex_projection(x - (similarity @ x - linear) / lipschitz, total)
+    at_lower, at_upper = guess <= 0, guess >= 1
+    for step in range(1, DIAM_QP_MAX_ACTIVE_SET_STEPS + 1):
+        solved = _solve_on_free_set(similarity, linear, total, at_lower, at_upper)
+        if isinstance(solved, str):
+            return None, solved
+        x, mu, factor, unit_solution = solved
+        # g + mu, with g = S x - q d: zero on the free set, >= 0 at 0, <= 0 at 1 at the optimum.
+        multiplier = similarity @ x - linear + mu
+        free = ~(at_lower | at_upper)
+        next_lower = (at_lower & (multiplier >= 0)) | (free & (x <= 0))
+        next_upper = (at_upper & (multiplier <= 0)) | (free & (x >= 1))
+        if np.array_equal(next_lower, at_lower) and np.array_equal(next_upper, at_upper):
+            return _certify(similarity, x, total, multiplier, free, at_lower, at_upper, factor, unit_solution,
+                            largest_eigenvalue, margin, step)
+        at_lower, at_upper = next_lower, next_upper
+    return None, f"the active set did not settle in {DIAM_QP_MAX_ACTIVE_SET_STEPS} steps"
+
+
+def _solve_on_free_set(similarity, linear, total, at_lower, at_upper):
+    """x and mu with x = 0 on at_lower, 1 on at_upper, sum(x) = total, S_FF x_F + mu = q d_F -
+    S_FU 1 on the free set F; plus S_FF's Cholesky factor and S_FF^-1 1 for the certificate.
+    A string says why there is no such solve (S_FF singular, too many at 1)."""
+    free = np.flatnonzero(~(at_lower | at_upper))
+    free_total = total - np.count_nonzero(at_upper)
+    x = at_upper.astype(np.float64)
+    if free.size == 0:
+        if free_total != 0:
+            return f"no free variable, and {np.count_nonzero(at_upper)} at 1 for a sum of {total}"
+        gradient = similarity @ x - linear
+        # Any mu in [max over 0s of -g, min over 1s of -g] satisfies the KKT conditions.
+        low = np.max(-gradient[at_lower], initial=-np.inf)
+        high = np.min(-gradient[at_upper], initial=np.inf)
+        mu = (low + high) / 2 if np.isfinite(low) and np.isfinite(high) else \
+            (high - 1.0 if np.isfinite(high) else low + 1.0)
+        return x, mu, None, None
+    if free_total <= 0:
+        return f"{np.count_nonzero(at_upper)} variables at 1 leave nothing for the free ones (sum {total})"
+    right_hand_side = linear[free] - (similarity @ x)[free]
+    try:
+        factor = scipy.linalg.cho_factor(similarity[np.ix_(free, free)], overwrite_a=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return f"the free block ({free.size} variables) is singular"
+    solutions = scipy.linalg.cho_solve(factor, np.column_stack([right_hand_side, np.ones(free.size)]),
+                                       check_finite=False)
+    unit_solution = solutions[:, 1]
+    mu = (solutions[:, 0].sum() - free_total) / unit_solution.sum()
+    x[free] = solutions[:, 0] - mu * unit_solution
+    return x, mu, factor, unit_solution
+
+
+def _certify(similarity, x, total, multiplier, free, at_lower, at_upper, factor, unit_solution,
+             largest_eigenvalue, margin, steps):
+    """Accept x when the float64 KKT conditions hold strictly, by more than what they could
+    be off by. Bounds: x is exactly 0 or 1 off the free set F; with r_F = (g + mu)_F and
+    r_s = sum(x) - total the residuals, and dS a change of S of norm at most
+    e = DIAM_QP_ABSORBED_ERROR * lambda_max (another eigensolver or device), the exact
+    optimum of the QP with S + dS and the same active set is within
+        dx = ||S_FF^-1|| (e ||x|| + ||r_F||) + ||S_FF^-1 1|| / (1^T S_FF^-1 1) |r_s|
+    of x (2-norm), and its multipliers within dm = 2 (e ||x|| + s dx) + max|r_F|, where
+    s = sqrt(max_i S_ii lambda_max) bounds the 2-norm of S's rows (S is PSD).
+    Then, with every floor raised to `margin`: free values at least dx inside (0, 1) (primal
+    feasibility), multipliers at 0 above dm and at 1 below -dm (complementarity, strict),
+    and the B-th largest x above the next by 2 dx (the top-B cut is decided). Strict
+    complementarity and a nonsingular S_FF make the optimum unique, so these picks are the
+    QP's whatever solver is used."""
+    n_free = np.count_nonzero(free)
+    absorbed = DIAM_QP_ABSORBED_ERROR * largest_eigenvalue
+    x_norm = np.linalg.norm(x)
+    residual = multiplier[free]
+    residual_sum = x.sum() - total
+    x_error = 0.0
+    if n_free:
+        inverse_norm = _inverse_norm(factor, n_free)
+        if inverse_norm is None:
+            return None, "the norm of the free block's inverse could not be estimated"
+        if inverse_norm * largest_eigenvalue > 1e12:
+            return None, f"the free block is numerically singular (condition ~{inverse_norm * largest_eigenvalue:.1e})"
+        x_error = (inverse_norm * (absorbed * x_norm + np.linalg.norm(residual))
+                   + np.linalg.norm(unit_solution) / unit_solution.sum() * abs(residual_sum))
+    row_norm = math.sqrt(max(float(np.max(np.diagonal(similarity))), 0.0) * largest_eigenvalue)
+    multiplier_error = 2 * (absorbed * x_norm + row_norm * x_error) + np.max(np.abs(residual), initial=0.0)
+    x_floor, multiplier_floor = max(margin, x_error), max(margin, multiplier_error)
+    free_values = x[free]
+    value_margin = min(np.min(free_values, initial=np.inf), 1 - np.max(free_values, initial=-np.inf))
+    lower_margin = np.min(multiplier[at_lower], initial=np.inf)
+    upper_margin = np.min(-multiplier[at_upper], initial=np.inf)
+    cut_gap = np.inf
+    if 0 < total < x.shape[0]:
+        ordered = -np.partition(-x, [total - 1, total])
+        cut_gap = ordered[total - 1] - ordered[total]
+    figures = (f"{n_free} free variables, {steps} active-set steps, error bounds {x_error:.1e} (x) and "
+               f"{multiplier_error:.1e} (multipliers); least margins: free values {value_margin:.1e}, "
+               f"multipliers {min(lower_margin, upper_margin):.1e}, top-B cut {cut_gap:.1e}")
+    if not value_margin > x_floor:
+        return None, f"a free value is within {x_floor:.1e} of a bound ({figures})"
+    if not min(lower_margin, upper_margin) > multiplier_floor:
+        return None, f"a multiplier is not above {multiplier_floor:.1e} (complementarity not strict; {figures})"
+    if not cut_gap > max(margin, 2 * x_error):
+        return None, f"the top-B cut is not decided ({figures})"
+    return x, figures
+
+
+def _inverse_norm(factor, size: int) -> float | None:
+    """||S_FF^-1||_2 from S_FF's Cholesky factor: exactly when small, else by Lanczos (which
+    approaches it from below, hence 1% more); None when Lanczos does not converge."""
+    if size <= 256:
+        inverse = scipy.linalg.cho_solve(factor, np.eye(size), check_finite=False)
+        return float(np.linalg.eigvalsh((inverse + inverse.T) / 2)[-1])
+    operator = scipy.sparse.linalg.LinearOperator(
+        (size, size), matvec=lambda v: scipy.linalg.cho_solve(factor, v, check_finite=False), dtype=np.float64)
+    try:
+        value = scipy.sparse.linalg.eigsh(operator, k=1, which="LA", tol=1e-6, return_eigenvectors=False)[0]
+    except (scipy.sparse.linalg.ArpackNoConvergence, scipy.sparse.linalg.ArpackError):
+        return None
+    return 1.01 * float(value)
+
+
+def _osqp(similarity, linear, total, tolerance, max_iterations) -> np.ndarray:
+    """OSQP through qpsolvers, on S's upper triangle. raise_error=True (the default OSQP 1.x
+    announces): a solve that ends without a solution raises, and so does this, clearly."""
+    n_examples = linear.shape[0]
     problem = qpsolvers.Problem(
-        P=sp.csc_matrix(similarity_upper, dtype=np.float64), q=-q * scores,
-        A=sp.csc_matrix(np.ones((1, n_examples))), b=np.array([float(total)]),
-        lb=np.zeros(n_examples), ub=np.ones(n_examples))
-    solution = qpsolvers.solve_problem(problem, solver="osqp", eps_abs=tolerance, eps_rel=tolerance,
-                                       max_iter=max_iterations, polishing=False, verbose=False)
-    if not solution.found:
-        status = solution.extras["info"].status
-        raise RuntimeError(f"OSQP did not solve DIAM_qp's QP (status '{status}')")
+        P=_upper_triangle_csc(similarity), q=-linear, A=sp.csc_matrix(np.ones((1, n_examples))),
+        b=np.array([float(total)]), lb=np.zeros(n_examples), ub=np.ones(n_examples))
+    try:
+        solution = qpsolvers.solve_problem(problem, solver="osqp", eps_abs=tolerance, eps_rel=tolerance,
+                                           max_iter=max_iterations, polishing=False, verbose=False,
+                                           raise_error=True)
+    except osqp.OSQPException as err:
+        status = {member.value: name for name, member in osqp.SolverStatus.__members__.items()}.get(
+            err.args[0] if err.args else None, "unknown")
+        raise RuntimeError(f"DIAM_qp's QP: OSQP stopped without a solution (status {status}) after the "
+                           "certified solve had failed; no batch was selected") from None
     return solution.x
+
+
+def _upper_triangle_csc(square: np.ndarray) -> sp.csc_matrix:
+    """The upper triangle of a symmetric dense matrix as CSC (column j holds rows 0..j, which
+    are row j's first j + 1 entries by symmetry), built a block of rows at a time."""
+    n = square.shape[0]
+    indptr = np.concatenate([[0], np.cumsum(np.arange(1, n + 1, dtype=np.int64))])
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    values = np.empty(indptr[-1])
+    for start in range(0, n, _ROW_BLOCK):
+        stop = min(start + _ROW_BLOCK, n)
+        in_triangle = np.arange(stop)[None, :] <= np.arange(start, stop)[:, None]
+        indices[indptr[start]:indptr[stop]] = np.nonzero(in_triangle)[1]
+        values[indptr[start]:indptr[stop]] = square[start:stop, :stop][in_triangle]
+    return sp.csc_matrix((values, indices, indptr), shape=(n, n))

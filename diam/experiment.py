@@ -4,13 +4,19 @@ Scripts call these; they tie together the run folder (paths), the data, the nets
 the training loop and the strategies. Each step checks its inputs, skips work
 whose outputs already exist, and writes its outputs atomically with the
 completion marker (checkpoint, performances.txt, next index file) last.
+
+A pool whose labels are not all known (a dataset file's) is labelled by a person:
+selection writes the chosen images to a label sheet, and training reads the labels
+back from the sheets, refusing before it writes anything while one is missing.
 """
 import copy
 import dataclasses
 import sys
+import threading
 import time
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import cached_property
 
 import numpy as np
@@ -19,13 +25,18 @@ import torch
 from . import models
 from .data import Data, load_dataset
 from .errors import UserError
+from .labels import read_rows, read_sheet, write_sheet
 from .paths import (check_run_config, read_indices, refuse_paper_results, step_lock, write_indices, write_json,
                     write_npz, write_text, atomic_write)
 from .presets import MODEL_FEATURE_METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, SUBSET_SEED
 from .settings import StepSettings, resolve_device
-from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, WeightedBatch
+from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, WeightedBatch, strategy_notes
 from .training import (Record, allow_tf32, backbone_features, evaluate, predict, set_batchnorm_statistics,
                        stream_seed, to_device, train_linear_head, train_target_net)
+
+
+# torch.manual_seed and the draws of the initial weights, done by one net at a time.
+INITIAL_WEIGHTS_LOCK = threading.Lock()
 
 
 class Run:
@@ -37,9 +48,17 @@ class Run:
         self.dataset, self.model_num, self.method, self.al_iter = \
             settings.dataset, settings.model_num, settings.method, settings.al_iter
         self.device = resolve_device(settings.device)
+        if self.device.type != "cuda" and settings.speed.cuda_pieces():
+            print(f"note: DIAM_CUDA_FAST ({', '.join(settings.speed.cuda_pieces())}) acts on CUDA only; ignored "
+                  f"on {self.device}.", file=sys.stderr)
+        self.speed = settings.speed.on_device(self.device.type)
         if self.device.type == "cuda":
             allow_tf32()
+            torch.backends.cudnn.benchmark = self.speed.cudnn_benchmark
         self.data_root, self.redo, self.diam_q = settings.data_root, settings.redo, settings.diam_q
+        self.nets = settings.target_nets  # net_id n is the n-th of these
+        if settings.nets:
+            models.check_target_names(settings.nets)
 
     def at_iteration(self, al_iter: int) -> "Run":
         """This run at another iteration (same folder, device and loaded data)."""
@@ -50,15 +69,21 @@ class Run:
 
     @cached_property
     def data(self) -> Data:
-        data = load_dataset(self.dataset, self.data_root, self.preset.pool_size, self.preset.test_size,
-                            SUBSET_SEED).to(self.device)
-        check_run_config(self.paths, self.settings.run_config(), claim=False)
+        data = load_dataset(self.settings.dataset_file or self.dataset, self.data_root, self.preset.pool_size,
+                            self.preset.test_size, SUBSET_SEED).to(self.device)
+        check_run_config(self.paths, self._run_config(data), claim=False)
         return data
+
+    def _run_config(self, data: Data) -> dict:
+        config = self.settings.run_config()
+        if data.fingerprint:  # a dataset file's images and labels: other ones would scramble the index files
+            config["dataset_content"] = data.fingerprint
+        return config
 
     def claim_folder(self) -> None:
         """Record this run's settings in its folder: done by a step whose inputs are checked, just
         before its first write, so refused input leaves the folder as it was."""
-        check_run_config(self.paths, self.settings.run_config())
+        check_run_config(self.paths, self._run_config(self.data))
 
     @property
     def pool_size(self) -> int:
@@ -67,7 +92,7 @@ class Run:
     def image_size(self, net_id: int, testing: bool = False) -> int:
         if self.preset.image_size:
             return self.preset.image_size
-        return models.input_size(0 if testing and self.preset.test_at_net0_size else net_id)
+        return models.target_input_size(self.nets[0 if testing and self.preset.test_at_net0_size else net_id])
 
     # ------------------------------------------------------------ index files
     def split(self, al_iter=None, make_initial=False):
@@ -87,17 +112,71 @@ class Run:
         return read_indices(path, self.dataset, self.pool_size)
 
     def _write_initial_split(self, path) -> None:
+        """The initial labeled set: `initial_labeled` pool images drawn at random among those whose
+        label is known (all of them in a simulation)."""
         n_initial = self.preset.initial_labeled
         if n_initial >= self.pool_size:  # loads the data: a dataset that fails to load writes nothing
             raise UserError(f"the initial labeled set ({n_initial}) must be smaller than the pool "
                             f"({self.pool_size}); lower --initial_labeled or raise --pool_size.")
+        known = np.flatnonzero(self.data.pool_labels.cpu().numpy() >= 0)
+        if len(known) < n_initial:
+            raise UserError(f"only {len(known)} of the pool's {self.pool_size} images have a label, and the initial "
+                            f"labeled set is {n_initial} (--initial_labeled). Label more pool images in the "
+                            f"dataset's pool manifest, or pass --initial_labeled {len(known)} or less.")
         self.claim_folder()
         with step_lock(path):
             if path.exists():  # another process wrote it while we waited
                 return
-            order = np.random.default_rng(self.preset.seed).permutation(self.pool_size)
-            write_indices(path, np.sort(order[:n_initial]), np.sort(order[n_initial:]), self.dataset,
+            order = np.random.default_rng(self.preset.seed).permutation(len(known))
+            labeled = np.sort(known[order[:n_initial]])
+            write_indices(path, labeled, np.setdiff1d(np.arange(self.pool_size), labeled), self.dataset,
                           self.pool_size)
+
+    # ------------------------------------------------------------ labels a person gave
+    def training_data(self, labeled: np.ndarray) -> Data:
+        """The data, its pool labels completed from the label sheets of iterations 1..al_iter (a
+        pool whose labels are all known is returned as it is). Refuses, naming the sheet and its
+        rows, while a selected image has no label or one that is not a class."""
+        data = self.data
+        if data.labels_known:
+            return data
+        labels = data.pool_labels.clone()
+        before, _ = self.split(0)
+        for al_iter in range(1, self.al_iter + 1):
+            after, _ = self.split(al_iter)
+            batch = after[~np.isin(after, before)]
+            sheet = self.paths.label_sheet(self.model_num, self.method, al_iter)
+            given = read_sheet(sheet, [data.pool_paths[i] for i in batch], data.classes,
+                               f"al_select.py --al_iter {al_iter - 1} --redo (and this step's other flags)")
+            labels[torch.from_numpy(batch).to(labels.device)] = torch.tensor(given, device=labels.device)
+            before = after
+        unlabelled = labeled[(labels[torch.from_numpy(labeled).to(labels.device)] < 0).cpu().numpy()]
+        if len(unlabelled):  # only index files that disagree with the sheets lead here
+            raise UserError(f"{len(unlabelled)} images of the labeled set of al_iter {self.al_iter} have no label "
+                            f"(pool positions {', '.join(map(str, unlabelled[:5]))}...). Rerun the selections that "
+                            "chose them with --redo.")
+        return dataclasses.replace(data, pool_labels=labels)
+
+    def write_label_sheet(self, al_iter: int, batch: np.ndarray):
+        """The sheet of the images selected for `al_iter`, for a person to label (None in a simulation).
+
+        An existing sheet that lists the same images is kept as it is (it may hold labels already);
+        one that lists others is refused, never overwritten."""
+        data = self.data
+        if data.labels_known:
+            return None
+        sheet = self.paths.label_sheet(self.model_num, self.method, al_iter)
+        images = [data.pool_paths[i] for i in batch]
+        if sheet.exists():
+            listed = [image for _, image, _ in read_rows(sheet, "the label sheet")]
+            if sorted(listed) != sorted(images):
+                raise UserError(f"the label sheet {sheet} lists other images than this selection picked, and may "
+                                "hold labels typed for them, so it is not overwritten. Move it away (or delete it), "
+                                "then run the same command again.")
+            return sheet
+        known = data.pool_labels[torch.from_numpy(batch).to(data.pool_labels.device)].tolist()
+        write_sheet(sheet, images, [data.classes[k] if k >= 0 else "" for k in known])
+        return sheet
 
     # ------------------------------------------------------------ checkpoints
     def checkpoint(self, net_id, al_iter=None):
@@ -107,10 +186,12 @@ class Run:
     def initial_net(self, net_id: int):
         """Net `net_id` at its initial weights, drawn from the net's own stream as training draws them;
         returns (net, init rule, stream seed)."""
+        name = self.nets[net_id]
         stream = stream_seed(self.preset.seed, net_id)
-        torch.manual_seed(stream)  # the initial weights are drawn from the net's own stream too
-        net = models.build_net(net_id, self.data.n_classes, self.preset.dropout)
-        init = models.initialise(net, net_id, self.preset.init)
+        with INITIAL_WEIGHTS_LOCK:  # nets trained at once (DIAM_CUDA_FAST=streams) share torch's global generator
+            torch.manual_seed(stream)  # the initial weights are drawn from the net's own stream too
+            net = models.build_target(name, self.data.n_classes, self.preset.dropout)
+            init = models.initialise_target(net, name, self.preset.init)
         return net, init, stream
 
     def load_net(self, net_id: int):
@@ -123,9 +204,10 @@ class Run:
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             info = saved["info"]
-            if info["net_id"] != net_id or info["dataset"] != self.dataset:
-                raise ValueError(f"it holds net {info['net_id']} of dataset {info['dataset']}")
-            net = models.build_net(net_id, self.data.n_classes, self.preset.dropout)
+            recorded = info.get("net", f"ofa{info['net_id']}")  # the paper's nets: OFA net n at place n
+            if info["net_id"] != net_id or info["dataset"] != self.dataset or recorded != self.nets[net_id]:
+                raise ValueError(f"it holds net {info['net_id']} ({recorded}) of dataset {info['dataset']}")
+            net = models.build_target(self.nets[net_id], self.data.n_classes, self.preset.dropout)
             net.load_state_dict(saved["state_dict"])
         except Exception as err:  # unpickling, missing keys, shape mismatch: all mean a bad file
             raise UserError(f"the checkpoint {path} is damaged or belongs to another net ({err}). Delete it "
@@ -136,13 +218,18 @@ class Run:
 # ---------------------------------------------------------------- training
 def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
     """Train net `net_id` for this iteration; returns a line saying what happened."""
-    models.check_net_id(net_id)
-    if net_id >= run.model_num:
+    if not run.settings.nets:
+        models.check_net_id(net_id)
+    if not 0 <= net_id < run.model_num:
         raise UserError(f"--net_id {net_id} is not among the {run.model_num} target models (0..{run.model_num - 1}).")
     ckpt = run.checkpoint(net_id)
     if ckpt.exists() and not run.redo:
         return f"net {net_id} already trained: {ckpt}"
+    name = run.nets[net_id]
+    if models.ofa_number(name) is None:  # a torchvision model that cannot take the input size stops here
+        models.check_input_size(models.build_target(name, run.data.n_classes), name, run.image_size(net_id))
     labeled, unlabeled = run.split(make_initial=True)
+    data = run.training_data(labeled)
     run.claim_folder()
     with step_lock(ckpt):
         if ckpt.exists() and not run.redo:  # another process finished it while we waited
@@ -157,15 +244,18 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
         size = run.image_size(net_id)
         head_only = preset.linear_heads and not first
         if head_only:
-            net, predictions = _train_head(run, net_id, net, labeled, unlabeled, record, stream)
+            net, predictions = _train_head(run, net_id, net, data, labeled, unlabeled, record, stream)
         else:
             predictions = train_target_net(
-                net, run.data, torch.from_numpy(labeled), torch.from_numpy(unlabeled).to(run.device), preset, size,
-                record, stream, desc=f"net {net_id} iter {run.al_iter}")
-        info = {"net_id": net_id, "ofa_id": models.OFA_IDS[net_id], "dataset": run.dataset, "init": init,
-                "image_size": size, "n_labeled": int(len(labeled)), "al_iter": run.al_iter,
+                net, data, torch.from_numpy(labeled), torch.from_numpy(unlabeled).to(run.device), preset, size,
+                record, stream, desc=f"net {net_id} iter {run.al_iter}", speed=run.speed)
+        ofa = models.ofa_number(name)
+        info = {"net_id": net_id, "ofa_id": None if ofa is None else models.OFA_IDS[ofa], "dataset": run.dataset,
+                "init": init, "image_size": size, "n_labeled": int(len(labeled)), "al_iter": run.al_iter,
                 "method": "shared" if first else method, "preset": preset.name, "seed": preset.seed,
                 "mode": preset.mode, "precision": "bf16" if preset.bf16 else "fp32"}
+        if run.settings.nets:  # named target models: which one this is (the paper's are known by net_id)
+            info["net"] = name
         if head_only:
             info["trained"] = "classifier only, on the frozen backbone of iteration 0"
         write_npz(run.paths.pool_predictions(run.model_num, method, run.al_iter, net_id),
@@ -176,15 +266,16 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
     return f"net {net_id} trained on {len(labeled)} labeled examples ({init} init): {ckpt}"
 
 
-def _train_head(run: Run, net_id: int, initial_net, labeled, unlabeled, record: Record, stream: int):
+def _train_head(run: Run, net_id: int, initial_net, data: Data, labeled, unlabeled, record: Record, stream: int):
     """--linear_heads after iteration 0: iteration 0's net (trained on the initial labels) with its
     classifier reset to the net's initial weights and retrained alone on the backbone's features
     of the pool, the loss weighted by `head_loss_weights`. Returns (net, what `record` asks for)."""
     net, _ = run.at_iteration(0).load_net(net_id)
-    net.classifier.load_state_dict(initial_net.classifier.state_dict())
-    features = backbone_features(net, run.data.pool_images, run.image_size(net_id), run.preset.eval_batch,
+    head = models.classifier(net)
+    head.load_state_dict(models.classifier(initial_net).state_dict())
+    features = backbone_features(net, data.pool_images, run.image_size(net_id), run.preset.eval_batch,
                                  bf16=run.preset.bf16)
-    predictions = train_linear_head(net.classifier, features, run.data.pool_labels, torch.from_numpy(labeled),
+    predictions = train_linear_head(head, features, data.pool_labels, torch.from_numpy(labeled),
                                     torch.from_numpy(unlabeled), torch.from_numpy(head_loss_weights(run, labeled)),
                                     run.preset, record, stream)
     return net, predictions
@@ -217,6 +308,35 @@ def head_loss_weights(run: Run, labeled: np.ndarray) -> np.ndarray:
     return (weights / weights.mean()).astype(np.float32)
 
 
+def train_steps_at_once(run: Run, net_ids, record_snapshots: bool = False):
+    """Train several nets in this process at once (DIAM_CUDA_FAST=streams, CUDA), each in its own thread on
+    its own CUDA stream, at most run.speed.concurrent_nets at a time; yields each net's line as it ends.
+
+    Each net keeps its own generator (epoch order, augmentation) and initial weights; dropout
+    draws from the device's shared generator, so its masks depend on how the nets interleave.
+    Launches from several threads overlap only where each launches little: with the
+    steps and passes graphed (training_graphs, scoring_graphs).
+    """
+    for net_id in net_ids:  # refused before anything is written
+        models.check_net_id(net_id)
+        if net_id >= run.model_num:
+            raise UserError(f"--net_id {net_id} is not among the {run.model_num} target models "
+                            f"(0..{run.model_num - 1}).")
+    run.data  # noqa: B018  (loaded once, before the threads)
+
+    def train_on_own_stream(net_id):
+        stream = torch.cuda.Stream(run.device)
+        stream.wait_stream(torch.cuda.current_stream(run.device))
+        with torch.cuda.stream(stream):
+            line = train_step(run, net_id, record_snapshots)
+        stream.synchronize()
+        return line
+
+    with ThreadPoolExecutor(max_workers=run.speed.concurrent_nets) as pool:
+        for done in as_completed([pool.submit(train_on_own_stream, n) for n in net_ids]):
+            yield done.result()
+
+
 # ---------------------------------------------------------------- testing
 def test_step(run: Run) -> str:
     """Top-1/top-5 of the T nets on the test split -> performances.txt (T rows)."""
@@ -229,7 +349,7 @@ def test_step(run: Run) -> str:
         net, info = run.load_net(net_id)
         size = run.image_size(net_id, testing=True)
         top1, top5 = evaluate(net, run.data.test_images, run.data.test_labels, size, run.preset.eval_batch,
-                              bf16=run.preset.bf16)
+                              bf16=run.preset.bf16, speed=run.speed)
         rows.append(f"{top1:.6f} {top5:.6f}")
         infos.append({**info, "test_image_size": size, "top1": top1, "top5": top5})
     write_json(out.with_name("models.json"), infos)
@@ -283,7 +403,7 @@ def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str)
         _, probs, feats = predict(net, scored, run.image_size(net_id), run.preset.eval_batch,
                                   want_probs=wanted == "unlabeled_probs", want_features=wanted == "pool_features",
                                   generator=_scoring_generator(run, net_id), crop_scale_min=run.preset.crop_scale_min,
-                                  bf16=run.preset.bf16)
+                                  bf16=run.preset.bf16, speed=run.speed)
         stored.update(unlabeled=unlabeled, **{wanted: probs if wanted == "unlabeled_probs" else feats})
         write_npz(path, **stored)
     return stored
@@ -292,7 +412,7 @@ def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str)
 def initial_features(run: Run, net_id: int, unlabeled: np.ndarray) -> np.ndarray:
     """Penultimate features of the unlabeled pool under net `net_id`'s initial weights (before any
     training: he_fout's or PyTorch's random ones, with BatchNorm statistics set from the unlabeled
-    pool, without which they are all 0; or with --init pretrained OFA's ImageNet backbone as it is)."""
+    pool, without which they are all 0; or with --init pretrained the ImageNet backbone as it is)."""
     net, init, _ = run.initial_net(net_id)
     net = to_device(net, run.device)
     images = run.data.pool_images[torch.from_numpy(unlabeled).to(run.device)]
@@ -300,23 +420,24 @@ def initial_features(run: Run, net_id: int, unlabeled: np.ndarray) -> np.ndarray
         set_batchnorm_statistics(net, images, run.image_size(net_id), run.preset.eval_batch)
     _, _, feats = predict(net, images, run.image_size(net_id), run.preset.eval_batch, want_features=True,
                           generator=_scoring_generator(run, net_id), crop_scale_min=run.preset.crop_scale_min,
-                          bf16=run.preset.bf16)
+                          bf16=run.preset.bf16, speed=run.speed)
     return feats
 
 
 def model_features(run: Run, unlabeled: np.ndarray) -> np.ndarray:
     """(T, U, dim) float16: every net's penultimate features of the unlabeled pool, from the nets
     the run's --lewis_representation names (trained ones: what training recorded, or computed
-    once from the checkpoint and kept beside it)."""
-    feats = None
+    once from the checkpoint and kept beside it). Narrower features are padded with zero columns,
+    which change no Lewis weight (they add nothing to the column space)."""
+    per_net = []
     for n in range(run.model_num):
         if run.settings.lewis_representation == "initial":
-            net_features = initial_features(run, n, unlabeled)
+            per_net.append(initial_features(run, n, unlabeled))
         else:
-            net_features = _pool_predictions(run, n, unlabeled, "pool_features")["pool_features"][unlabeled]
-        if feats is None:
-            feats = np.empty((run.model_num, len(unlabeled), net_features.shape[1]), np.float16)
-        feats[n] = net_features
+            per_net.append(_pool_predictions(run, n, unlabeled, "pool_features")["pool_features"][unlabeled])
+    feats = np.zeros((run.model_num, len(unlabeled), max(f.shape[1] for f in per_net)), np.float16)
+    for n, net_features in enumerate(per_net):
+        feats[n, :, :net_features.shape[1]] = net_features
     return feats
 
 
@@ -335,10 +456,16 @@ def selection_inputs(run: Run, needs: str, labeled: np.ndarray, unlabeled: np.nd
             stored = _pool_predictions(run, n, unlabeled, "snapshot_labels")
             if "pool_features" not in stored:  # iteration 0 records them for one net only
                 stored = _pool_predictions(run, n, unlabeled, "pool_features")
-            if feats is None:
-                feats = np.empty((run.model_num, len(unlabeled), stored["pool_features"].shape[1]), np.float16)
+            width = stored["pool_features"].shape[1]
+            if feats is None or width > feats.shape[2]:
+                # Named models' features may differ in width: zero columns pad the narrower ones,
+                # which leaves every Euclidean distance between their examples as it was.
+                wider = np.zeros((run.model_num, len(unlabeled), width), np.float16)
+                if feats is not None:
+                    wider[:, :, :feats.shape[2]] = feats
+                feats = wider
             snaps.append(stored["snapshot_labels"])
-            feats[n] = stored["pool_features"][unlabeled]
+            feats[n, :, :width] = stored["pool_features"][unlabeled]
         return SelectionInputs(len(unlabeled), snapshot_labels=np.stack(snaps), unlabeled_model_features=feats)
     if needs == "model_features":
         return SelectionInputs(len(unlabeled), unlabeled_model_features=model_features(run, unlabeled))
@@ -372,19 +499,23 @@ def select_step(run: Run, batch_size=None) -> str:
         if isinstance(picked, WeightedBatch):
             _write_importance_weights(run, run.al_iter + 1, unlabeled[positions], picked.importance_weights,
                                       picked.lewis_weights)
+        sheet = run.write_label_sheet(run.al_iter + 1, unlabeled[positions])  # before the index file that marks done
         _write_selection(run, out, labeled, unlabeled, positions)
-    return (f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s"
+    done = (f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s"
             f"{_lewis_summary(run, picked)}: {out}")
+    return done + (f"\nto label: {sheet} (fill in the label column, then train al_iter {run.al_iter + 1})"
+                   if sheet else "")
 
 
 def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
     """The whole budget at once (B for each of the preset's al_iters - 1 selections), from
     iteration 0's split and nets, whatever iteration asks: iteration k's index file holds
-    iteration 0's labeled set and the first k * B picks. The picks come in a random order, so
-    each prefix is a uniformly random part of the whole sample: a pick's probability of being
-    in the first k * B is its inclusion probability times k * B / (all picks), and its recorded
-    importance weight is the inverse of that. Files already written are kept (the draw is a
-    function of iteration 0's records and the selection's seed), unless --redo."""
+    iteration 0's labeled set and the first k * B picks (its label sheet, when a person labels,
+    the k-th B). The picks come in a random order, so each prefix is a uniformly random part of
+    the whole sample: a pick's probability of being in the first k * B is its inclusion
+    probability times k * B / (all picks), and its recorded importance weight is the inverse of
+    that. Files already written are kept (the draw is a function of iteration 0's records and the
+    selection's seed), unless --redo."""
     source = run.at_iteration(0)
     n_selections = run.preset.al_iters - 1
     labeled, unlabeled = source.split()
@@ -396,7 +527,7 @@ def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
         budget = batch_size * n_selections
         picked, seconds = _pick(source, inputs, budget)
         positions = check_batch(_positions(picked), len(unlabeled), budget)
-        written = []
+        written, sheets = [], []
         for k in range(n_selections, 0, -1):  # iteration 1's file, which marks al_iter 0 done, last
             index_file = run.paths.indices(run.model_num, run.method, k)
             if index_file.exists() and not run.redo and index_file != out:
@@ -406,24 +537,31 @@ def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
                 share = size / len(positions)
                 _write_importance_weights(run, k, unlabeled[positions[:size]],
                                           picked.importance_weights[:size] / share, picked.lewis_weights[:size])
+            sheet = run.write_label_sheet(k, unlabeled[positions[min((k - 1) * batch_size, size):size]])
             _write_selection(run, index_file, labeled, unlabeled, positions[:size])
             written.append(k)
-    return (f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled at once from iteration 0's "
+            sheets.append(sheet)
+    done = (f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled at once from iteration 0's "
             f"nets in {seconds:.2f}s ({batch_size} more for each of al_iter 1-{n_selections}; wrote "
-            f"iteration(s) {', '.join(map(str, sorted(written)))}){_lewis_summary(run, picked)}: "
-            f"{out.parent}")
+            f"iteration(s) {', '.join(map(str, sorted(written)))}){_lewis_summary(run, picked)}: {out.parent}")
+    to_label = [str(sheet) for sheet in reversed(sheets) if sheet]
+    return done + (f"\nto label: {', '.join(to_label)} (fill in the label column of each before training its "
+                   "iteration)" if to_label else "")
 
 
 def _pick(run: Run, inputs: SelectionInputs, batch_size: int):
-    """What run.method's strategy picks, and the seconds it took (the inputs' reading not counted)."""
+    """What run.method's strategy picks, and the seconds it took (the inputs' reading not counted);
+    the strategy's notes and CAL's top-up warning are printed."""
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, strategy_notes() as notes:
         warnings.simplefilter("always", CALTopUpWarning)
         picked = STRATEGIES[run.method].select(inputs, batch_size, selection_rng(run), selection_options(run))
     seconds = time.perf_counter() - start
     for w in caught:  # our own notes; a library's deprecation notices are not the user's business
         if issubclass(w.category, CALTopUpWarning):
             print(f"note: {w.message}", file=sys.stderr)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     return picked, seconds
 
 

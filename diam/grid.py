@@ -31,6 +31,8 @@ from .errors import UserError
 from .paths import RunPaths, default_work_dir
 from .presets import (DATASETS, DEFAULT_METHODS, MAX_MODELS, METHODS, PAPER_MODEL_NUMS, Preset, add_preset_arguments,
                       preset_from_args)
+from .dataset_file import is_dataset_file
+from .settings import resolve_dataset
 
 # How often Ray restarts a dead worker and resubmits the step it was running.
 RETRIES = 3
@@ -85,13 +87,14 @@ def plan(datasets, model_nums, methods, seeds, preset: Preset, device: str, extr
     largest = max(model_nums)
     for seed in seeds:
         for dataset in datasets:
-            paths = RunPaths(work_dir, preset.name, dataset, seed=seed)
+            name, _ = resolve_dataset(dataset)  # a dataset file's folder is its name
+            paths = RunPaths(work_dir, preset.name, name, seed=seed)
 
             def common(model_num):
                 return ["--preset", preset.name, "--model_num", str(model_num), "--device", device, *extra,
                         "--seed", str(seed)]
 
-            where = f"{dataset} seed {seed}"
+            where = f"{name} seed {seed}"
             shared = [add("train_net.py", ["--dataset", dataset, "--al_iter", "0", "--net_id", str(n),
                                            *common(largest)], 0, f"{where} iteration 0",
                           paths.step_log(largest, "random", 0, f"train_net{n}")) for n in range(largest)]
@@ -304,7 +307,8 @@ class _Parser(argparse.ArgumentParser):
 def _grid_arguments(p) -> None:
     """The flags run_grid.py keeps for itself; every other flag goes to each step."""
     p.add_argument("--datasets", nargs="+", default=["mnist", "kmnist"],
-                   help=f"datasets (default: mnist kmnist); from {', '.join(DATASETS)}")
+                   help=f"datasets (default: mnist kmnist); from {', '.join(DATASETS)}, or .json files "
+                        "describing your own images (docs/own_data.md)")
     p.add_argument("--model_nums", nargs="+", type=int, default=list(PAPER_MODEL_NUMS),
                    help="values of T, the number of target models (default: the paper's 2 4 6 8 12)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
@@ -333,6 +337,9 @@ def parse_args(argv) -> tuple[argparse.Namespace, list]:
     add_preset_arguments(steps)
     steps.add_argument("--work_dir", default=None, help="where runs live (default: $DIAM_WORK_DIR or ./runs)")
     steps.add_argument("--data_root", default=None, help="dataset files (default: $DIAM_DATA_ROOT or ./data)")
+    steps.add_argument("--nets", nargs="+", default=None, metavar="NAME",
+                       help="the T target models by name (ofa0..ofa11, torchvision models); every T must be their "
+                            "number")
     args = p.parse_args(argv)
     own = _Parser(add_help=False, allow_abbrev=False)
     _grid_arguments(own)
@@ -342,13 +349,19 @@ def parse_args(argv) -> tuple[argparse.Namespace, list]:
 
 
 def check_args(args) -> Preset:
-    unknown = [d for d in args.datasets if d not in DATASETS]
+    unknown = [d for d in args.datasets if d not in DATASETS and not is_dataset_file(d)]
     if unknown:
-        raise UserError(f"unknown dataset(s) {', '.join(unknown)}. Choose from: {', '.join(DATASETS)}.")
+        raise UserError(f"unknown dataset(s) {', '.join(unknown)}. Choose from: {', '.join(DATASETS)}, or give "
+                        ".json files describing your own images (docs/own_data.md).")
+    for dataset in args.datasets:
+        resolve_dataset(dataset)  # a dataset file that cannot be read stops it here
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         raise UserError(f"unknown method(s) {', '.join(unknown)}. Choose from: {', '.join(METHODS)}.")
-    bad = [t for t in args.model_nums if not 1 <= t <= MAX_MODELS]
+    if args.nets and set(args.model_nums) != {len(args.nets)}:
+        raise UserError(f"--nets names {len(args.nets)} target models, so --model_nums must be {len(args.nets)} "
+                        f"(got {' '.join(map(str, args.model_nums))}).")
+    bad = [t for t in args.model_nums if not 1 <= t <= MAX_MODELS and not args.nets]
     if bad:
         raise UserError(f"--model_nums must be numbers of target models between 1 and {MAX_MODELS} "
                         f"(the OFA target nets), got {' '.join(map(str, bad))}.")

@@ -1,17 +1,21 @@
-"""The 12 target nets: OFA specialised MobileNetV3s built from configs shipped here.
+"""The target nets: the 12 OFA specialised MobileNetV3s built from configs shipped here, and
+torchvision's classification models by name (a run's own target models, `--nets`).
 
 Initial weights (SPEC section 2), chosen by the preset's `init`: OFA's he_fout rule
-from scratch (what the original code in effect trained from, the default), OFA's
-ImageNet weights (the paper's stated intent; refused when they cannot be had), or
-PyTorch's default initialisation. The choice is recorded beside every checkpoint.
+from scratch (what the original code in effect trained from, the default), ImageNet
+weights (the paper's stated intent; refused when they cannot be had), or PyTorch's
+default initialisation. The choice is recorded beside every checkpoint.
 """
 import copy
 import json
 import os
+import re
 from pathlib import Path
+from typing import Optional
 
 import torch
-from ofa.imagenet_classification.networks import get_net_by_name
+import torchvision
+from ofa.imagenet_classification.networks import MobileNetV3, get_net_by_name
 from ofa.utils import init_models
 
 from .errors import UserError
@@ -104,12 +108,17 @@ def initialise(net: torch.nn.Module, net_id: int, init: str = "he_fout") -> str:
     the call the original's run manager made over the ImageNet weights it had loaded;
     those kept only their BatchNorm running statistics, which training soon replaces).
     """
+    return _apply_init(net, init, lambda: _load_pretrained(net, net_id))
+
+
+def _apply_init(net: torch.nn.Module, init: str, load_pretrained) -> str:
+    """The rule `init` on `net`; `load_pretrained` fetches the net's own pretrained weights."""
     if init not in INIT_MODES:
         raise UserError(f"unknown --init '{init}'. Choose one of: {', '.join(INIT_MODES)}.")
     if init == "he_fout":
         init_models(net, "he_fout")
     elif init == "pretrained":
-        _load_pretrained(net, net_id)
+        load_pretrained()
     return init
 
 
@@ -133,7 +142,9 @@ def _load_pretrained(net: torch.nn.Module, net_id: int) -> None:
 
 
 def features_and_logits(net: torch.nn.Module, x: torch.Tensor):
-    """Penultimate features (input of the classifier, 1280-d) and logits in one pass."""
+    """Penultimate features (input of the classifier: 1280-d for the OFA nets) and logits in one pass."""
+    if not isinstance(net, MobileNetV3):
+        return _torchvision_features_and_logits(net, x)
     x = net.first_conv(x)
     for block in net.blocks:
         x = block(x)
@@ -141,3 +152,135 @@ def features_and_logits(net: torch.nn.Module, x: torch.Tensor):
     x = net.global_avg_pool(x)
     features = net.feature_mix_layer(x).flatten(1)
     return features, net.classifier(features)
+
+
+def classifier(net: torch.nn.Module) -> torch.nn.Module:
+    """The layer that maps penultimate features to logits: an OFA net's classifier (dropout, then
+    linear), a torchvision model's last linear layer."""
+    return net.classifier if isinstance(net, MobileNetV3) else _head(net, type(net).__name__)[1]
+
+
+# ---------------------------------------------------------------- target models by name
+# A run's T target models may be named (--nets): "ofa<N>" is OFA net N above, any other name
+# a torchvision classification model, built with weights=None (nothing is downloaded). Without
+# names the T models are ofa0..ofa<T-1>, the paper's; a model's net_id is its place in the list.
+OFA_NAME = re.compile(r"ofa(\d+)")
+# Their auxiliary heads make training return a tuple; the main head is the model.
+WITHOUT_AUX_LOGITS = {"googlenet": {"aux_logits": False, "init_weights": True},
+                      "inception_v3": {"aux_logits": False, "init_weights": True}}
+
+
+def ofa_number(name: str) -> Optional[int]:
+    """N for "ofa<N>", None for a torchvision model's name."""
+    match = OFA_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def torchvision_models() -> list[str]:
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def check_target_names(names) -> None:
+    """Every name is an OFA net or a torchvision classification model; else a UserError listing them."""
+    known = set(torchvision_models())
+    for name in names:
+        number = ofa_number(name)
+        if number is not None:
+            check_net_id(number)
+        elif name not in known:
+            raise UserError(f"unknown target model '{name}'. Name OFA nets ofa0..ofa{len(OFA_IDS) - 1} or "
+                            f"torchvision classification models: {', '.join(sorted(known))}.")
+
+
+def build_target(name: str, n_classes: int = 10, dropout: float = 0.1) -> torch.nn.Module:
+    """Target model `name` with a fresh n_classes head. `dropout` is the OFA nets' (a torchvision
+    model keeps its own architecture, dropout included)."""
+    number = ofa_number(name)
+    if number is not None:
+        return build_net(number, n_classes, dropout)
+    net = torchvision.models.get_model(name, weights=None, num_classes=n_classes,
+                                       **WITHOUT_AUX_LOGITS.get(name, {}))
+    head_name, head = _head(net, name)
+    if head.out_features != n_classes:
+        raise UserError(f"target model '{name}' does not end in the linear layer its classes come from "
+                        f"(its last one, {head_name}, has {head.out_features} outputs), so it has no penultimate "
+                        "features for selection to read. Choose another model.")
+    return net
+
+
+def target_input_size(name: str) -> int:
+    """The side a model is trained and tested at (unless the preset fixes one): an OFA net's own, or
+    the crop size of a torchvision model's ImageNet recipe."""
+    number = ofa_number(name)
+    if number is not None:
+        return input_size(number)
+    return torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size[0]
+
+
+def initialise_target(net: torch.nn.Module, name: str, init: str = "he_fout") -> str:
+    """`initialise` for a named target model: the same three rules (he_fout is OFA's rule applied
+    to the model's conv, norm and linear layers); returns `init`."""
+    number = ofa_number(name)
+    if number is not None:
+        return initialise(net, number, init)
+    return _apply_init(net, init, lambda: _load_torchvision_pretrained(net, name))
+
+
+def check_input_size(net: torch.nn.Module, name: str, size: int) -> None:
+    """A torchvision model that cannot take `size`-pixel inputs (a ViT's fixed grid, say) is refused
+    before training, by one forward pass of two blank images in eval mode (no state changes)."""
+    if ofa_number(name) is not None:
+        return
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(2, 3, size, size))
+    except Exception as err:  # each architecture words it its own way (RuntimeError, AssertionError, ...)
+        raise UserError(f"target model '{name}' cannot take {size}-pixel inputs ({str(err).splitlines()[0]}). "
+                        "Choose another model, or another input size with --image_size.") from None
+
+
+def _head(net: torch.nn.Module, name: str):
+    """(name, module) of the last linear layer: the classifier of torchvision's models."""
+    linears = [(n, m) for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise UserError(f"target model '{name}' has no linear classifier (its classes come from a "
+                        "convolution), so it has no penultimate features for selection to read. Choose another "
+                        "model.")
+    return linears[-1]
+
+
+def _torchvision_features_and_logits(net: torch.nn.Module, x: torch.Tensor):
+    _, head = _head(net, type(net).__name__)
+    captured = []
+    hook = head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+    try:
+        logits = net(x)
+    finally:
+        hook.remove()
+    return captured[-1].flatten(1), logits
+
+
+def _load_torchvision_pretrained(net: torch.nn.Module, name: str) -> None:
+    """torchvision's ImageNet weights from torch.hub's cache (or a download), all but the head."""
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(weights.url, str(path), progress=False)
+        except Exception:  # offline, DNS failure, HTTP error: all mean "not reachable here"
+            raise UserError(f"torchvision's ImageNet weights for '{name}' are not at {path} and could not be "
+                            f"downloaded. Put the file from {weights.url} there, or use --init he_fout (the "
+                            "default).") from None
+    head_name, _ = _head(net, name)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        backbone = {k: v for k, v in state.items() if not k.startswith(head_name + ".")}
+        expected = {k: v.shape for k, v in net.state_dict().items() if not k.startswith(head_name + ".")}
+        if {k: v.shape for k, v in backbone.items()} != expected:
+            raise ValueError("its tensors do not fit this model")
+        net.load_state_dict(backbone, strict=False)
+    except Exception as err:  # truncated download, wrong file, pickled code refused
+        raise UserError(f"the ImageNet weights at {path} could not be used for '{name}' ({err}). Delete the file "
+                        "to fetch it again, or use --init he_fout (the default).") from None

@@ -5,6 +5,8 @@
     <work_dir>/<preset>/<dataset>/indices/T<T>/<method>/iter<I>.npz   split selected for iteration I
     <work_dir>/<preset>/<dataset>/indices/T<T>/<method>/iter<I>_weights.npz   importance weights of the
                                                                  examples the selection sampled (lewis*)
+    <work_dir>/<preset>/<dataset>/indices/T<T>/<method>/iter<I>_labels.csv   its images, for a person to
+                                                                label (a pool whose labels are unknown)
     <work_dir>/<preset>/<dataset>/models/iter0/net<N>.{pt,json,npz}   iteration 0 (shared by all T, methods)
     <work_dir>/<preset>/<dataset>/models/T<T>/<method>/iter<I>/net<N>.{pt,json,npz}
     <work_dir>/<preset>/extracted_results/<T>/<dataset>/<method>/<I>/performances.txt
@@ -42,6 +44,11 @@ def default_work_dir() -> Path:
     return Path(os.environ.get("DIAM_WORK_DIR", "runs"))
 
 
+def cache_dir() -> Path:
+    """Where derived copies of data live (unpacked .gz files, decoded images): $DIAM_CACHE or ~/.cache/diam."""
+    return Path(os.environ.get("DIAM_CACHE", Path.home() / ".cache" / "diam"))
+
+
 def seed_folder(seed: int) -> str:
     """The folder of repeat `seed` inside a run or results folder; '' for seed 0 (today's layout)."""
     return f"seed{seed}" if seed else ""
@@ -70,6 +77,9 @@ class RunPaths:
         """Beside the index file of iteration I (>= 1): the sampled examples' importance weights,
         written before the index file (which marks the selection done)."""
         return self.indices(model_num, method, al_iter).with_name(f"iter{al_iter}_weights.npz")
+    def label_sheet(self, model_num: int, method: str, al_iter: int) -> Path:
+        """The images selected for iteration `al_iter` (al_iter >= 1), as path,label rows a person fills in."""
+        return self.root / "indices" / f"T{model_num}" / method / f"iter{al_iter}_labels.csv"
 
     def model_dir(self, model_num: int, method: str, al_iter: int) -> Path:
         if al_iter == 0:
@@ -101,26 +111,9 @@ class RunPaths:
 
 # ---------------------------------------------------------------- atomic writes
 def atomic_write(path, write, binary=True) -> None:
-    """Write through `write(fileobj)` to a temp file beside `path`, then rename over it."""
-    path = Path(path)
-    try:  # a full disk can refuse the new (temp) file itself
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise _write_error(path, err) from None
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are for everyone to read
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        _remove_quietly(tmp)
-        raise _write_error(path, err)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+    """Write through `write(fileobj)` to a temp file beside `path`, then rename over it (`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb" if binary else "w") as f:
+        write(f)
 
 
 def _write_error(path, err: OSError) -> UserError:
@@ -133,6 +126,32 @@ def _remove_quietly(path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+@contextmanager
+def atomic_path(path):
+    """A temporary name beside `path` to write to (`atomic_write`, or a writer that needs a file
+    name, such as a memory-mapped array): synced and renamed over `path` when the block ends
+    without error, removed when it fails, so a file that exists is complete."""
+    path = Path(path)
+    try:  # a full disk can refuse the new (temp) file itself
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are for everyone to read
+        os.close(fd)
+    except OSError as err:
+        raise _write_error(path, err) from None
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        _remove_quietly(tmp)
+        raise _write_error(path, err)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
 
 
 def write_text(path, text: str) -> None:
@@ -165,6 +184,13 @@ def refuse_paper_results(results_root: Path) -> None:
 
 
 # ---------------------------------------------------------------- run settings
+# Settings recorded only where they differ from the default (named target nets, a dataset made
+# from files, linear heads), so that a default run's config.json is what it always was; their
+# absence is the default.
+# (A file dataset's content fingerprint is compared only by the steps that load the images.)
+ABSENT_IS_DEFAULT = ("nets", "dataset_file", "linear_heads")
+
+
 def check_run_config(paths: RunPaths, settings: dict, claim: bool = True) -> None:
     """The first script in a run folder records its settings; later ones must match them.
 
@@ -185,9 +211,12 @@ def check_run_config(paths: RunPaths, settings: dict, claim: bool = True) -> Non
                         f"folder {paths.root} is to be redone.")
     # Quirks that only change how a run is tested may differ between scripts.
     # The mode is compared through the quirks it is made of.
-    differing = sorted(k for k in settings if k not in ("test_at_net0_size", "mode") and recorded.get(k) != settings[k])
+    compared = set(settings) | (set(recorded) & set(ABSENT_IS_DEFAULT))
+    differing = sorted(k for k in compared if k not in ("test_at_net0_size", "mode")
+                       and recorded.get(k) != settings.get(k))
     if differing:
-        pairs = ", ".join(f"{k}: folder has {recorded.get(k)!r}, you asked {settings[k]!r}" for k in differing)
+        shown = lambda values, k: repr(values[k]) if k in values else "the default"  # noqa: E731
+        pairs = ", ".join(f"{k}: folder has {shown(recorded, k)}, you asked {shown(settings, k)}" for k in differing)
         mode = ""
         if "mode" in settings and recorded.get("mode") != settings["mode"]:
             mode = (f" It holds a run in '{recorded.get('mode')}' mode and you asked for '{settings['mode']}' "

@@ -47,6 +47,27 @@ DIAM_QP_NEIGHBOUR_FRACTION = 0.01  # k = floor(0.01 n) nearest neighbours per ex
 # the iterations cost little next to OSQP's one factorisation.
 DIAM_QP_SOLVER_TOLERANCE = 1e-9
 DIAM_QP_MAX_SOLVER_ITERATIONS = 1_000_000
+# The certified dense solve (docs/diam_qp.md), which answers before OSQP. Cumulative numbers of
+# projected-gradient (FISTA) steps after which the active-set method is tried; OSQP answers
+# when every try fails. 200 steps left the active set 1-2 steps from settled on the benchmark's
+# problems at n = 1,000-3,000; the second try is for problems that converge slower.
+DIAM_QP_WARM_START_STEPS = (200, 1000)
+DIAM_QP_MAX_ACTIVE_SET_STEPS = 50  # active-set steps per try before it counts as failed
+# The certificate absorbs any change of the projected matrix up to this fraction of its
+# largest eigenvalue (in 2-norm). A backward-stable eigensolver's error is at worst ~n * 1.1e-16
+# of it (1.3e-12 at n = 11,400; two libraries' projections differed by 1e-13 entrywise at
+# n = 3,000), so another library or device gives the same certified picks.
+DIAM_QP_ABSORBED_ERROR = 1e-11
+# The least margin the certificate accepts (free values inside (0, 1), multipliers at the
+# bounds, the gap at the top-B cut), whatever the error bound: a floor for ill-posed cases.
+DIAM_QP_CERTIFICATE_MARGIN = 1e-9
+
+
+def default_nets(model_num: int) -> tuple:
+    """The paper's T target models, OFA nets 0..T-1: what a run has when it names none (--nets
+    names others: "ofa<N>" is OFA net N, another name a torchvision model)."""
+    return tuple(f"ofa{n}" for n in range(model_num))
+
 
 # Lewis-weight sampling (docs/lewis.md). p = 2: the Lewis weights are leverage scores (our default;
 # the paper's analysis covers p >= 1). --lewis_p takes p in [1, 4), where Cohen and Peng's

@@ -5,16 +5,18 @@ run folder, the device's name, and the step's own choices. `cli.py` builds it fr
 from dataclasses import dataclass
 from typing import Optional
 
+from .dataset_file import DatasetFile, is_dataset_file, read_dataset_file
 from .errors import UserError
 from .paths import RunPaths, check_run_config, default_work_dir
-from .presets import DATASETS, DIAM_QP_Q, LEWIS_P, MAX_MODELS, METHODS, Preset, preset_from_args
+from .presets import DATASETS, DIAM_QP_Q, LEWIS_P, MAX_MODELS, METHODS, Preset, default_nets, preset_from_args
+from .speed import Speed, speed_from_environment
 
 
 @dataclass(frozen=True)
 class StepSettings:
     preset: Preset
-    dataset: str
-    model_num: int  # T: the target models are nets 0..T-1
+    dataset: str  # the dataset's name: a built-in one, or a dataset file's "name"
+    model_num: int  # T
     al_iter: int
     method: Optional[str]  # None only where no method applies
     paths: RunPaths
@@ -24,40 +26,77 @@ class StepSettings:
     diam_q: float = DIAM_QP_Q  # DIAM_qp's weight of the disagreement score (only selection sets it)
     lewis_p: float = LEWIS_P  # lewis, lewis_oneshot: the p of the lp Lewis weights (only selection sets it)
     lewis_representation: str = "trained"  # lewis, lewis_oneshot: one of presets.LEWIS_REPRESENTATIONS
+    speed: Speed = Speed()  # how passes and steps run, never what they compute (DIAM_* variables, diam/speed.py)
+    nets: tuple = ()  # the T target models by name (models.py); () for the paper's, ofa0..ofa<T-1>
+    dataset_file: Optional[DatasetFile] = None  # the dataset made from files, when it is one
+
+    @property
+    def target_nets(self) -> tuple:
+        return self.nets or default_nets(self.model_num)
 
     def run_config(self) -> dict:
-        return run_config(self.dataset, self.preset)
+        return run_config(self.dataset, self.preset, self.nets, self.dataset_file)
 
 
-def run_config(dataset: str, preset: Preset) -> dict:
+def run_config(dataset: str, preset: Preset, nets: tuple = (), dataset_file: Optional[DatasetFile] = None) -> dict:
     """What config.json of a run folder records: every setting, and the mode they add up to.
-    linear_heads is recorded only when on, so that folders made before it existed still match."""
-    settings = {"dataset": dataset, "mode": preset.mode, **preset.as_dict()}
+
+    Named target nets, a dataset file and linear heads are recorded only when there are some,
+    so that the paper's runs keep the config.json they always had (paths.ABSENT_IS_DEFAULT)."""
+    config = {"dataset": dataset, "mode": preset.mode, **preset.as_dict()}
     if not preset.linear_heads:
-        del settings["linear_heads"]
-    return settings
+        del config["linear_heads"]
+    if nets and tuple(nets) != default_nets(len(nets)):
+        config["nets"] = list(nets)
+    if dataset_file is not None:
+        config["dataset_file"] = dataset_file.recorded
+    return config
+
+
+def resolve_dataset(dataset: str) -> tuple[str, Optional[DatasetFile]]:
+    """(name, dataset file or None) of a --dataset value: a built-in dataset's name or a .json file."""
+    if is_dataset_file(dataset):
+        described = read_dataset_file(dataset)
+        return described.name, described
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset '{dataset}'. Choose one of: {', '.join(DATASETS)}, or give a .json file "
+                        "describing your own images (docs/own_data.md).")
+    return dataset, None
+
+
+def resolve_nets(names, model_num: int) -> tuple:
+    """The T target models named by --nets (checked against models.py when a step loads them), or ()."""
+    if not names:
+        if not 1 <= model_num <= MAX_MODELS:
+            raise UserError(f"--model_num must be between 1 and {MAX_MODELS} (the OFA target nets), "
+                            f"got {model_num}; name more target models with --nets.")
+        return ()
+    if len(names) != model_num:
+        raise UserError(f"--nets names {len(names)} target model(s) ({' '.join(names)}), but --model_num is "
+                        f"{model_num}: name exactly T models.")
+    if len(set(names)) != len(names):
+        raise UserError(f"--nets names a model twice ({' '.join(names)}); the T target models are T different ones.")
+    return () if tuple(names) == default_nets(model_num) else tuple(names)  # the paper's, named
 
 
 def settings_from_args(args, results_dir=None) -> StepSettings:
     """Check a parsed command line and resolve it; a UserError says what is wrong and how to fix it."""
     preset = preset_from_args(args)
-    if args.dataset not in DATASETS:
-        raise UserError(f"unknown dataset '{args.dataset}'. Choose one of: {', '.join(DATASETS)}.")
+    name, dataset_file = resolve_dataset(args.dataset)
     method = getattr(args, "method", None)
     if method is not None and method not in METHODS:
         raise UserError(f"unknown method '{method}'. Choose one of: {', '.join(METHODS)}.")
-    if not 1 <= args.model_num <= MAX_MODELS:
-        raise UserError(f"--model_num must be between 1 and {MAX_MODELS} (the OFA target nets), "
-                        f"got {args.model_num}.")
+    nets = resolve_nets(getattr(args, "nets", None), args.model_num)
     if not 0 <= args.al_iter < preset.al_iters:
         raise UserError(f"--al_iter must be between 0 and {preset.al_iters - 1} for the "
                         f"'{preset.name}' preset, got {args.al_iter}.")
-    paths = RunPaths(args.work_dir or default_work_dir(), preset.name, args.dataset, results_dir, preset.seed)
+    paths = RunPaths(args.work_dir or default_work_dir(), preset.name, name, results_dir, preset.seed)
     # A folder made with other settings is refused before any work (nothing is written here).
-    check_run_config(paths, run_config(args.dataset, preset), claim=False)
-    return StepSettings(preset=preset, dataset=args.dataset, model_num=args.model_num, al_iter=args.al_iter,
+    check_run_config(paths, run_config(name, preset, nets, dataset_file), claim=False)
+    return StepSettings(preset=preset, dataset=name, model_num=args.model_num, al_iter=args.al_iter,
                         method=method, paths=paths, device=args.device, data_root=args.data_root,
-                        redo=args.redo, diam_q=getattr(args, "DIAMq", DIAM_QP_Q),
+                        redo=args.redo, diam_q=getattr(args, "DIAMq", DIAM_QP_Q), nets=nets,
+                        dataset_file=dataset_file, speed=speed_from_environment(),
                         lewis_p=getattr(args, "lewis_p", LEWIS_P),
                         lewis_representation=getattr(args, "lewis_representation", "trained"))
 

@@ -1,10 +1,11 @@
-"""Statistics over repeated trials (seeds): confidence intervals and paired tests.
+"""Statistics over repeated trials (seeds): confidence intervals, paired tests, Holm's correction.
 
 Pure functions over arrays; `diam/analysis.py` feeds them from results trees. The
 distributions come from scipy.stats. SPEC section 9: several repeats, a 95%
 confidence interval across them, and BADGE's pairwise penalty matrix (Ash et al.,
 ICLR 2020): at each labeling round, a two-sided paired t-test across repeats between
-every pair of methods.
+every pair of methods. The reproduction's analysis plan (REPRODUCTION.md) adds Holm's
+correction over a family of comparisons and the words a verdict may use.
 """
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from scipy import stats
 # Significance level of the paired tests and coverage of the confidence intervals.
 ALPHA = 0.05
 CONFIDENCE = 1 - ALPHA
+# A pair needs this many seeds in common to be tested: with two, the t distribution has one
+# degree of freedom and its p-values say little (the analysis plan's rule).
+MIN_SEEDS_TO_TEST = 3
+# The smallest difference of AULC, in accuracy points, that the analysis plan cares about: a
+# difference whose whole 95% CI lies inside +-SMALLEST_EFFECT is "within" it.
+SMALLEST_EFFECT = 0.5
 
 
 @dataclass(frozen=True)
@@ -59,11 +66,11 @@ class PairedTest:
 
     n: int  # number of seeds both have
     mean_difference: float  # mean over seeds of first - second
-    p_value: float | None  # None when untestable (fewer than 2 pairs) or all differences are zero
+    p_value: float | None  # None when untestable (fewer than MIN_SEEDS_TO_TEST pairs) or all differences are zero
 
     @property
     def testable(self) -> bool:
-        return self.n >= 2
+        return self.n >= MIN_SEEDS_TO_TEST
 
     def outcome(self, alpha: float = ALPHA) -> int:
         """+1: first significantly better; -1: second significantly better; 0: neither."""
@@ -89,7 +96,7 @@ def paired_test(first, second) -> PairedTest:
     if n == 0:
         return PairedTest(0, float("nan"), None)
     mean_difference = float(np.mean(first - second))
-    if n < 2:
+    if n < MIN_SEEDS_TO_TEST:
         return PairedTest(n, mean_difference, None)
     with warnings.catch_warnings():
         # "catastrophic cancellation" when differences are nearly equal: scipy then
@@ -127,3 +134,33 @@ def penalty_matrix(scores, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray
                 elif outcome < 0:
                     wins[j, i] += 1
     return wins, tested
+
+
+def holm_adjusted(p_values) -> list[float | None]:
+    """Holm's step-down adjustment of a family's p-values, in the order given (None: not
+    tested, left out of the family). The k-th smallest of m p-values becomes
+    min(1, max over j <= k of (m - j + 1) p_(j)); rejecting where it is below alpha holds
+    the chance of any false rejection in the family at alpha, whatever their dependence."""
+    tested = [(p, position) for position, p in enumerate(p_values) if p is not None]
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, position) in enumerate(sorted(tested)):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[position] = running
+    return adjusted
+
+
+def verdict_word(difference: Estimate, p_value: float | None, alpha: float = ALPHA,
+                 margin: float = SMALLEST_EFFECT) -> str:
+    """What the analysis plan lets one say of a paired difference (first minus second), from its
+    (adjusted) p-value and 95% CI: "leads", "trails" (with "by less than <margin>" when the whole
+    CI is inside the margin), "within <margin>", "not resolved", or "not tested"."""
+    if difference.n < MIN_SEEDS_TO_TEST:
+        return "not tested"
+    if p_value is not None and p_value < alpha:  # None with enough seeds: every difference is 0
+        word = "leads" if difference.mean > 0 else "trails"
+        inside = -margin < difference.low and difference.high < margin
+        return f"{word} by less than {margin:g}" if inside else word
+    if -margin <= difference.low and difference.high <= margin:
+        return f"within {margin:g}"
+    return "not resolved"

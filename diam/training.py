@@ -15,9 +15,12 @@ from torch import nn
 from tqdm import tqdm
 
 from .augment import eval_transform, train_transform
+from .cuda_graphs import ReplayedStep, ScoringGraphs
 from .data import Data
+from .inference import inference_copy
 from .models import features_and_logits
 from .presets import Preset
+from .speed import Speed
 
 
 @dataclass
@@ -56,9 +59,10 @@ def allow_tf32() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
-def autocast(device: torch.device, bf16: bool):
-    """bf16 autocast only when asked (--bf16): it flips argmax on near-ties, and so snapshot labels."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+def autocast(device: torch.device, bf16: bool, cache_enabled: bool = True):
+    """bf16 autocast only when asked (--bf16): it flips argmax on near-ties, and so snapshot labels.
+    A CUDA graph recording needs cache_enabled=False (casts must be recorded, not cached)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=cache_enabled)
 
 
 def to_device(net: nn.Module, device: torch.device) -> nn.Module:
@@ -78,32 +82,61 @@ def parameter_groups(net: nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def scoring_model(net: nn.Module, size: int, speed: Speed) -> nn.Module:
+    """The model a pass over images runs: an eval-mode copy of `net` (fused unless DIAM_SCORING=plain),
+    in the memory layout of its device. `net` itself, its weights, buffers and mode, is left as it was."""
+    model = inference_copy(net, size, fold=True) if speed.fused else inference_copy(net, fold=False)
+    return to_device(model, next(net.parameters()).device)
+
+
+def scored_outputs(model: nn.Module, x: torch.Tensor, bf16: bool, want_probs: bool = True,
+                   want_features: bool = True, cache_enabled: bool = True):
+    """(labels as uint8, softmax outputs or None, penultimate features in float16 or None) of one batch."""
+    with autocast(x.device, bf16, cache_enabled):
+        features, logits = features_and_logits(model, x)
+    logits = logits.float()
+    return (logits.argmax(1).to(torch.uint8), torch.softmax(logits, 1) if want_probs else None,
+            features.to(torch.float16) if want_features else None)
+
+
 @torch.no_grad()
 def predict(net, images, size, batch, want_probs=False, want_features=False, generator=None,
-            crop_scale_min=0.08, bf16=False):
+            crop_scale_min=0.08, bf16=False, speed: Speed = Speed(), graphs: Optional[ScoringGraphs] = None):
     """Labels (and optionally softmax outputs and features) for uint8 images, in eval mode.
 
     With a generator the images go through the training augmentation (the
-    original's quirk); without one, through the evaluation transform.
+    original's quirk); without one, through the evaluation transform. Outputs gather on
+    the device and go to the host once, when the pass ends (not once per batch). With
+    `graphs` (CUDA) the forward is replayed from a graph recorded there, kept across passes.
     """
-    net.eval()
     device = images.device
-    labels, probs, feats = [], [], []
-    for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
+    model = scoring_model(net, size, speed)
+    # The augmentation draws its random numbers chunk by chunk: with it, chunks stay the preset's
+    # batch, so a pass draws what it always drew.
+    step = batch if generator is not None else speed.scoring_batch or batch
+    if graphs is not None:
+        example = to_input_layout(torch.zeros(step, 3, size, size, device=device))
+        forward = graphs.forward(model, (size, step, bf16),
+                                 lambda m, x: scored_outputs(m, x, bf16, cache_enabled=False), example)
+    else:
+        def forward(x):
+            return scored_outputs(model, x, bf16, want_probs, want_features)
+    outputs = None
+    for start in range(0, len(images), step):
+        chunk = images[start:start + step]
         x = train_transform(chunk, size, generator, crop_scale_min) if generator is not None \
             else eval_transform(chunk, size)
-        x = to_input_layout(x)
-        with autocast(device, bf16):
-            features, logits = features_and_logits(net, x)
-        logits = logits.float()
-        labels.append(logits.argmax(1).to(torch.uint8).cpu())
-        if want_probs:
-            probs.append(torch.softmax(logits, 1).cpu())
-        if want_features:
-            feats.append(features.to(torch.float16).cpu())
-    cat = lambda parts: torch.cat(parts).numpy() if parts else None  # noqa: E731
-    return cat(labels), cat(probs), cat(feats)
+        labels, probs, feats = forward(to_input_layout(x))
+        if outputs is None:  # one buffer per output for the whole pass, on the device
+            outputs = [torch.empty((len(images),) + tuple(t.shape[1:]), dtype=t.dtype, device=device)
+                       if t is not None and wanted else None
+                       for t, wanted in ((labels, True), (probs, want_probs), (feats, want_features))]
+        for buffer, part in zip(outputs, (labels, probs, feats)):
+            if buffer is not None:
+                buffer[start:start + len(chunk)].copy_(part)
+    if outputs is None:
+        return np.empty(0, dtype=np.uint8), None, None
+    return tuple(t.cpu().numpy() if t is not None else None for t in outputs)
 
 
 @torch.no_grad()
@@ -142,24 +175,72 @@ def backbone_features(net, images, size, batch, bf16=False) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(net, images, labels, size, batch, bf16=False):
+def evaluate(net, images, labels, size, batch, bf16=False, speed: Speed = Speed()):
     """Top-1 and top-5 accuracy in percent on a labelled split."""
-    net.eval()
-    correct1 = correct5 = 0
-    for start in range(0, len(images), batch):
-        x = to_input_layout(eval_transform(images[start:start + batch], size))
+    model = scoring_model(net, size, speed)
+    step = speed.scoring_batch or batch
+    correct1 = torch.zeros((), dtype=torch.long, device=images.device)
+    correct5 = torch.zeros_like(correct1)
+    for start in range(0, len(images), step):
+        x = to_input_layout(eval_transform(images[start:start + step], size))
         with autocast(images.device, bf16):
-            logits = net(x).float()
+            logits = model(x).float()
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        target = labels[start:start + batch].unsqueeze(1)
-        correct1 += (top5[:, :1] == target).sum().item()
-        correct5 += (top5 == target).any(dim=1).sum().item()
-    return 100.0 * correct1 / len(images), 100.0 * correct5 / len(images)
+        target = labels[start:start + step].unsqueeze(1)
+        correct1 += (top5[:, :1] == target).sum()
+        correct5 += (top5 == target).any(dim=1).sum()
+    return 100.0 * correct1.item() / len(images), 100.0 * correct5.item() / len(images)
 
 
 def _batches(order: torch.Tensor, batch: int):
     # A batch of one cannot be BatchNorm-normalised at small input sizes: it is skipped.
     return [order[s:s + batch] for s in range(0, len(order), batch) if len(order[s:s + batch]) > 1]
+
+
+def cosine_rates(lr: float, total_steps: int) -> list[float]:
+    """The learning rate of each step, as CosineAnnealingLR(T_max=total_steps) gives them to the eager loop."""
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(probe, T_max=total_steps)
+    rates = []
+    for _ in range(total_steps):
+        rates.append(float(probe.param_groups[0]["lr"]))
+        probe.step()  # no gradient: changes nothing, but the schedule expects a step before its own
+        schedule.step()
+    return rates
+
+
+def training_step(net: nn.Module, preset: Preset, total_steps: int, speed: Speed, device: torch.device):
+    """`step(x, y) -> loss`: one SGD step of the paper's settings (SPEC 4) on a batch.
+
+    By default the eager step: foreach SGD, its rate set by CosineAnnealingLR after each
+    step. With DIAM_CUDA_FAST=training_graphs: fused SGD reading its rate from a tensor,
+    replayed from a CUDA graph on CUDA (cuda_graphs.ReplayedStep); the same update up to
+    float rounding.
+    """
+    criterion = nn.CrossEntropyLoss(label_smoothing=preset.label_smoothing)
+    groups = parameter_groups(net, preset.weight_decay)
+    if not speed.training_graphs:
+        optimizer = torch.optim.SGD(groups, lr=preset.lr, momentum=preset.momentum, nesterov=True)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+        def step(x, y):
+            with autocast(device, preset.bf16):
+                loss = criterion(net(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            return loss
+        return step
+
+    def compute_loss(x, y):
+        with autocast(device, preset.bf16, cache_enabled=False):
+            return criterion(net(x).float(), y)
+
+    lr = torch.tensor(preset.lr, device=device)
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=preset.momentum, nesterov=True, fused=True)
+    return ReplayedStep(compute_loss, optimizer, lr, cosine_rates(preset.lr, total_steps),
+                        capture=device.type == "cuda")
 
 
 def train_linear_head(head: nn.Module, pool_features: torch.Tensor, pool_labels: torch.Tensor, labeled: torch.Tensor,
@@ -217,11 +298,12 @@ def train_linear_head(head: nn.Module, pool_features: torch.Tensor, pool_labels:
 
 def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabeled: torch.Tensor,
                      preset: Preset, size: int, record: Record, stream: int,
-                     desc: str = "train") -> PoolPredictions:
+                     desc: str = "train", speed: Speed = Speed()) -> PoolPredictions:
     """Train `net` in place on data.pool[labeled]; return what `record` asks for.
 
     `stream` seeds this net's own generator (`stream_seed`): epoch order, augmentation
     and, with the score_with_train_aug quirk, the augmentation of its passes over the pool.
+    `speed` says how the steps and passes run (diam/speed.py), never what they compute.
     """
     device = data.pool_images.device
     to_device(net, device)
@@ -230,10 +312,8 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
     steps_per_epoch = len(_batches(labeled, preset.train_batch))
     if steps_per_epoch == 0:
         raise ValueError("the labeled set needs at least two examples to train on")
-    optimizer = torch.optim.SGD(parameter_groups(net, preset.weight_decay), lr=preset.lr,
-                                momentum=preset.momentum, nesterov=True)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=preset.epochs * steps_per_epoch)
-    criterion = nn.CrossEntropyLoss(label_smoothing=preset.label_smoothing)
+    step = training_step(net, preset, preset.epochs * steps_per_epoch, speed, device)
+    graphs = ScoringGraphs() if speed.scoring_graphs and device.type == "cuda" else None
     first_snapshot = preset.epochs - preset.snapshot_epochs
     snapshots = []
     out = PoolPredictions()
@@ -246,13 +326,7 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
             if preset.shuffle_epochs else labeled
         for idx in _batches(order, preset.train_batch):
             x = train_transform(data.pool_images[idx], size, generator, preset.crop_scale_min)
-            x = to_input_layout(x)
-            with autocast(device, preset.bf16):
-                loss = criterion(net(x).float(), data.pool_labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            loss = step(to_input_layout(x), data.pool_labels[idx])
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"training diverged (loss {loss.item()}) at epoch {epoch}")
         bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -264,7 +338,7 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
             labels, probs, feats = predict(net, data.pool_images[scored], size, preset.eval_batch,
                                            want_probs=record.probs, want_features=record.features,
                                            generator=score_gen, crop_scale_min=preset.crop_scale_min,
-                                           bf16=preset.bf16)
+                                           bf16=preset.bf16, speed=speed, graphs=graphs)
             if record.features:
                 out.pool_features = feats
                 labels = labels[unlabeled.cpu().numpy()]
@@ -275,7 +349,7 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
         elif record.snapshots and epoch >= first_snapshot:
             snapshots.append(predict(net, data.pool_images[unlabeled], size, preset.eval_batch,
                                      generator=score_gen, crop_scale_min=preset.crop_scale_min,
-                                     bf16=preset.bf16)[0])
+                                     bf16=preset.bf16, speed=speed, graphs=graphs)[0])
     if record.snapshots:
         out.snapshot_labels = np.stack(snapshots)
     return out

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Redraw the second edition's tables and figures from the committed results alone
+# Redraw the reproduction's tables and figures from the committed results alone
 # (reproduction/extracted_results/{corrected,original}/), whatever pieces have landed:
 #   bash reproduction/report.sh           (RESULTS_DIR=... MODEL_NUM=... for another tree: the files go beside it)
 # writes reproduction/table.txt and table.tex (table.py), and per dataset the learning curves
 # with 95% CI bands, lc_<dataset>.png/.pdf (the corrected mode's row above the original's
-# where both exist), and their penalty matrices, lc_<dataset>_penalty.png/.pdf (plot.py).
+# where both exist), their penalty matrices, lc_<dataset>_penalty.png/.pdf, and the paired
+# differences per round with their 95% CIs, lc_<dataset>_differences.png/.pdf (plot.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}

@@ -1,18 +1,24 @@
 """DIAM_qp (SPEC section 5): its pieces against independent implementations, its picks
-against a direct dense implementation of SPEC's steps, and its refusals of bad input."""
+against a direct dense implementation of SPEC's steps, the certified QP route against OSQP's,
+and its refusals of bad input."""
+import logging
+import warnings
+
 import numpy as np
 import pytest
 import qpsolvers
 import scipy.sparse as sp
+import torch
 from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import NearestNeighbors
 
 import diam.strategies as strategies
 from conftest import run_script
 from diam import cli
-from diam.diversity_qp import knn_cooccurrence, nearest_psd_upper, solve_selection_qp
+from diam.diversity_qp import knn_cooccurrence, nearest_psd, solve_selection_qp
 from diam.settings import settings_from_args
 from diam.experiment import Run, selection_options
+from diam.presets import DIAM_QP_WARM_START_STEPS
 from diam.strategies import diam_qp, disagreement_count
 
 
@@ -42,7 +48,7 @@ def dense_reference_picks(snapshot_labels, model_features, batch_size, q, neighb
     x = qpsolvers.solve_qp(sp.csc_matrix((projected + projected.T) / 2), -q * d[subsample].astype(float),
                            A=sp.csc_matrix(np.ones((1, n))), b=np.array([float(batch_size)]),
                            lb=np.zeros(n), ub=np.ones(n), solver="osqp",
-                           eps_abs=1e-10, eps_rel=1e-10, max_iter=1_000_000, polishing=False)
+                           eps_abs=1e-10, eps_rel=1e-10, max_iter=1_000_000, polishing=False, raise_error=True)
     return subsample[np.argsort(-x, kind="stable")[:batch_size]], counts
 
 
@@ -71,13 +77,15 @@ def number_of_components(counts):
     (3, 0.10, 0, 150),    # most of the subsample picked
 ])
 def test_diam_qp_picks_what_a_dense_implementation_of_spec_picks(
-        monkeypatch, seed, neighbour_fraction, n_clusters, batch_size):
+        monkeypatch, caplog, seed, neighbour_fraction, n_clusters, batch_size):
     monkeypatch.setattr(strategies, "DIAM_QP_NEIGHBOUR_FRACTION", neighbour_fraction)
     labels, features = random_problem(seed, n_clusters=n_clusters)
     expected, counts = dense_reference_picks(labels, features, batch_size, 1.0, neighbour_fraction, seed)
     if n_clusters:
         assert number_of_components(counts) > 1  # the case this parameter set is for
-    picks = diam_qp(labels, features, batch_size, np.random.default_rng(seed))
+    with caplog.at_level(logging.INFO, logger="diam.strategies"):
+        picks = diam_qp(labels, features, batch_size, np.random.default_rng(seed))
+    assert "answered by the certified route" in caplog.text  # not OSQP, the fallback
     assert sorted(picks.tolist()) == sorted(expected.tolist())
 
 
@@ -135,6 +143,15 @@ def test_knn_cooccurrence_reads_float16_features():
     assert (knn_cooccurrence(features, 3) != expected).nnz == 0
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_knn_cooccurrence_on_cuda_with_tf32_on_finds_the_cpus_neighbours(monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)  # as the scripts set it on CUDA
+    features = np.random.default_rng(14).normal(size=(3, 600, 64)).astype(np.float32)
+    on_cuda = knn_cooccurrence(features, 6, device="cuda")
+    assert torch.backends.cuda.matmul.allow_tf32  # restored
+    assert (on_cuda != knn_cooccurrence(features, 6)).nnz == 0
+
+
 # ----------------------------------------------------------------- PSD projection
 
 def dense_projection(matrix):
@@ -142,49 +159,166 @@ def dense_projection(matrix):
     return (eigenvectors * np.maximum(eigenvalues, 0)) @ eigenvectors.T
 
 
-def full_from_upper(upper):
-    upper = upper.toarray()
-    return upper + np.triu(upper, 1).T
-
-
-def test_nearest_psd_is_the_dense_projection_and_keeps_definite_components_sparse():
+def test_nearest_psd_is_the_dense_projection_and_copies_definite_components():
     rng = np.random.default_rng(8)
-    indefinite = rng.integers(0, 3, size=(30, 30)).astype(float)
-    indefinite = (indefinite + indefinite.T) / 2  # far from PSD
+    indefinite = rng.integers(0, 3, size=(100, 100)).astype(float)
+    indefinite = (indefinite + indefinite.T) / 2  # far from PSD; above the size Lanczos serves
     definite = np.diag([5.0, 4.0, 6.0, 5.0]) + np.diag([1.0, 0, 1.0], 1) + np.diag([1.0, 0, 1.0], -1)
     blocks = sp.block_diag([indefinite, definite, np.array([[3.0]]), np.array([[-2.0]])]).toarray()
     # Interleave the blocks' rows so that components are not contiguous.
     order = rng.permutation(len(blocks))
     matrix = blocks[order][:, order]
-    upper = nearest_psd_upper(sp.csr_matrix(matrix))
-    assert isinstance(upper, sp.csc_matrix)
-    assert (sp.tril(upper, -1)).nnz == 0
-    np.testing.assert_allclose(full_from_upper(upper), dense_projection(matrix), atol=1e-10)
-    # The positive definite 4 x 4 component has 4 + 2 upper entries, and stays so.
-    definite_positions = np.flatnonzero(np.isin(order, np.arange(30, 34)))
-    assert upper[definite_positions][:, definite_positions].nnz == 6
+    projected = nearest_psd(sp.csr_matrix(matrix))
+    assert projected.matrix.dtype == np.float64 and np.array_equal(projected.matrix, projected.matrix.T)
+    expected = dense_projection(matrix)
+    np.testing.assert_allclose(projected.matrix, expected, atol=1e-10)
+    assert projected.largest_eigenvalue == pytest.approx(np.linalg.eigvalsh(expected)[-1], rel=1e-9)
+    # The positive definite 4 x 4 component is copied as it is, not recomputed.
+    definite_positions = np.flatnonzero(np.isin(order, np.arange(100, 104)))
+    definite_block = np.ix_(definite_positions, definite_positions)
+    assert np.array_equal(projected.matrix[definite_block], matrix[definite_block])
+
+
+def test_nearest_psd_of_one_component_is_the_dense_projection():
+    # The paper-scale case: one component, projected in the result's own memory.
+    counts, _ = similarity_problem(0, 400)
+    symmetric = ((counts + counts.T) / 2).toarray()
+    assert number_of_components(symmetric) == 1
+    projected = nearest_psd(sp.csr_matrix(symmetric))
+    np.testing.assert_allclose(projected.matrix, dense_projection(symmetric), atol=1e-10)
+    assert np.array_equal(projected.matrix, projected.matrix.T)
+    assert projected.largest_eigenvalue == pytest.approx(np.linalg.eigvalsh(symmetric)[-1], rel=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_nearest_psd_on_cuda_gives_the_cpu_projection_and_the_same_certified_picks():
+    counts, d = similarity_problem(1, 1000)
+    on_cpu, on_gpu = (nearest_psd((counts + counts.T) / 2, device=device) for device in ("cpu", "cuda"))
+    np.testing.assert_allclose(on_gpu.matrix, on_cpu.matrix, atol=1e-10)
+    solutions = [solve_selection_qp(p.matrix, d, 200, 1.0, largest_eigenvalue=p.largest_eigenvalue)
+                 for p in (on_cpu, on_gpu)]
+    assert [s.route for s in solutions] == ["certified", "certified"]
+    assert top(solutions[0].x, 200) == top(solutions[1].x, 200)
 
 
 # ---------------------------------------------------------------------------- QP
 
-def test_qp_solution_is_feasible_and_optimal():
-    rng = np.random.default_rng(9)
+def similarity_problem(seed, n, n_models=3, dim=8, n_clusters=0, tied_scores=False):
+    """k-NN counts (k = max(2, n // 100)) of features shaped like the benchmark's (a shared
+    standard-normal part plus half of each model's own, so the models' neighbours overlap),
+    optionally in well separated clusters; and scores d in 0..T, or all equal."""
+    rng = np.random.default_rng([seed, n])
+    shared = rng.normal(size=(n, dim))
+    if n_clusters:
+        shared += 10.0 * rng.normal(size=(n_clusters, dim))[rng.integers(0, n_clusters, n)]
+    features = (shared + 0.5 * rng.normal(size=(n_models, n, dim))).astype(np.float32)
+    counts = knn_cooccurrence(features, max(2, n // 100))
+    scores = np.full(n, float(n_models)) if tied_scores else rng.integers(0, n_models + 1, n).astype(float)
+    return counts, scores
+
+
+def top(x, total):
+    return set(np.argsort(-x, kind="stable")[:total].tolist())
+
+
+def dense_reference_qp_picks(counts, scores, total, q):
+    """The authors' route from the counts on: a dense eigendecomposition of the whole matrix,
+    OSQP on the dense projection."""
+    n = len(scores)
+    projected = dense_projection(((counts + counts.T) / 2).toarray())
+    x = qpsolvers.solve_qp(sp.csc_matrix(np.triu((projected + projected.T) / 2)), -q * scores,
+                           A=sp.csc_matrix(np.ones((1, n))), b=np.array([float(total)]),
+                           lb=np.zeros(n), ub=np.ones(n), solver="osqp", eps_abs=1e-10, eps_rel=1e-10,
+                           max_iter=1_000_000, polishing=False, raise_error=True)
+    return top(x, total)
+
+
+# (seed, n, q, B, variant): 24 instances. Seeds x q at n = 300 and 1,000, one at 3,000 (its
+# two OSQP solves take ~10 s each); the degenerate ones: every score equal (d ties
+# everywhere: the QP is diversity alone), B close to n, separated clusters (several
+# components); the others are one component, as at paper scale.
+QP_INSTANCES = (
+    [(seed, 300, q, 60, "one component") for seed in range(3) for q in (0.2, 1.0, 5.0)]
+    + [(seed, 1000, q, 200, "one component") for seed in range(2) for q in (0.5, 2.0)]
+    + [(0, 3000, 1.0, 1500, "one component")]
+    + [(seed, 300, 1.0, 60, "tied scores") for seed in range(2)]
+    + [(seed, 300, q, 290, "B close to n") for seed in range(2) for q in (0.2, 1.0)]
+    + [(0, 300, 1.0, 299, "B close to n")]
+    + [(seed, 400, 1.0, 80, "clusters") for seed in range(3)]
+)
+
+
+@pytest.mark.parametrize("seed,n,q,total,variant", QP_INSTANCES)
+def test_certified_route_picks_what_osqp_and_the_dense_reference_pick(seed, n, q, total, variant):
+    counts, scores = similarity_problem(seed, n, n_clusters=6 if variant == "clusters" else 0,
+                                        tied_scores=variant == "tied scores")
+    components = number_of_components(counts.toarray())
+    assert components > 1 if variant == "clusters" else components == 1
+    projected = nearest_psd((counts + counts.T) / 2)
+    certified = solve_selection_qp(projected.matrix, scores, total, q,
+                                   largest_eigenvalue=projected.largest_eigenvalue)
+    assert certified.route == "certified", certified.detail
+    by_osqp = solve_selection_qp(projected.matrix, scores, total, q, method="osqp")
+    assert by_osqp.route == "OSQP"
+    assert top(certified.x, total) == top(by_osqp.x, total) == dense_reference_qp_picks(counts, scores, total, q)
+    np.testing.assert_allclose(certified.x, by_osqp.x, atol=1e-6)
+
+
+def test_when_the_certificate_fails_osqp_answers_with_the_same_picks():
+    counts, scores = similarity_problem(0, 1000)
+    projected = nearest_psd((counts + counts.T) / 2)
+    certified = solve_selection_qp(projected.matrix, scores, 200, 1.0)
+    # No margin can exceed 1 (x lies in [0, 1]), so the certificate fails on every try.
+    fallback = solve_selection_qp(projected.matrix, scores, 200, 1.0, certificate_margin=1.0)
+    assert certified.route == "certified" and fallback.route == "OSQP"
+    assert fallback.detail.startswith("the certificate failed")
+    assert f"after {DIAM_QP_WARM_START_STEPS[-1]} warm-start steps" in fallback.detail  # every try made
+    assert top(fallback.x, 200) == top(certified.x, 200)
+
+
+def test_duplicated_examples_are_not_certified_and_osqp_answers():
+    # Example 1 duplicates example 0 (the same row of S, the same score), so at the optimum
+    # only x0 + x1 is determined: the free block is singular, no certificate is possible.
+    rng = np.random.default_rng(0)
     n, total, q = 60, 12, 1.5
-    factor = rng.normal(size=(n, 20))
-    similarity = factor @ factor.T  # PSD, rank 20: not strictly convex
+    factor = rng.normal(size=(n, 80))
     scores = rng.integers(0, 4, size=n).astype(float)
-    x = solve_selection_qp(sp.csc_matrix(np.triu(similarity)), scores, total, q, 1e-9, 1_000_000)
+    factor[1], scores[1] = factor[0], scores[0]
+    similarity = factor @ factor.T
+    solution = solve_selection_qp(similarity, scores, total, q)
+    assert solution.route == "OSQP" and "singular" in solution.detail, solution.detail
+    x = solution.x
     assert abs(x.sum() - total) < 1e-6
     assert np.all(x > -1e-7) and np.all(x < 1 + 1e-7)
     # KKT: with g = S x - q d and mu the equality's multiplier, g + mu = 0 where
     # 0 < x < 1, >= 0 where x = 0, <= 0 where x = 1.
     gradient = similarity @ x - q * scores
     free = (x > 1e-4) & (x < 1 - 1e-4)
-    assert free.any()
+    assert free[0] and free[1]
     mu = -np.median(gradient[free])
     np.testing.assert_allclose(gradient[free] + mu, 0, atol=1e-5)
     assert np.all(gradient[x <= 1e-4] + mu > -1e-5)
     assert np.all(gradient[x >= 1 - 1e-4] + mu < 1e-5)
+
+
+def test_osqp_is_called_as_its_next_version_expects_and_a_failed_solve_raises():
+    counts, scores = similarity_problem(2, 300)
+    projected = nearest_psd((counts + counts.T) / 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PendingDeprecationWarning)  # raise_error's default is changing
+        solve_selection_qp(projected.matrix, scores, 60, 1.0, method="osqp")
+    with pytest.raises(RuntimeError, match="OSQP stopped without a solution .status OSQP_MAX_ITER_REACHED"):
+        solve_selection_qp(projected.matrix, scores, 60, 1.0, method="osqp", osqp_max_iterations=2)
+
+
+def test_the_route_that_answered_is_logged(caplog):
+    labels, features = random_problem(13)
+    with caplog.at_level(logging.INFO, logger="diam.strategies"):
+        diam_qp(labels, features, 30, np.random.default_rng(0))
+        diam_qp(labels, features, 30, np.random.default_rng(0), qp_method="osqp")
+    assert [record.getMessage().split(":")[0] for record in caplog.records] == [
+        "DIAM_qp's QP (n = 200) answered by the certified route",
+        "DIAM_qp's QP (n = 200) answered by the OSQP route"]
 
 
 # ------------------------------------------------------------------------ refusals
@@ -211,11 +345,13 @@ def test_mismatched_or_bad_inputs_are_value_errors():
 
 def test_helpers_refuse_what_has_no_answer():
     with pytest.raises(ValueError, match="cannot choose 11 of 10"):
-        solve_selection_qp(sp.identity(10, format="csc"), np.ones(10), 11, 1.0, 1e-9, 1000)
+        solve_selection_qp(np.eye(10), np.ones(10), 11, 1.0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        solve_selection_qp(np.eye(10), np.ones(10), 2, 1.0, method="cvxopt")
     with pytest.raises(ValueError, match="n_neighbours"):
         knn_cooccurrence(np.zeros((1, 5, 2)), 6)
     with pytest.raises(ValueError, match="symmetric"):
-        nearest_psd_upper(sp.csr_matrix(np.array([[1.0, 2.0], [0.0, 1.0]])))
+        nearest_psd(sp.csr_matrix(np.array([[1.0, 2.0], [0.0, 1.0]])))
 
 
 def test_small_pool_takes_the_subsample_grown_to_the_batch():

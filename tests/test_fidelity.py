@@ -152,10 +152,17 @@ def test_fp32_is_the_default_and_bf16_a_flag():
     assert parse().bf16 is False and parse("--bf16").bf16 is True
     dtypes = []
     net = models.build_net(7).eval()
-    net.first_conv.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    real_forward = training.features_and_logits  # passes run a copy of the net: watch the forward they call
+
+    def watched_forward(model, x):
+        features, logits = real_forward(model, x)
+        dtypes.append(features.dtype)
+        return features, logits
     images = torch.randint(0, 255, (4, 28, 28), dtype=torch.uint8)
-    for bf16 in (False, True):
-        training.predict(net, images, 32, 4, bf16=bf16)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training, "features_and_logits", watched_forward)
+        for bf16 in (False, True):
+            training.predict(net, images, 32, 4, bf16=bf16)
     assert dtypes == [torch.float32, torch.bfloat16]
 
 

@@ -245,9 +245,25 @@ def test_the_gpu_check_runs_every_part_at_toy_size_on_the_cpu(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=300, env=clean_env(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = out.read_text()
-    for part in ("machine", "CUDA tests", "bench_training, fp32", "bench_training, bf16", "bench_inference",
-                 "bench_selection", "run_grid.py, iteration 0"):
+    for part in ("machine and APIs", "iteration 0 in one process", "scoring images/s: plain, fused, graphs",
+                 "training step ms: eager, graphed", "CUDA tests", "bench_selection, DIAM_qp"):
         assert f"=== {part} (limit " in text and f"--- {part}: " in text
-    assert "precision: bf16 autocast" in text
-    assert "run_grid.py: 3 steps: 3 run, 0 already done, 0 failed" in text
+    assert "pieces that work: " in text  # the probe's verdict, which the iteration reads
+    # the headline's phases, each with its time, and the total against the target
+    for phase in ("setup:", "phase train:", "phase test:", "phase selection DIAM:", "phase selection CAL:",
+                  "phase selection entropy:", "iteration 0 total", "bf16 check, bf16:"):
+        assert phase in text, phase
+    assert "fused/plain" in text and "eager ms" in text
+    assert "DIAM_qp's QP (n = 400) answered by the certified route" in text
     assert "gpu_check.sh: all parts passed" in text
+
+
+def test_the_gpu_check_skips_a_part_the_budget_cannot_hold_and_says_so(tmp_path):
+    out = tmp_path / "RESULTS_gpu_dry.txt"
+    result = subprocess.run(["bash", str(PROJECT / "bench" / "gpu_check.sh"), "--dry", "--out", str(out),
+                             "--only", "steps", "--budget", "10"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=clean_env(tmp_path))
+    assert result.returncode == 1
+    text = out.read_text()
+    assert "=== training step ms: eager, graphed: SKIPPED" in text
+    assert "did not pass: training step ms: eager, graphed (skipped)" in text

@@ -12,10 +12,10 @@ import torch
 
 from conftest import PROJECT, assert_clean_error, linked_copy, run_script, run_script_here
 from diam import cli, models, strategies
-from diam.settings import settings_from_args
+from diam.settings import run_config, settings_from_args
 from diam.experiment import Run, selection_rng
 from diam.paths import RunPaths, read_indices, write_json
-from diam.presets import METHODS, PRESETS
+from diam.presets import METHODS, PRESETS, preset_from_args
 from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions
 from diam.training import evaluate
 
@@ -183,6 +183,9 @@ def test_al_select_writes_the_batch_the_strategy_picks_from_the_recorded_arrays(
 
     result = run_script_here("al_select.py", *args)
     assert result.returncode == 0, result.stderr
+    if method == "DIAM_qp":  # the user is told which route solved the QP
+        n_subsample = (POOL - TINY["initial_labeled"]) // 5
+        assert f"note: DIAM_qp's QP (n = {n_subsample}) answered by the certified route" in result.stderr
     # What training recorded is read, not changed. Iteration 0 records features for net 0
     # only: DIAM_qp's and lewis's selections compute the other nets' once and keep them beside.
     _, _, records = _recorded(paths, method)
@@ -201,9 +204,11 @@ def test_original_uncertainty_reaches_the_strategy_through_al_select(tiny_runs):
     runs = tiny_runs
     paths = tiny_paths(runs)
     args = tiny_args(runs, "--method", "margin", "--al_iter", 0, "--original_uncertainty")
-    run = Run(settings_from_args(cli.parser("test").parse_args(map(str, args))))
-    # The folder as if trained with the flag (training is the same; only selection reads it).
-    write_json(paths.config_file, run.settings.run_config())
+    parsed = cli.parser("test").parse_args(map(str, args))
+    # The folder as if trained with the flag (training is the same; only selection reads it),
+    # written before the settings are resolved: they refuse a folder made in another mode.
+    write_json(paths.config_file, run_config("digits", preset_from_args(parsed)))
+    run = Run(settings_from_args(parsed))
     labeled, unlabeled, records = _recorded(paths, "margin")
     inputs = SelectionInputs(len(unlabeled), unlabeled_probs=np.stack([r["unlabeled_probs"] for r in records]))
     quirk = STRATEGIES["margin"].select(inputs, TINY["query_batch"], selection_rng(run),

@@ -266,16 +266,25 @@ def test_table_prints_mean_and_ci_and_verdicts_plain_and_latex(seed_tree):
     assert "95% CI half-width across seeds" in plain.stdout
     diam_row = next(line for line in plain.stdout.splitlines() if line.startswith("DIAM "))
     assert f"{cell.mean:.2f} ± {cell.aulc.half_width:.2f}*" in diam_row
-    assert "T=2 vs Random: AULC difference +1.62, 95% CI [+1.40, +1.85] (4 seeds); rounds won/tied/lost 2/1/0" \
-        in plain.stdout
-    assert "T=2 vs CAL: AULC difference +1.50, 95% CI [+1.50, +1.50] (4 seeds); rounds won/tied/lost 3/0/0" \
-        in plain.stdout
-    assert "penalty matrix" in plain.stdout and "nan" not in plain.stdout
+    # The regime beside the AULCs: iteration 0 is shared, seeds 2 points apart around 50.
+    regime = f"{np.mean([baseline(s, 0) for s in SEEDS]):.2f} ± {T_975_DOF3 * sample_sd([0, 2, 4, 6]) / 2:.2f}"
+    assert f"(iteration 0)  {regime}" in plain.stdout
+    assert f"T=2: iteration 0 (the regime): {regime} mean top-1; family of 4 comparisons" in plain.stdout
+    rows = {line.split()[0]: line.split() for line in plain.stdout.splitlines()  # the verdict rows
+            if line.startswith(("Random ", "CAL ", "Entropy ", "Margin ")) and "[" in line}
+    # Random: AULC +1.62 [+1.40, +1.85], over al_iter 1-3 4/3 of it, 4 seeds; p < 0.001 raw and after Holm.
+    assert rows["Random"][1:] == ["+1.62", "[+1.40,", "+1.85]", "+2.17", "4", "<0.001", "<0.001", "leads", "2/1/0"]
+    assert rows["CAL"][1:] == ["+1.50", "[+1.50,", "+1.50]", "+2.00", "4", "<0.001", "<0.001", "leads", "3/0/0"]
+    assert rows["Margin"][-2:] == ["leads", "2/1/0"]  # margin is random itself
+    assert "penalty matrix (descriptive, uncorrected)" in plain.stdout and "nan" not in plain.stdout
+    assert "expected by chance alone" in plain.stdout
 
     latex = run_script("table.py", "--results", str(seed_tree), "--model_nums", "2", "--latex")
     assert latex.returncode == 0, latex.stderr
     assert f"DIAM & $\\bm{{{cell.mean:.2f} \\pm {cell.aulc.half_width:.2f}}}$ \\\\" in latex.stdout
-    assert "2 & Random & $+1.62\\ [+1.40, +1.85]$ & 2/1/0 \\\\" in latex.stdout
+    assert "2 & Random & $+1.62\\ [+1.40, +1.85]$ & <0.001 & <0.001 & leads & 2/1/0 \\\\" in latex.stdout
+    latex_regime = regime.replace("±", "\\pm")
+    assert f"(iteration 0) & ${latex_regime}$ \\\\" in latex.stdout
 
 
 def test_one_seed_in_common_is_said_not_printed_as_nan(tmp_path):
@@ -285,8 +294,8 @@ def test_one_seed_in_common_is_said_not_printed_as_nan(tmp_path):
     assert plain.returncode == 0, plain.stderr
     random_row = next(line for line in plain.stdout.splitlines() if line.startswith("Random"))
     assert ", no CI (1/2 seeds)" in random_row
-    assert ("T=2 vs Random: AULC difference +1.50 (1 seed in common: no CI);"
-            " rounds: no test (fewer than 2 seeds in common)") in plain.stdout
+    verdict_row = [line for line in plain.stdout.splitlines() if line.startswith("Random")][1]
+    assert verdict_row.split() == ["Random", "+1.50", "-", "+2.00", "1", "-", "-", "not", "tested", "-"]
     assert "nan" not in plain.stdout.lower()
 
 
@@ -297,10 +306,93 @@ def test_single_seed_table_prints_what_it_printed_before_seeds(tmp_path):
     diam_mean = np.mean([model_mean("DIAM", 0, i) for i in ITERATIONS])
     assert plain.stdout.splitlines()[:2] == [
         "digits: mean top-1 accuracy (%) over al_iter 0-3 ± mean std across the T models; * = best of column",
-        "method       T=2",
+        "method         T=2",
     ]
-    assert f"DIAM         {diam_mean:.2f} ± 1.00*" in plain.stdout
+    assert f"DIAM           {diam_mean:.2f} ± 1.00*" in plain.stdout
+    assert "(iteration 0)  50.00" in plain.stdout  # the regime, with no CI from one seed
     assert "seed" not in plain.stdout and "AULC" not in plain.stdout and "penalty" not in plain.stdout
+
+
+# ------------------------------------------------------------------ the analysis plan's statistics
+def test_holm_adjusts_a_family_step_down_and_leaves_untested_out():
+    # sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04, raised to 0.06 (monotone)
+    assert statistics.holm_adjusted([0.01, 0.04, None, 0.03, 0.005]) == \
+        [pytest.approx(0.03), pytest.approx(0.06), None, pytest.approx(0.06), pytest.approx(0.02)]
+    assert statistics.holm_adjusted([0.5, 0.9]) == [pytest.approx(1.0), pytest.approx(1.0)]  # capped at 1
+    assert statistics.holm_adjusted([]) == []
+
+
+def test_verdict_words_follow_the_analysis_plan():
+    word = statistics.verdict_word
+    wide, narrow = statistics.Estimate(1.0, 5, 0.8), statistics.Estimate(0.1, 15, 0.3)
+    assert word(wide, 0.01) == "leads" and word(statistics.Estimate(-1.0, 5, 0.8), 0.01) == "trails"
+    assert word(statistics.Estimate(0.3, 15, 0.1), 0.001) == "leads by less than 0.5"
+    assert word(narrow, 0.4) == "within 0.5"  # CI [-0.2, 0.4] inside the margin
+    assert word(wide, 0.06) == "not resolved"
+    assert word(statistics.Estimate(0.0, 4, 0.0), None) == "within 0.5"  # every difference 0
+    assert word(statistics.Estimate(1.0, 2, 0.1), None) == "not tested"  # fewer than 3 seeds
+
+
+def test_fewer_than_three_seeds_in_common_are_not_tested():
+    two = statistics.paired_test([70.0, 72.0], [69.0, 70.5])
+    assert (two.n, two.p_value, two.testable) == (2, None, False)
+    scores = np.array([[[70.0, 71.0]], [[60.0, 62.0]]])  # 2 methods, 1 round, 2 seeds: far apart, untested
+    wins, tested = statistics.penalty_matrix(scores)
+    assert wins.sum() == 0 and tested.sum() == 0
+
+
+def test_holm_runs_over_the_family_and_an_added_method_stays_outside_it(tmp_path):
+    root = write_seed_tree(tmp_path / "runs")
+    write_seed_tree(root, methods=("DIAM_qp",))  # not in the paper's family
+    found = {v.method: v for v in analysis.verdicts(results.load_results(root), MODEL_NUM, DATASET)}
+    family = ["CAL", "entropy", "margin", "random"]
+    raw = {}
+    for method in family + ["DIAM_qp"]:
+        diam_aulcs = [np.mean([model_mean("DIAM", s, i) for i in ITERATIONS]) for s in SEEDS]
+        other = [np.mean([model_mean(method, s, i) for i in ITERATIONS]) for s in SEEDS]
+        differences = np.subtract(diam_aulcs, other)
+        raw[method] = 0.0 if np.ptp(differences) < 1e-12 and differences[0] != 0 else stats.ttest_rel(diam_aulcs, other).pvalue
+        assert found[method].p_value == pytest.approx(raw[method], rel=1e-9, abs=1e-15)
+    order = sorted(family, key=raw.get)
+    running = 0.0
+    for rank, method in enumerate(order):  # Holm by hand over the four
+        running = max(running, min(1.0, (4 - rank) * raw[method]))
+        assert found[method].p_holm == pytest.approx(running, rel=1e-9, abs=1e-15)
+    qp = found["DIAM_qp"]
+    assert (qp.in_family, qp.p_holm) == (False, None)
+    # DIAM_qp equals random here, so DIAM leads it on the raw p; the table marks it exploratory.
+    assert qp.word == "leads" and found["random"].word == "leads"
+    plain = run_script("table.py", "--results", str(root), "--model_nums", "2")
+    assert "family of 4 comparisons" in plain.stdout and "leads (exploratory)" in plain.stdout
+
+
+def test_the_later_rounds_difference_scales_the_aulc_difference_when_iteration_0_is_shared(seed_tree):
+    for verdict in analysis.verdicts(results.load_results(seed_tree), MODEL_NUM, DATASET):
+        assert verdict.later_difference.mean == pytest.approx(verdict.aulc_difference.mean * 4 / 3)
+        assert verdict.later_difference.half_width == pytest.approx(verdict.aulc_difference.half_width * 4 / 3)
+
+
+def test_chance_count_of_a_penalty_matrix_and_the_regime(seed_tree, tmp_path):
+    tree = results.load_results(seed_tree)
+    matrix = analysis.penalty_matrix(tree, MODEL_NUM, DATASET)
+    tests, expected, found = analysis.chance_significant(matrix)
+    assert (tests, found) == (10 * 3, int(matrix.wins.sum())) and expected == pytest.approx(1.5)
+    estimate, shared = analysis.iteration0_accuracy(tree, MODEL_NUM, DATASET)
+    assert shared and estimate.mean == pytest.approx(np.mean([baseline(s, 0) for s in SEEDS]))
+    # A tree whose methods do not share iteration 0 is said to be a mean of methods.
+    other = write_tree(tmp_path / "other", {(MODEL_NUM, DATASET, "DIAM"): {0: [60, 62], 1: [70, 72]},
+                                            (MODEL_NUM, DATASET, "random"): {0: [50, 52], 1: [60, 62]}})
+    estimate, shared = analysis.iteration0_accuracy(results.load_results(other), MODEL_NUM, DATASET)
+    assert not shared and estimate.mean == pytest.approx(56.0)
+
+
+def test_difference_curve_is_the_paired_difference_per_round(seed_tree):
+    curve = analysis.difference_curve(results.load_results(seed_tree), MODEL_NUM, DATASET, "DIAM", "random")
+    assert curve.rounds == (1, 2, 3)
+    for round_, estimate in zip(curve.rounds, curve.estimates):
+        differences = [diam_gain(s, round_) for s in SEEDS]
+        assert estimate.mean == pytest.approx(np.mean(differences))
+        assert estimate.half_width == pytest.approx(T_975_DOF3 * sample_sd(differences) / 2)
 
 
 def test_plotted_curves_and_bands_are_the_seed_statistics(seed_tree):
@@ -351,7 +443,21 @@ def test_plot_command_of_the_issue_writes_curves_and_penalty_matrix(seed_tree, t
     done = run_script("plot.py", "--results", str(seed_tree), "--model_num", "2", "--datasets", DATASET,
                       "--out", str(out))
     assert done.returncode == 0, done.stderr
-    for name in ("lc_seeds.png", "lc_seeds_penalty.png"):
+    for name in ("lc_seeds.png", "lc_seeds_penalty.png", "lc_seeds_differences.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG") and str(tmp_path / name) in done.stdout
-    for name in ("lc_seeds.pdf", "lc_seeds_penalty.pdf"):
+    for name in ("lc_seeds.pdf", "lc_seeds_penalty.pdf", "lc_seeds_differences.pdf"):
         assert (tmp_path / name).read_bytes().startswith(b"%PDF")
+
+
+def test_paired_difference_figure_draws_each_pair_with_its_paired_ci(seed_tree):
+    tree = results.load_results(seed_tree)
+    figure = plot.draw_paired_differences([tree], MODEL_NUM, [DATASET], query_batch=50)
+    against_random, diam_against = figure.axes[:2]
+    lines = {line.get_label(): line for line in diam_against.lines if not line.get_label().startswith("_")}
+    assert set(lines) == {f"DIAM - {results.method_display_name(m)}" for m in METHODS if m != "DIAM"}
+    expected = [np.mean([diam_gain(s, r) for s in SEEDS]) for r in (1, 2, 3)]
+    np.testing.assert_allclose(lines["DIAM - Random"].get_ydata(), expected)
+    # x: the rounds' queries, each pair set a little apart from the others
+    np.testing.assert_allclose(np.round(lines["DIAM - Random"].get_xdata() / 50), [1, 2, 3])
+    assert {line.get_label() for line in against_random.lines if not line.get_label().startswith("_")} == \
+        {f"{results.method_display_name(m)} - Random" for m in METHODS if m != "random"}

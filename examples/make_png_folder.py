@@ -1,0 +1,75 @@
+"""Write a few hundred Fashion-MNIST images as PNG files: a folder of images of your own, to try DIAM on.
+
+    python examples/make_png_folder.py fashion_png
+
+writes
+    fashion_png/pool/00000.png ...       the images to choose from (--pool of them)
+    fashion_png/pool.csv                 path,label: the first --labelled carry their class, the others none
+    fashion_png/test/<class>/00000.png   a labelled test set (--test images), in class folders
+    fashion_png/dataset.json             what every script takes as --dataset (docs/own_data.md)
+
+The images are those a run of the built-in `fmnist` with `--pool_size POOL --test_size TEST` uses,
+read from --data_root (default: $DIAM_DATA_ROOT, else ../shared/datasets beside the project).
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+from diam.errors import UserError, run_cli  # noqa: E402
+from diam.labels import write_sheet  # noqa: E402
+from diam.paths import write_json  # noqa: E402
+from diam.presets import SUBSET_SEED  # noqa: E402
+
+# Fashion-MNIST's classes in label order, as folder names (torchvision's have '/' and spaces).
+CLASSES = ("t_shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", help="the folder to write (must not hold a dataset.json yet)")
+    p.add_argument("--pool", type=int, default=500, help="pool images (default 500)")
+    p.add_argument("--test", type=int, default=200, help="test images (default 200)")
+    p.add_argument("--labelled", type=int, default=150,
+                   help="pool images whose class pool.csv gives (default 150, the quick preset's initial set)")
+    p.add_argument("--side", type=int, default=28, help="the side images are stored at (default 28, their own)")
+    p.add_argument("--data_root", default=os.environ.get("DIAM_DATA_ROOT", PROJECT.parent / "shared" / "datasets"),
+                   help="where Fashion-MNIST is (default: $DIAM_DATA_ROOT, else ../shared/datasets)")
+    args = p.parse_args(argv)
+    if min(args.pool, args.test) < 1 or not 0 <= args.labelled <= args.pool:
+        p.error("--pool and --test must be positive, and --labelled between 0 and --pool")
+    out = Path(args.out)
+    if (out / "dataset.json").exists():
+        raise UserError(f"{out} already holds a dataset ({out / 'dataset.json'}); choose another folder.")
+
+    from PIL import Image
+
+    from diam.data import load_dataset
+
+    data = load_dataset("fmnist", args.data_root, args.pool, args.test, SUBSET_SEED)
+    if len(data.pool_labels) < args.pool or len(data.test_labels) < args.test:
+        raise UserError(f"Fashion-MNIST has {len(data.pool_labels)} train and {len(data.test_labels)} test images; "
+                        "ask for fewer.")
+    pool_paths, pool_labels = [], []
+    for i, (image, label) in enumerate(zip(data.pool_images.numpy(), data.pool_labels.tolist())):
+        path = out / "pool" / f"{i:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, "L").save(path)
+        pool_paths.append(path.relative_to(out).as_posix())
+        pool_labels.append(CLASSES[label] if i < args.labelled else "")
+    for i, (image, label) in enumerate(zip(data.test_images.numpy(), data.test_labels.tolist())):
+        path = out / "test" / CLASSES[label] / f"{i:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, "L").save(path)
+    write_sheet(out / "pool.csv", pool_paths, pool_labels)
+    # Written last: a folder with a dataset.json is complete.
+    write_json(out / "dataset.json", {"name": out.resolve().name, "pool": "pool.csv", "test": "test",
+                                      "side": args.side, "classes": list(CLASSES)})
+    print(f"{args.pool} pool images ({args.labelled} labelled) and {args.test} test images: {out / 'dataset.json'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
