@@ -13,7 +13,9 @@ import torch
 
 from conftest import PROJECT, linked_copy, run_script, run_script_here
 from diam import cli
+from diam.data import load_dataset
 from diam.experiment import Run, head_loss_weights, initial_features, selection_options, selection_rng
+from diam.labels import read_rows
 from diam.lewis import (inclusion_probabilities, lewis_weights, maximum_lewis_weights, sample_with_probabilities,
                         with_bias_column)
 from diam.paths import RunPaths, read_indices, write_json
@@ -21,6 +23,7 @@ from diam.presets import PRESETS
 from diam.settings import settings_from_args
 from diam.strategies import STRATEGIES, WeightedBatch, lewis_sampling
 from diam.training import Record, train_linear_head
+from png_datasets import write_png_dataset
 
 
 def random_matrix(seed, n_rows=120, dim=5, rank=None):
@@ -389,3 +392,36 @@ def test_linear_heads_retrain_the_classifier_alone_with_the_one_shot_importance_
 def test_without_linear_heads_the_config_records_nothing_new(tiny_iteration):
     recorded = json.loads(RunPaths(tiny_iteration, "quick", "digits").config_file.read_text())
     assert "linear_heads" not in recorded  # folders made before the option still match
+
+
+def test_a_folder_made_with_linear_heads_refuses_a_command_without_it(tiny_runs):
+    paths = RunPaths(tiny_runs, "quick", "digits")
+    write_json(paths.config_file, {**json.loads(paths.config_file.read_text()), "linear_heads": True})
+    result = run_script_here("al_select.py", *tiny_args(tiny_runs, "--method", "lewis", "--al_iter", 0))
+    assert result.returncode == 2 and "linear_heads: folder has True, you asked the default" in result.stderr
+    assert not paths.indices(T, "lewis", 1).exists()
+
+
+# ------------------------------------------------------------------ a person labelling the one-shot draw
+
+def test_one_shot_writes_each_iterations_label_sheet_when_a_person_labels(tmp_path):
+    digits = load_dataset("digits", pool_size=200, test_size=100)
+    classes = [str(c) for c in range(10)]
+    known = np.zeros(200, bool)
+    known[:80] = True  # the person knows 80 labels; the initial 30 are drawn among them
+    dataset = write_png_dataset(tmp_path / "pngs", "hand", digits.pool_images.numpy(), digits.pool_labels.tolist(),
+                                digits.test_images.numpy(), digits.test_labels.tolist(), classes, labelled=known)
+    common = ["--dataset", dataset, "--model_num", T, "--preset", "quick", "--pool_size", 200, "--test_size", 100,
+              "--initial_labeled", 30, "--query_batch", 10, "--epochs", 2, "--train_batch", 15, "--image_size", 32,
+              "--al_iters", 3, "--device", "cpu", "--work_dir", tmp_path / "runs"]
+    assert run_script_here("train_net.py", *common, "--al_iter", 0, "--net_id", 0, 1).returncode == 0
+    result = run_script_here("al_select.py", *common, "--method", "lewis_oneshot", "--al_iter", 0)
+    assert result.returncode == 0, result.stderr
+    paths = RunPaths(tmp_path / "runs", "quick", "hand")
+    assert "to label:" in result.stdout and str(paths.label_sheet(T, "lewis_oneshot", 2)) in result.stdout
+    before, _ = read_indices(paths.indices(T, "lewis_oneshot", 0), "hand", 200)
+    for k in (1, 2):  # iteration k's sheet lists its own 10 of the draw: what its index file adds to k - 1's
+        after, _ = read_indices(paths.indices(T, "lewis_oneshot", k), "hand", 200)
+        listed = [image for _, image, _ in read_rows(paths.label_sheet(T, "lewis_oneshot", k), "the label sheet")]
+        assert sorted(listed) == sorted(f"pool/{i:05d}.png" for i in after[len(before):]) and len(listed) == 10
+        before = after
