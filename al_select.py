@@ -2,6 +2,7 @@
 
     python al_select.py --method DIAM --dataset digits --al_iter 0 --model_num 2 --preset quick
     python al_select.py --method DIAM_qp --DIAMq 1.0 --dataset digits --al_iter 0 --model_num 2 --preset quick
+    python al_select.py --method lewis_oneshot --dataset digits --al_iter 0 --model_num 2 --preset quick  (docs/lewis.md)
 """
 from diam import cli
 from diam.errors import run_cli

@@ -26,6 +26,10 @@ the picks are compared. With --scaling N,N,... it runs DIAM_qp alone at subsampl
 n = N (pool U = 5N), batch B scaled with n so that B / n stays at its value at
 --unlabeled (1,500 / 11,400 by default), phase by phase, with the OSQP route beside it
 where n <= --osqp-max-n.
+
+lewis and lewis_oneshot are left out of the default list too: lewis times the Lewis-weight
+sampling of one batch from every model's features (lewis_oneshot's draw is the same function
+with a larger sample).
 """
 import argparse
 import dataclasses
@@ -50,7 +54,8 @@ from sklearn.metrics import pairwise_distances
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diam.strategies as strategies  # noqa: E402
 from diam.presets import DIAM_QP_MAX_SOLVER_ITERATIONS, DIAM_QP_SOLVER_TOLERANCE  # noqa: E402
-from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions, coreset, vote_entropy  # noqa: E402
+from diam.strategies import (STRATEGIES, SelectionInputs, SelectionOptions, WeightedBatch, coreset,  # noqa: E402
+                             vote_entropy)
 from machine import cpu_model  # noqa: E402  (bench/machine.py)
 
 SEED = 0
@@ -63,7 +68,7 @@ SNAPSHOT_NOISE = 0.4
 # much of each model's own, so that the models' nearest neighbours overlap in part.
 MODEL_FEATURE_NOISE = 0.5
 # Methods left out unless named in --strategies.
-OPT_IN_STRATEGIES = ("DIAM_qp",)
+OPT_IN_STRATEGIES = ("DIAM_qp", "lewis", "lewis_oneshot")
 
 
 @dataclass
@@ -157,6 +162,8 @@ def synthetic_inputs(config: Config, needs: str) -> SelectionInputs:
     if needs == "snapshots":
         return SelectionInputs(config.unlabeled,
                                snapshot_labels=synthetic_snapshot_labels(config))
+    if needs == "model_features":
+        return SelectionInputs(config.unlabeled, unlabeled_model_features=synthetic_model_features(config))
     if needs == "snapshots_and_model_features":
         return SelectionInputs(config.unlabeled, snapshot_labels=synthetic_snapshot_labels(config),
                                unlabeled_model_features=synthetic_model_features(config))
@@ -191,6 +198,8 @@ def _timed(name: str, pool: int, config: Config, run, repeats: int) -> Measureme
     for _ in range(repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
         output = run()
+        if isinstance(output, WeightedBatch):
+            output = output.positions
         if config.device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)

@@ -8,7 +8,8 @@ import math
 from pathlib import Path
 
 from .paths import refuse_paper_results
-from .presets import DATASETS, DIAM_QP_Q, METHODS, add_preset_arguments
+from .presets import (DATASETS, DIAM_QP_Q, LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS, METHODS,
+                      add_preset_arguments)
 from .settings import settings_from_args
 
 
@@ -111,11 +112,21 @@ def select_args(argv=None, description="Select the next batch of examples to lab
     p.add_argument("--DIAMq", type=float, default=DIAM_QP_Q,
                    help=f"DIAM_qp only: weight q of the disagreement score against batch diversity "
                         f"(default {DIAM_QP_Q})")
+    p.add_argument("--lewis_p", type=float, default=LEWIS_P,
+                   help=f"lewis and lewis_oneshot only: the p of the lp Lewis weights, in "
+                        f"[{LEWIS_MIN_P:g}, {LEWIS_MAX_P:g}) (default {LEWIS_P:g}: leverage scores)")
+    p.add_argument("--lewis_representation", choices=LEWIS_REPRESENTATIONS, default="trained",
+                   help="lewis and lewis_oneshot only: whose penultimate features represent the pool: the trained "
+                        "nets of the iteration (lewis_oneshot: iteration 0's; default), or the same nets at their "
+                        "initial weights (with --init pretrained, OFA's ImageNet backbones)")
     args = p.parse_args(argv)
     if args.batch_size is not None and args.batch_size <= 0:
         p.error("--batch_size must be positive")
     if not (math.isfinite(args.DIAMq) and args.DIAMq >= 0):
         p.error("--DIAMq must be a finite number >= 0")
+    if not LEWIS_MIN_P <= args.lewis_p < LEWIS_MAX_P:
+        p.error(f"--lewis_p must be in [{LEWIS_MIN_P:g}, {LEWIS_MAX_P:g}): the fixed-point iteration of the "
+                "Lewis weights converges there (2 gives the leverage scores)")
     return args
 
 

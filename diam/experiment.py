@@ -9,6 +9,7 @@ A pool whose labels are not all known (a dataset file's) is labelled by a person
 selection writes the chosen images to a label sheet, and training reads the labels
 back from the sheets, refusing before it writes anything while one is missing.
 """
+import copy
 import dataclasses
 import sys
 import threading
@@ -29,8 +30,9 @@ from .paths import (check_run_config, read_indices, refuse_paper_results, step_l
                     write_npz, write_text, atomic_write)
 from .presets import MODEL_FEATURE_METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, SUBSET_SEED
 from .settings import StepSettings, resolve_device
-from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, strategy_notes
-from .training import Record, allow_tf32, evaluate, predict, stream_seed, to_device, train_target_net
+from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, WeightedBatch, strategy_notes
+from .training import (Record, allow_tf32, backbone_features, evaluate, predict, set_batchnorm_statistics,
+                       stream_seed, to_device, train_linear_head, train_target_net)
 
 
 # torch.manual_seed and the draws of the initial weights, done by one net at a time.
@@ -57,6 +59,13 @@ class Run:
         self.nets = settings.target_nets  # net_id n is the n-th of these
         if settings.nets:
             models.check_target_names(settings.nets)
+
+    def at_iteration(self, al_iter: int) -> "Run":
+        """This run at another iteration (same folder, device and loaded data)."""
+        other = copy.copy(self)  # keeps the cached data
+        other.settings = dataclasses.replace(self.settings, al_iter=al_iter)
+        other.al_iter = al_iter
+        return other
 
     @cached_property
     def data(self) -> Data:
@@ -174,6 +183,17 @@ class Run:
         al_iter = self.al_iter if al_iter is None else al_iter
         return self.paths.checkpoint(self.model_num, self.method, al_iter, net_id)
 
+    def initial_net(self, net_id: int):
+        """Net `net_id` at its initial weights, drawn from the net's own stream as training draws them;
+        returns (net, init rule, stream seed)."""
+        name = self.nets[net_id]
+        stream = stream_seed(self.preset.seed, net_id)
+        with INITIAL_WEIGHTS_LOCK:  # nets trained at once (DIAM_CUDA_FAST=streams) share torch's global generator
+            torch.manual_seed(stream)  # the initial weights are drawn from the net's own stream too
+            net = models.build_target(name, self.data.n_classes, self.preset.dropout)
+            init = models.initialise_target(net, name, self.preset.init)
+        return net, init, stream
+
     def load_net(self, net_id: int):
         """A trained target net and its record, checked to be the net asked for."""
         path = self.checkpoint(net_id)
@@ -220,15 +240,15 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
                         probs=first or method in PROBABILITY_METHODS,
                         features=net_id == preset.coreset_feature_net and (first or method == "coreset")
                         or method in MODEL_FEATURE_METHODS)
-        stream = stream_seed(preset.seed, net_id)
-        with INITIAL_WEIGHTS_LOCK:  # nets trained at once (DIAM_CUDA_FAST=streams) share torch's global generator
-            torch.manual_seed(stream)  # the initial weights are drawn from the net's own stream too
-            net = models.build_target(name, data.n_classes, preset.dropout)
-            init = models.initialise_target(net, name, preset.init)
+        net, init, stream = run.initial_net(net_id)
         size = run.image_size(net_id)
-        predictions = train_target_net(
-            net, data, torch.from_numpy(labeled), torch.from_numpy(unlabeled).to(run.device), preset, size,
-            record, stream, desc=f"net {net_id} iter {run.al_iter}", speed=run.speed)
+        head_only = preset.linear_heads and not first
+        if head_only:
+            net, predictions = _train_head(run, net_id, net, data, labeled, unlabeled, record, stream)
+        else:
+            predictions = train_target_net(
+                net, data, torch.from_numpy(labeled), torch.from_numpy(unlabeled).to(run.device), preset, size,
+                record, stream, desc=f"net {net_id} iter {run.al_iter}", speed=run.speed)
         ofa = models.ofa_number(name)
         info = {"net_id": net_id, "ofa_id": None if ofa is None else models.OFA_IDS[ofa], "dataset": run.dataset,
                 "init": init, "image_size": size, "n_labeled": int(len(labeled)), "al_iter": run.al_iter,
@@ -236,12 +256,56 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
                 "mode": preset.mode, "precision": "bf16" if preset.bf16 else "fp32"}
         if run.settings.nets:  # named target models: which one this is (the paper's are known by net_id)
             info["net"] = name
+        if head_only:
+            info["trained"] = "classifier only, on the frozen backbone of iteration 0"
         write_npz(run.paths.pool_predictions(run.model_num, method, run.al_iter, net_id),
                   unlabeled=unlabeled, **predictions.arrays())
         write_json(run.paths.checkpoint_info(run.model_num, method, run.al_iter, net_id), info)
         state = {k: v.cpu() for k, v in net.state_dict().items()}
         atomic_write(ckpt, lambda f: torch.save({"state_dict": state, "info": info}, f))
     return f"net {net_id} trained on {len(labeled)} labeled examples ({init} init): {ckpt}"
+
+
+def _train_head(run: Run, net_id: int, initial_net, data: Data, labeled, unlabeled, record: Record, stream: int):
+    """--linear_heads after iteration 0: iteration 0's net (trained on the initial labels) with its
+    classifier reset to the net's initial weights and retrained alone on the backbone's features
+    of the pool, the loss weighted by `head_loss_weights`. Returns (net, what `record` asks for)."""
+    net, _ = run.at_iteration(0).load_net(net_id)
+    head = models.classifier(net)
+    head.load_state_dict(models.classifier(initial_net).state_dict())
+    features = backbone_features(net, data.pool_images, run.image_size(net_id), run.preset.eval_batch,
+                                 bf16=run.preset.bf16)
+    predictions = train_linear_head(head, features, data.pool_labels, torch.from_numpy(labeled),
+                                    torch.from_numpy(unlabeled), torch.from_numpy(head_loss_weights(run, labeled)),
+                                    run.preset, record, stream)
+    return net, predictions
+
+
+def head_loss_weights(run: Run, labeled: np.ndarray) -> np.ndarray:
+    """Each labeled example's weight in a linear head's loss, scaled to mean 1 (float32).
+
+    A one-shot method's picks weigh 1 / (their probability of having been picked), the importance
+    weights its selection recorded beside the iteration's index file: the paper's reweighting, so
+    that the picks stand for the whole unlabeled pool they were drawn from. The initial labeled set
+    is part of the pool itself and weighs 1. Other methods' picks weigh 1: a per-iteration batch's
+    weights describe one draw from one iteration's pool, and do not add up to an estimate of anything.
+    """
+    weights = np.ones(len(labeled))
+    if STRATEGIES[run.method].one_shot:
+        path = run.paths.importance_weights(run.model_num, run.method, run.al_iter)
+        try:
+            with np.load(path) as z:
+                selected, importance = z["selected"], z["importance_weights"]
+        except Exception as err:  # missing, truncated, or not a weights file
+            raise UserError(f"the importance weights {path} cannot be read ({err}). Rerun al_select.py --method "
+                            f"{run.method} --al_iter 0 --redo with the same settings, then this training.") from None
+        slot = np.full(run.pool_size, -1)
+        slot[labeled] = np.arange(len(labeled))
+        if len(selected) != len(importance) or (slot[selected] < 0).any():
+            raise UserError(f"{path} names examples outside iteration {run.al_iter}'s labeled set. Rerun "
+                            f"al_select.py --method {run.method} --al_iter 0 --redo with the same settings.")
+        weights[slot[selected]] = importance
+    return (weights / weights.mean()).astype(np.float32)
 
 
 def train_steps_at_once(run: Run, net_ids, record_snapshots: bool = False):
@@ -302,7 +366,15 @@ def selection_rng(run: Run) -> np.random.Generator:
 
 def selection_options(run: Run) -> SelectionOptions:
     return SelectionOptions(device=str(run.device), original_uncertainty=run.preset.original_uncertainty,
-                            diam_q=run.diam_q)
+                            diam_q=run.diam_q, lewis_p=run.settings.lewis_p)
+
+
+def _scoring_generator(run: Run, net_id: int):
+    """With the score_with_train_aug quirk, the pool is scored through the training augmentation
+    drawn from the net's own stream; else through the evaluation transform (None)."""
+    if not run.preset.score_with_train_aug:
+        return None
+    return torch.Generator(device=run.device).manual_seed(stream_seed(run.preset.seed, net_id))
 
 
 def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str) -> dict:
@@ -328,15 +400,45 @@ def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str)
         net, _ = run.load_net(net_id)
         scored = run.data.pool_images if wanted == "pool_features" else \
             run.data.pool_images[torch.from_numpy(unlabeled).to(run.device)]
-        gen = torch.Generator(device=run.device).manual_seed(stream_seed(run.preset.seed, net_id)) \
-            if run.preset.score_with_train_aug else None
         _, probs, feats = predict(net, scored, run.image_size(net_id), run.preset.eval_batch,
                                   want_probs=wanted == "unlabeled_probs", want_features=wanted == "pool_features",
-                                  generator=gen, crop_scale_min=run.preset.crop_scale_min, bf16=run.preset.bf16,
-                                  speed=run.speed)
+                                  generator=_scoring_generator(run, net_id), crop_scale_min=run.preset.crop_scale_min,
+                                  bf16=run.preset.bf16, speed=run.speed)
         stored.update(unlabeled=unlabeled, **{wanted: probs if wanted == "unlabeled_probs" else feats})
         write_npz(path, **stored)
     return stored
+
+
+def initial_features(run: Run, net_id: int, unlabeled: np.ndarray) -> np.ndarray:
+    """Penultimate features of the unlabeled pool under net `net_id`'s initial weights (before any
+    training: he_fout's or PyTorch's random ones, with BatchNorm statistics set from the unlabeled
+    pool, without which they are all 0; or with --init pretrained the ImageNet backbone as it is)."""
+    net, init, _ = run.initial_net(net_id)
+    net = to_device(net, run.device)
+    images = run.data.pool_images[torch.from_numpy(unlabeled).to(run.device)]
+    if init != "pretrained":
+        set_batchnorm_statistics(net, images, run.image_size(net_id), run.preset.eval_batch)
+    _, _, feats = predict(net, images, run.image_size(net_id), run.preset.eval_batch, want_features=True,
+                          generator=_scoring_generator(run, net_id), crop_scale_min=run.preset.crop_scale_min,
+                          bf16=run.preset.bf16, speed=run.speed)
+    return feats
+
+
+def model_features(run: Run, unlabeled: np.ndarray) -> np.ndarray:
+    """(T, U, dim) float16: every net's penultimate features of the unlabeled pool, from the nets
+    the run's --lewis_representation names (trained ones: what training recorded, or computed
+    once from the checkpoint and kept beside it). Narrower features are padded with zero columns,
+    which change no Lewis weight (they add nothing to the column space)."""
+    per_net = []
+    for n in range(run.model_num):
+        if run.settings.lewis_representation == "initial":
+            per_net.append(initial_features(run, n, unlabeled))
+        else:
+            per_net.append(_pool_predictions(run, n, unlabeled, "pool_features")["pool_features"][unlabeled])
+    feats = np.zeros((run.model_num, len(unlabeled), max(f.shape[1] for f in per_net)), np.float16)
+    for n, net_features in enumerate(per_net):
+        feats[n, :, :net_features.shape[1]] = net_features
+    return feats
 
 
 def selection_inputs(run: Run, needs: str, labeled: np.ndarray, unlabeled: np.ndarray) -> SelectionInputs:
@@ -365,6 +467,8 @@ def selection_inputs(run: Run, needs: str, labeled: np.ndarray, unlabeled: np.nd
             snaps.append(stored["snapshot_labels"])
             feats[n, :, :width] = stored["pool_features"][unlabeled]
         return SelectionInputs(len(unlabeled), snapshot_labels=np.stack(snaps), unlabeled_model_features=feats)
+    if needs == "model_features":
+        return SelectionInputs(len(unlabeled), unlabeled_model_features=model_features(run, unlabeled))
     if needs == "features":
         feats = _pool_predictions(run, run.preset.coreset_feature_net, unlabeled, "pool_features")["pool_features"]
         return SelectionInputs(len(unlabeled), unlabeled_features=feats[unlabeled], labeled_features=feats[labeled])
@@ -372,7 +476,8 @@ def selection_inputs(run: Run, needs: str, labeled: np.ndarray, unlabeled: np.nd
 
 
 def select_step(run: Run, batch_size=None) -> str:
-    """Pick the next batch with run.method and write the next iteration's index file."""
+    """Pick the next batch with run.method and write the next iteration's index file (a one-shot
+    method: every later iteration's, from iteration 0's nets)."""
     batch_size = batch_size or run.preset.query_batch
     if run.al_iter + 1 >= run.preset.al_iters:
         raise UserError(f"al_iter {run.al_iter} is the last iteration of the '{run.preset.name}' preset "
@@ -380,33 +485,113 @@ def select_step(run: Run, batch_size=None) -> str:
     out = run.paths.indices(run.model_num, run.method, run.al_iter + 1)
     if out.exists() and not run.redo:
         return f"already selected: {out}"
+    strategy = STRATEGIES[run.method]
+    if strategy.one_shot:
+        return _one_shot_select_step(run, batch_size, out)
     labeled, unlabeled = run.split()
     run.claim_folder()
     with step_lock(out):
         if out.exists() and not run.redo:
             return f"already selected: {out}"
-        strategy = STRATEGIES[run.method]
         inputs = selection_inputs(run, strategy.needs, labeled, unlabeled)
-        start = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught, strategy_notes() as notes:
-            warnings.simplefilter("always", CALTopUpWarning)
-            positions = strategy.select(inputs, batch_size, selection_rng(run), selection_options(run))
-        seconds = time.perf_counter() - start
-        for w in caught:  # our own notes; a library's deprecation notices are not the user's business
-            if issubclass(w.category, CALTopUpWarning):
-                print(f"note: {w.message}", file=sys.stderr)
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        positions = check_batch(np.asarray(positions), len(unlabeled), batch_size)
-        chosen = np.zeros(len(unlabeled), dtype=bool)
-        chosen[positions] = True
-        new_labeled = np.concatenate([labeled, unlabeled[positions]])
+        picked, seconds = _pick(run, inputs, batch_size)
+        positions = check_batch(_positions(picked), len(unlabeled), batch_size)
+        if isinstance(picked, WeightedBatch):
+            _write_importance_weights(run, run.al_iter + 1, unlabeled[positions], picked.importance_weights,
+                                      picked.lewis_weights)
         sheet = run.write_label_sheet(run.al_iter + 1, unlabeled[positions])  # before the index file that marks done
-        write_indices(out, new_labeled, unlabeled[~chosen], run.dataset, run.pool_size)
-        read_indices(out, run.dataset, run.pool_size)  # labeled + unlabeled is exactly the pool
-    done = f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s: {out}"
+        _write_selection(run, out, labeled, unlabeled, positions)
+    done = (f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s"
+            f"{_lewis_summary(run, picked)}: {out}")
     return done + (f"\nto label: {sheet} (fill in the label column, then train al_iter {run.al_iter + 1})"
                    if sheet else "")
+
+
+def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
+    """The whole budget at once (B for each of the preset's al_iters - 1 selections), from
+    iteration 0's split and nets, whatever iteration asks: iteration k's index file holds
+    iteration 0's labeled set and the first k * B picks (its label sheet, when a person labels,
+    the k-th B). The picks come in a random order, so each prefix is a uniformly random part of
+    the whole sample: a pick's probability of being in the first k * B is its inclusion
+    probability times k * B / (all picks), and its recorded importance weight is the inverse of
+    that. Files already written are kept (the draw is a function of iteration 0's records and the
+    selection's seed), unless --redo."""
+    source = run.at_iteration(0)
+    n_selections = run.preset.al_iters - 1
+    labeled, unlabeled = source.split()
+    run.claim_folder()
+    with step_lock(out):
+        if out.exists() and not run.redo:
+            return f"already selected: {out}"
+        inputs = selection_inputs(source, STRATEGIES[run.method].needs, labeled, unlabeled)
+        budget = batch_size * n_selections
+        picked, seconds = _pick(source, inputs, budget)
+        positions = check_batch(_positions(picked), len(unlabeled), budget)
+        written, sheets = [], []
+        for k in range(n_selections, 0, -1):  # iteration 1's file, which marks al_iter 0 done, last
+            index_file = run.paths.indices(run.model_num, run.method, k)
+            if index_file.exists() and not run.redo and index_file != out:
+                continue
+            size = min(k * batch_size, len(positions))
+            if isinstance(picked, WeightedBatch):
+                share = size / len(positions)
+                _write_importance_weights(run, k, unlabeled[positions[:size]],
+                                          picked.importance_weights[:size] / share, picked.lewis_weights[:size])
+            sheet = run.write_label_sheet(k, unlabeled[positions[min((k - 1) * batch_size, size):size]])
+            _write_selection(run, index_file, labeled, unlabeled, positions[:size])
+            written.append(k)
+            sheets.append(sheet)
+    done = (f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled at once from iteration 0's "
+            f"nets in {seconds:.2f}s ({batch_size} more for each of al_iter 1-{n_selections}; wrote "
+            f"iteration(s) {', '.join(map(str, sorted(written)))}){_lewis_summary(run, picked)}: {out.parent}")
+    to_label = [str(sheet) for sheet in reversed(sheets) if sheet]
+    return done + (f"\nto label: {', '.join(to_label)} (fill in the label column of each before training its "
+                   "iteration)" if to_label else "")
+
+
+def _pick(run: Run, inputs: SelectionInputs, batch_size: int):
+    """What run.method's strategy picks, and the seconds it took (the inputs' reading not counted);
+    the strategy's notes and CAL's top-up warning are printed."""
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught, strategy_notes() as notes:
+        warnings.simplefilter("always", CALTopUpWarning)
+        picked = STRATEGIES[run.method].select(inputs, batch_size, selection_rng(run), selection_options(run))
+    seconds = time.perf_counter() - start
+    for w in caught:  # our own notes; a library's deprecation notices are not the user's business
+        if issubclass(w.category, CALTopUpWarning):
+            print(f"note: {w.message}", file=sys.stderr)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return picked, seconds
+
+
+def _positions(picked) -> np.ndarray:
+    return np.asarray(picked.positions if isinstance(picked, WeightedBatch) else picked)
+
+
+def _write_selection(run: Run, index_file, labeled, unlabeled, positions) -> None:
+    """labeled += unlabeled[positions] (in the order picked), unlabeled -= them."""
+    chosen = np.zeros(len(unlabeled), dtype=bool)
+    chosen[positions] = True
+    new_labeled = np.concatenate([labeled, unlabeled[positions]])
+    write_indices(index_file, new_labeled, unlabeled[~chosen], run.dataset, run.pool_size)
+    read_indices(index_file, run.dataset, run.pool_size)  # labeled + unlabeled is exactly the pool
+
+
+def _write_importance_weights(run: Run, al_iter: int, selected, importance_weights, lewis_weights) -> None:
+    """Beside iteration al_iter's index file, before it: the pool indices the sampling chose, and each
+    one's importance weight (1 / its probability of being chosen) and maximum Lewis weight."""
+    write_npz(run.paths.importance_weights(run.model_num, run.method, al_iter),
+              selected=np.asarray(selected, dtype=np.int64), importance_weights=np.asarray(importance_weights),
+              lewis_weights=np.asarray(lewis_weights), lewis_p=np.array(run.settings.lewis_p),
+              representation=np.array(run.settings.lewis_representation))
+
+
+def _lewis_summary(run: Run, picked) -> str:
+    if not isinstance(picked, WeightedBatch):
+        return ""
+    return (f"; sum of maximum Lewis weights over the unlabeled pool {picked.lewis_weight_sum:.1f} "
+            f"(p = {run.settings.lewis_p:g}, {run.settings.lewis_representation} nets)")
 
 
 def check_batch(positions: np.ndarray, n_unlabeled: int, batch_size: int) -> np.ndarray:

@@ -154,6 +154,12 @@ def features_and_logits(net: torch.nn.Module, x: torch.Tensor):
     return features, net.classifier(features)
 
 
+def classifier(net: torch.nn.Module) -> torch.nn.Module:
+    """The layer that maps penultimate features to logits: an OFA net's classifier (dropout, then
+    linear), a torchvision model's last linear layer."""
+    return net.classifier if isinstance(net, MobileNetV3) else _head(net, type(net).__name__)[1]
+
+
 # ---------------------------------------------------------------- target models by name
 # A run's T target models may be named (--nets): "ofa<N>" is OFA net N above, any other name
 # a torchvision classification model, built with weights=None (nothing is downloaded). Without

@@ -3,6 +3,8 @@
     <work_dir>/<preset>/<dataset>/config.json                  settings the run was made with
     <work_dir>/<preset>/<dataset>/indices/iter0.npz             initial labeled/unlabeled split (shared)
     <work_dir>/<preset>/<dataset>/indices/T<T>/<method>/iter<I>.npz   split selected for iteration I
+    <work_dir>/<preset>/<dataset>/indices/T<T>/<method>/iter<I>_weights.npz   importance weights of the
+                                                                 examples the selection sampled (lewis*)
     <work_dir>/<preset>/<dataset>/indices/T<T>/<method>/iter<I>_labels.csv   its images, for a person to
                                                                 label (a pool whose labels are unknown)
     <work_dir>/<preset>/<dataset>/models/iter0/net<N>.{pt,json,npz}   iteration 0 (shared by all T, methods)
@@ -71,6 +73,10 @@ class RunPaths:
             return self.root / "indices" / "iter0.npz"
         return self.root / "indices" / f"T{model_num}" / method / f"iter{al_iter}.npz"
 
+    def importance_weights(self, model_num: int, method: str, al_iter: int) -> Path:
+        """Beside the index file of iteration I (>= 1): the sampled examples' importance weights,
+        written before the index file (which marks the selection done)."""
+        return self.indices(model_num, method, al_iter).with_name(f"iter{al_iter}_weights.npz")
     def label_sheet(self, model_num: int, method: str, al_iter: int) -> Path:
         """The images selected for iteration `al_iter` (al_iter >= 1), as path,label rows a person fills in."""
         return self.root / "indices" / f"T{model_num}" / method / f"iter{al_iter}_labels.csv"
@@ -179,9 +185,10 @@ def refuse_paper_results(results_root: Path) -> None:
 
 # ---------------------------------------------------------------- run settings
 # Settings recorded only where they differ from the default (named target nets, a dataset made
-# from files), so that a default run's config.json is what it always was; their absence is the default.
+# from files, linear heads), so that a default run's config.json is what it always was; their
+# absence is the default.
 # (A file dataset's content fingerprint is compared only by the steps that load the images.)
-ABSENT_IS_DEFAULT = ("nets", "dataset_file")
+ABSENT_IS_DEFAULT = ("nets", "dataset_file", "linear_heads")
 
 
 def check_run_config(paths: RunPaths, settings: dict, claim: bool = True) -> None:

@@ -11,14 +11,17 @@ from .errors import UserError
 
 # Torchvision datasets of the original scripts, and scikit-learn's embedded digits (offline).
 DATASETS = ("mnist", "kmnist", "fmnist", "emnistlet", "emnistdig", "digits")
-# The paper's seven, then DIAM_qp (the extended paper's batch-diverse DIAM; not in the paper's table).
-METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM", "DIAM_qp")
+# The paper's seven, then DIAM_qp (the extended paper's batch-diverse DIAM; not in the paper's table),
+# then the authors' next method, Lewis-weight sampling (ICLR 2024): a batch per iteration, and
+# one-shot (the whole budget chosen at iteration 0, docs/lewis.md).
+METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM", "DIAM_qp", "lewis", "lewis_oneshot")
 # What a loop runs unless told otherwise (iter_all.sh's list, the grid, the benchmarks): the paper's seven.
 DEFAULT_METHODS = METHODS[:7]
 # Methods whose selection reads the late-epoch snapshot labels of every model.
 SNAPSHOT_METHODS = ("CAL", "DIAM", "DIAM_qp")
-# Methods whose selection reads every model's penultimate features on the pool.
-MODEL_FEATURE_METHODS = ("DIAM_qp",)
+# Methods whose selection reads every model's penultimate features on the pool at every iteration
+# (lewis_oneshot reads iteration 0's only, which iteration 0's training leaves to selection).
+MODEL_FEATURE_METHODS = ("DIAM_qp", "lewis")
 # Methods whose selection reads the final models' softmax outputs on the pool.
 PROBABILITY_METHODS = ("least_conf", "margin", "entropy")
 MAX_MODELS = 12
@@ -66,6 +69,17 @@ def default_nets(model_num: int) -> tuple:
     return tuple(f"ofa{n}" for n in range(model_num))
 
 
+# Lewis-weight sampling (docs/lewis.md). p = 2: the Lewis weights are leverage scores (our default;
+# the paper's analysis covers p >= 1). --lewis_p takes p in [1, 4), where Cohen and Peng's
+# fixed-point iteration converges.
+LEWIS_P = 2.0
+LEWIS_MIN_P, LEWIS_MAX_P = 1.0, 4.0
+# Whose penultimate features represent the pool: "trained", the nets of the iteration selected from
+# (iteration 0's for lewis_oneshot); "initial", the same nets at their initial weights, before any
+# training (with --init pretrained: OFA's ImageNet backbones, the paper's pretrained representations).
+LEWIS_REPRESENTATIONS = ("trained", "initial")
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
@@ -87,6 +101,10 @@ class Preset:
     dropout: float = 0.1
     dis_frac: float = 0.5  # share of the last epochs whose snapshots CAL/DIAM read
     init: str = "he_fout"  # one of INIT_MODES
+    # After iteration 0, train only each net's classifier, on its iteration-0 backbone frozen (the
+    # Lewis-weight paper's protocol: linear prediction layers on fixed representations); one-shot
+    # methods weight the loss by their recorded importance weights. Off: whole nets, as the paper of DIAM.
+    linear_heads: bool = False
     # Repeat index (SPEC 9): drives the initial split, each net's training stream (with its
     # net id) and selection's randomness. Seed 0 is the original's single run.
     seed: int = 0
@@ -196,6 +214,9 @@ def add_preset_arguments(parser) -> None:
     parser.add_argument("--init", default=None, choices=INIT_MODES,
                         help="initial weights: he_fout (default: what the original trained from), pretrained "
                              "(OFA's ImageNet weights; refuses without them) or pytorch (PyTorch's default)")
+    parser.add_argument("--linear_heads", action="store_true", default=None,
+                        help="after iteration 0, train only each net's classifier on its frozen iteration-0 "
+                             "backbone, the loss weighted by lewis_oneshot's importance weights (docs/lewis.md)")
     parser.add_argument("--bf16", action="store_true", default=None,
                         help="bf16 autocast for training, scoring and testing (default: fp32, as the original)")
     parser.add_argument("--original_quirks", action="store_true",

@@ -31,6 +31,8 @@ DISPLAY_ORDER = ("DIAM", "CAL", "entropy", "margin", "least_conf", "coreset", "r
 METHOD_DISPLAY_NAMES = {
     "DIAM": "DIAM",
     "DIAM_qp": "DIAM_qp",
+    "lewis": "Lewis",
+    "lewis_oneshot": "Lewis one-shot",
     "CAL": "CAL",
     "entropy": "Entropy",
     "margin": "Margin",

@@ -8,7 +8,7 @@ from typing import Optional
 from .dataset_file import DatasetFile, is_dataset_file, read_dataset_file
 from .errors import UserError
 from .paths import RunPaths, check_run_config, default_work_dir
-from .presets import DATASETS, DIAM_QP_Q, MAX_MODELS, METHODS, Preset, default_nets, preset_from_args
+from .presets import DATASETS, DIAM_QP_Q, LEWIS_P, MAX_MODELS, METHODS, Preset, default_nets, preset_from_args
 from .speed import Speed, speed_from_environment
 
 
@@ -24,6 +24,8 @@ class StepSettings:
     data_root: Optional[str] = None  # None: $DIAM_DATA_ROOT or ./data
     redo: bool = False
     diam_q: float = DIAM_QP_Q  # DIAM_qp's weight of the disagreement score (only selection sets it)
+    lewis_p: float = LEWIS_P  # lewis, lewis_oneshot: the p of the lp Lewis weights (only selection sets it)
+    lewis_representation: str = "trained"  # lewis, lewis_oneshot: one of presets.LEWIS_REPRESENTATIONS
     speed: Speed = Speed()  # how passes and steps run, never what they compute (DIAM_* variables, diam/speed.py)
     nets: tuple = ()  # the T target models by name (models.py); () for the paper's, ofa0..ofa<T-1>
     dataset_file: Optional[DatasetFile] = None  # the dataset made from files, when it is one
@@ -39,9 +41,11 @@ class StepSettings:
 def run_config(dataset: str, preset: Preset, nets: tuple = (), dataset_file: Optional[DatasetFile] = None) -> dict:
     """What config.json of a run folder records: every setting, and the mode they add up to.
 
-    Named target nets and a dataset file are recorded only when there are some, so that the
-    paper's runs keep the config.json they always had (paths.ABSENT_IS_DEFAULT)."""
+    Named target nets, a dataset file and linear heads are recorded only when there are some,
+    so that the paper's runs keep the config.json they always had (paths.ABSENT_IS_DEFAULT)."""
     config = {"dataset": dataset, "mode": preset.mode, **preset.as_dict()}
+    if not preset.linear_heads:
+        del config["linear_heads"]
     if nets and tuple(nets) != default_nets(len(nets)):
         config["nets"] = list(nets)
     if dataset_file is not None:
@@ -92,7 +96,9 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
     return StepSettings(preset=preset, dataset=name, model_num=args.model_num, al_iter=args.al_iter,
                         method=method, paths=paths, device=args.device, data_root=args.data_root,
                         redo=args.redo, diam_q=getattr(args, "DIAMq", DIAM_QP_Q), nets=nets,
-                        dataset_file=dataset_file, speed=speed_from_environment())
+                        dataset_file=dataset_file, speed=speed_from_environment(),
+                        lewis_p=getattr(args, "lewis_p", LEWIS_P),
+                        lewis_representation=getattr(args, "lewis_representation", "trained"))
 
 
 def resolve_device(name: Optional[str]):

@@ -9,6 +9,8 @@ lower position first; DIAM, as the original, breaks them at random.
 `STRATEGIES` maps the command-line method names to what each strategy needs and
 to a `select(inputs, batch_size, rng, options)` with one signature for all
 (`options` is a `SelectionOptions`: the device and the strategies' own settings).
+A strategy that attaches importance weights to its picks (Lewis-weight sampling) returns
+a `WeightedBatch`; the others return the positions alone.
 """
 import logging
 import warnings
@@ -21,7 +23,8 @@ import torch
 from sklearn.preprocessing import MinMaxScaler
 
 from .diversity_qp import knn_cooccurrence, nearest_psd, solve_selection_qp
-from .presets import DIAM_QP_MAX_SUBSAMPLE, DIAM_QP_NEIGHBOUR_FRACTION, DIAM_QP_Q, DIAM_QP_SUBSAMPLE_DIVISOR
+from .lewis import inclusion_probabilities, maximum_lewis_weights, sample_with_probabilities
+from .presets import DIAM_QP_MAX_SUBSAMPLE, DIAM_QP_NEIGHBOUR_FRACTION, DIAM_QP_Q, DIAM_QP_SUBSAMPLE_DIVISOR, LEWIS_P
 
 # What a strategy did that its batch does not show (DIAM_qp: which route solved the QP), as
 # INFO records; the selection step prints them as notes (`strategy_notes`).
@@ -410,6 +413,39 @@ def diam_qp(snapshot_labels, model_features, batch_size: int, rng: np.random.Gen
     return subsample[np.argsort(-solution.x, kind="stable")[:n_picks]].astype(np.int64)
 
 
+# ------------------------------------------------- Lewis-weight sampling
+
+@dataclass(frozen=True)
+class WeightedBatch:
+    """A batch with the importance weight of each pick: 1 / (its probability of being picked)."""
+    positions: np.ndarray  # (B,) int64 positions into the unlabeled set
+    importance_weights: np.ndarray  # (B,) float64
+    lewis_weights: np.ndarray  # (B,) float64: each pick's maximum Lewis weight
+    lewis_weight_sum: float  # the sum of the maximum Lewis weights over the whole unlabeled set
+
+
+def lewis_sampling(model_features, batch_size: int, rng: np.random.Generator, p: float = LEWIS_P,
+                   device: str = "cpu") -> WeightedBatch:
+    """Huang, Li, Sun and Tang (ICLR 2024): sample the pool by the maximum over the T models'
+    representations of each example's lp Lewis weight, and weight each pick by 1 / its inclusion
+    probability (diam/lewis.py says how, and which choices are the paper's and which are ours).
+
+    `model_features` has shape (T, U, dim): every model's penultimate features on the unlabeled
+    pool. w_i is the maximum over the models of the Lewis weights of their top-B principal parts
+    (the whole representation when B is at least its rank: diam/lewis.py says why). Exactly
+    min(B, U) distinct positions, example i taken with probability pi_i = min(1, beta w_i)
+    (sum pi = B), in a random order; the rng decides everything random.
+    """
+    shape = tuple(model_features.shape)
+    if len(shape) != 3 or shape[0] < 1:
+        raise ValueError(f"model_features must have shape (models, unlabeled, dim), got {shape}")
+    n_picks = _batch_length(shape[1], batch_size)
+    weights = maximum_lewis_weights(model_features, p, device, rank=n_picks)
+    probabilities = inclusion_probabilities(weights, n_picks)
+    positions = sample_with_probabilities(probabilities, rng)
+    return WeightedBatch(positions, 1.0 / probabilities[positions], weights[positions], float(weights.sum()))
+
+
 # ------------------------------------------------------------------- registry
 
 @dataclass(frozen=True)
@@ -430,6 +466,7 @@ class SelectionOptions:
     device: str = "cpu"
     original_uncertainty: bool = False  # least_conf/margin/entropy as the original ranked them
     diam_q: float = DIAM_QP_Q  # DIAM_qp's weight q of the first-order score (--DIAMq)
+    lewis_p: float = LEWIS_P  # the p of the lp Lewis weights (--lewis_p)
 
 
 def _original_scaling_rng(options: SelectionOptions, rng: np.random.Generator):
@@ -438,8 +475,16 @@ def _original_scaling_rng(options: SelectionOptions, rng: np.random.Generator):
 
 @dataclass(frozen=True)
 class Strategy:
-    needs: str  # "nothing", "probs", "features", "snapshots" or "snapshots_and_model_features"
-    select: Callable[[SelectionInputs, int, np.random.Generator, SelectionOptions], np.ndarray]
+    # "nothing", "probs", "features", "snapshots", "model_features" or "snapshots_and_model_features"
+    needs: str
+    select: Callable[[SelectionInputs, int, np.random.Generator, SelectionOptions], np.ndarray | WeightedBatch]
+    # One-shot: the whole budget is chosen at once from iteration 0's nets, not a batch per iteration.
+    one_shot: bool = False
+
+
+def _lewis(inputs, batch_size, rng, options):
+    return lewis_sampling(_required(inputs, "unlabeled_model_features", 1), batch_size, rng,
+                          p=options.lewis_p, device=options.device)
 
 
 def _required(inputs: SelectionInputs, name: str, unlabeled_axis: int):
@@ -483,4 +528,6 @@ STRATEGIES: dict[str, Strategy] = {
                         diam_qp(_required(inputs, "snapshot_labels", 2),
                                 _required(inputs, "unlabeled_model_features", 1), batch_size, rng,
                                 q=options.diam_q, device=options.device)),
+    "lewis": Strategy("model_features", _lewis),
+    "lewis_oneshot": Strategy("model_features", _lewis, one_shot=True),
 }

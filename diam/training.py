@@ -140,6 +140,41 @@ def predict(net, images, size, batch, want_probs=False, want_features=False, gen
 
 
 @torch.no_grad()
+def set_batchnorm_statistics(net, images, size, batch) -> None:
+    """Set every BatchNorm layer's running mean and variance to their averages over `images`
+    (through the evaluation transform, in batches), then leave the net in eval mode.
+
+    An untrained net in eval mode normalises with BatchNorm's initial statistics (mean 0,
+    variance 1), so nothing rescales its activations: with he_fout's small depthwise weights
+    they shrink layer after layer, and OFA's nets map every image to features near 1e-10 (0 in
+    float16). With the pool's statistics each layer is normalised as in a training step.
+    """
+    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a cumulative average over the batches
+    net.train()
+    for chunk in _batches(torch.arange(len(images), device=images.device), batch):
+        net(to_input_layout(eval_transform(images[chunk], size)))
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    net.eval()
+
+
+@torch.no_grad()
+def backbone_features(net, images, size, batch, bf16=False) -> torch.Tensor:
+    """Penultimate features (float32, on the images' device) through the evaluation transform, eval mode."""
+    net.eval()
+    parts = []
+    for start in range(0, len(images), batch):
+        with autocast(images.device, bf16):
+            features, _ = features_and_logits(net, to_input_layout(eval_transform(images[start:start + batch], size)))
+        parts.append(features.float())
+    return torch.cat(parts)
+
+
+@torch.no_grad()
 def evaluate(net, images, labels, size, batch, bf16=False, speed: Speed = Speed()):
     """Top-1 and top-5 accuracy in percent on a labelled split."""
     model = scoring_model(net, size, speed)
@@ -206,6 +241,59 @@ def training_step(net: nn.Module, preset: Preset, total_steps: int, speed: Speed
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=preset.momentum, nesterov=True, fused=True)
     return ReplayedStep(compute_loss, optimizer, lr, cosine_rates(preset.lr, total_steps),
                         capture=device.type == "cuda")
+
+
+def train_linear_head(head: nn.Module, pool_features: torch.Tensor, pool_labels: torch.Tensor, labeled: torch.Tensor,
+                      unlabeled: torch.Tensor, loss_weights: torch.Tensor, preset: Preset, record: Record,
+                      stream: int) -> PoolPredictions:
+    """Train `head` (a net's classifier) in place on fixed features of the pool, the loss of labeled
+    example i weighted by loss_weights[i] (one per labeled example, in `labeled`'s order); return
+    what `record` asks for, read through the head (features: `pool_features` as float16).
+
+    The loop is train_target_net's (epochs, batches, SGD with Nesterov momentum, cosine schedule,
+    weight decay on weights only, label smoothing, the net's own stream for the epoch order),
+    without augmentation: the features are computed once, through the evaluation transform.
+    """
+    device = pool_features.device
+    generator = torch.Generator(device=device).manual_seed(stream)
+    labeled, unlabeled, loss_weights = labeled.to(device), unlabeled.to(device), loss_weights.to(device)
+    slot = torch.empty(len(pool_features), dtype=torch.long, device=device)  # pool index -> place in `labeled`
+    slot[labeled] = torch.arange(len(labeled), device=device)
+    steps_per_epoch = len(_batches(labeled, preset.train_batch))
+    if steps_per_epoch == 0:
+        raise ValueError("the labeled set needs at least two examples to train on")
+    optimizer = torch.optim.SGD(parameter_groups(head, preset.weight_decay), lr=preset.lr,
+                                momentum=preset.momentum, nesterov=True)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=preset.epochs * steps_per_epoch)
+    criterion = nn.CrossEntropyLoss(label_smoothing=preset.label_smoothing, reduction="none")
+    first_snapshot = preset.epochs - preset.snapshot_epochs
+    snapshots, out = [], PoolPredictions()
+    for epoch in range(preset.epochs):
+        head.train()
+        order = labeled[torch.randperm(len(labeled), device=device, generator=generator)] \
+            if preset.shuffle_epochs else labeled
+        for idx in _batches(order, preset.train_batch):
+            losses = criterion(head(pool_features[idx]), pool_labels[idx])
+            loss = (losses * loss_weights[slot[idx]]).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"training diverged (loss {loss.item()}) at epoch {epoch}")
+        if (record.snapshots and epoch >= first_snapshot) or (epoch == preset.epochs - 1 and record.probs):
+            head.eval()
+            with torch.no_grad():
+                logits = head(pool_features[unlabeled]).float()
+            if record.snapshots and epoch >= first_snapshot:
+                snapshots.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
+            if epoch == preset.epochs - 1 and record.probs:
+                out.unlabeled_probs = torch.softmax(logits, 1).cpu().numpy()
+    if record.snapshots:
+        out.snapshot_labels = np.stack(snapshots)
+    if record.features:
+        out.pool_features = pool_features.to(torch.float16).cpu().numpy()
+    return out
 
 
 def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabeled: torch.Tensor,

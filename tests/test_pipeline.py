@@ -152,6 +152,12 @@ def _strategy_batch(method, labeled, unlabeled, records, rng):
         assert QUICK.coreset_feature_net == 0
         features = records[0]["pool_features"]  # (pool, dim), pool order
         return strategies.coreset(features[unlabeled], features[labeled], batch)
+    if method in ("lewis", "lewis_oneshot"):  # every net's penultimate features of the unlabeled pool
+        features = np.stack([r["pool_features"][unlabeled] for r in records])  # (T, U, dim)
+        if method == "lewis":
+            return strategies.lewis_sampling(features, batch, rng).positions
+        # One-shot: all al_iters - 1 batches drawn at once; iteration 1 holds the first B of them.
+        return strategies.lewis_sampling(features, batch * (QUICK.al_iters - 1), rng).positions[:batch]
     snapshots = np.stack([r["snapshot_labels"] for r in records])  # (T, K, U)
     if method == "DIAM_qp":  # and every net's penultimate features of the unlabeled pool
         features = np.stack([r["pool_features"][unlabeled] for r in records])  # (T, U, dim)
@@ -181,7 +187,7 @@ def test_al_select_writes_the_batch_the_strategy_picks_from_the_recorded_arrays(
         n_subsample = (POOL - TINY["initial_labeled"]) // 5
         assert f"note: DIAM_qp's QP (n = {n_subsample}) answered by the certified route" in result.stderr
     # What training recorded is read, not changed. Iteration 0 records features for net 0
-    # only: DIAM_qp's selection computes the other nets' once and keeps them beside.
+    # only: DIAM_qp's and lewis's selections compute the other nets' once and keep them beside.
     _, _, records = _recorded(paths, method)
     for before, after in zip(recorded, records):
         assert all(np.array_equal(before[k], after[k]) for k in before)

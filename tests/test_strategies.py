@@ -12,8 +12,8 @@ import torch
 from alipy.query_strategy import QueryInstanceCoresetGreedy, QueryInstanceQBC
 
 from diam.strategies import (
-    STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, cal, coreset, diam, disagreement_count,
-    entropy, least_confidence, margin, random_sampling, vote_entropy)
+    STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, WeightedBatch, cal, coreset, diam,
+    disagreement_count, entropy, least_confidence, margin, random_sampling, vote_entropy)
 
 # VE of a 3-vs-1 split of K=4 snapshots: -(3/4 ln 3/4 + 1/4 ln 1/4).
 VE_3_1 = 0.75 * math.log(4 / 3) + 0.25 * math.log(4)
@@ -313,7 +313,7 @@ def test_registry_has_every_command_line_method_with_its_needs():
     assert {name: strategy.needs for name, strategy in STRATEGIES.items()} == {
         "random": "nothing", "least_conf": "probs", "margin": "probs", "entropy": "probs",
         "coreset": "features", "CAL": "snapshots", "DIAM": "snapshots",
-        "DIAM_qp": "snapshots_and_model_features"}
+        "DIAM_qp": "snapshots_and_model_features", "lewis": "model_features", "lewis_oneshot": "model_features"}
 
 
 def random_inputs(n_unlabeled, seed=0, n_models=3, n_snapshots=4, n_classes=5, dim=6):
@@ -332,14 +332,23 @@ def random_inputs(n_unlabeled, seed=0, n_models=3, n_snapshots=4, n_classes=5, d
         unlabeled_model_features=rng.normal(size=(n_models, n_unlabeled, dim)).astype(np.float16))
 
 
+def positions_of(picked):
+    """The positions a strategy picked; a weighted batch's weights checked to go with them."""
+    if isinstance(picked, WeightedBatch):
+        assert picked.importance_weights.shape == picked.positions.shape == picked.lewis_weights.shape
+        assert np.all(picked.importance_weights >= 1)  # 1 / a probability
+        return picked.positions
+    return picked
+
+
 @pytest.mark.parametrize("method", sorted(STRATEGIES))
 @pytest.mark.parametrize("n_unlabeled,batch_size", [(60, 10), (60, 0), (9, 20), (1, 1)])
 def test_every_strategy_returns_min_b_u_distinct_positions_in_range(
         method, n_unlabeled, batch_size):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CALTopUpWarning)
-        picks = STRATEGIES[method].select(random_inputs(n_unlabeled), batch_size,
-                                          np.random.default_rng(0), SelectionOptions())
+        picks = positions_of(STRATEGIES[method].select(random_inputs(n_unlabeled), batch_size,
+                                                       np.random.default_rng(0), SelectionOptions()))
     assert isinstance(picks, np.ndarray) and picks.dtype == np.int64 and picks.ndim == 1
     assert len(picks) == min(batch_size, n_unlabeled)
     assert len(set(picks.tolist())) == len(picks)
@@ -349,15 +358,16 @@ def test_every_strategy_returns_min_b_u_distinct_positions_in_range(
 @pytest.mark.parametrize("method", sorted(STRATEGIES))
 def test_same_seed_gives_same_batch(method):
     inputs = random_inputs(80, seed=5)
-    first, second = (STRATEGIES[method].select(inputs, 12, np.random.default_rng(42), SelectionOptions())
+    first, second = (positions_of(STRATEGIES[method].select(inputs, 12, np.random.default_rng(42), SelectionOptions()))
                      for _ in range(2))
     assert first.tolist() == second.tolist()
 
 
-@pytest.mark.parametrize("method", ["random", "CAL", "DIAM"])
+@pytest.mark.parametrize("method", ["random", "CAL", "DIAM", "lewis"])
 def test_random_strategies_follow_the_seed(method):
     inputs = random_inputs(200, seed=6)
-    batches = {tuple(STRATEGIES[method].select(inputs, 20, np.random.default_rng(seed), SelectionOptions()))
+    batches = {tuple(positions_of(STRATEGIES[method].select(inputs, 20, np.random.default_rng(seed),
+                                                            SelectionOptions())))
                for seed in range(5)}
     assert len(batches) > 1
 
