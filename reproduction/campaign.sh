@@ -7,6 +7,8 @@
 #
 #   bash reproduction/campaign.sh                       every piece not done yet, in the order below
 #   PIECES="digits:corrected:0 fmnist:corrected:1" bash reproduction/campaign.sh
+#   PIECES="digits:corrected:5:lewis" bash reproduction/campaign.sh      a piece of other methods (comma-separated)
+#                                                       on a seed's run folder: its iteration 0 is reused
 #   COMMIT=1 bash reproduction/campaign.sh              also git-commit each finished piece (so a
 #                                                       background campaign loses nothing when stopped)
 #   touch runs/reproduction/PAUSE                       hold the campaign after the running piece (for
@@ -17,7 +19,9 @@
 # committed in the repository that holds the results.
 # Also from the environment: PYTHON, WORK_DIR (runs/reproduction), RESULTS_DIR (reproduction/extracted_results;
 # its wall_times.tsv and environment.txt sit beside it), MODEL_NUM (4), CORRECTED_METHODS, ORIGINAL_METHODS,
-# the seed counts of the plan (DIGITS_CORRECTED_SEEDS 15, DIGITS_ORIGINAL_SEEDS 10, FMNIST_SEEDS 10), and
+# the seed counts of the plan (DIGITS_CORRECTED_SEEDS 15, DIGITS_ORIGINAL_SEEDS 10, FMNIST_SEEDS 10), the
+# exploratory methods run beside the plan's (EXPLORATORY_METHODS, default lewis) and the corrected-mode seeds
+# they run at (EXPLORATORY_DIGITS_SEEDS "5 6 7 8 9", EXPLORATORY_FMNIST_SEEDS "3 4 5"), and
 # EXTRA_ARGS: flags for every run_grid.py call (preset overrides such as --epochs 1, for a toy campaign).
 #
 # Modes: corrected (the paper's text, the default behaviour) runs the paper's seven methods;
@@ -43,26 +47,55 @@ read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 DIGITS_CORRECTED_SEEDS=${DIGITS_CORRECTED_SEEDS:-15}
 DIGITS_ORIGINAL_SEEDS=${DIGITS_ORIGINAL_SEEDS:-10}
 FMNIST_SEEDS=${FMNIST_SEEDS:-10}
+# Methods outside the plan's family (issue 26's Lewis-weight sampling), each run right after its seed's
+# corrected piece, in the same run folder, so that it shares that seed's iteration 0 exactly (a run
+# folder lasts only as long as the machine it is on, and another machine trains other bits).
+EXPLORATORY_METHODS=${EXPLORATORY_METHODS-lewis}
+EXPLORATORY_DIGITS_SEEDS=${EXPLORATORY_DIGITS_SEEDS-5 6 7 8 9}
+EXPLORATORY_FMNIST_SEEDS=${EXPLORATORY_FMNIST_SEEDS-3 4 5}
+exploratory() {  # DATASET SEED: the exploratory piece of that corrected piece, if there is one
+    local seeds
+    [ "$1" = digits ] && seeds=$EXPLORATORY_DIGITS_SEEDS || seeds=$EXPLORATORY_FMNIST_SEEDS
+    if [ -n "$EXPLORATORY_METHODS" ] && [[ " $seeds " == *" $2 "* ]]; then
+        echo "$1:corrected:$2:${EXPLORATORY_METHODS// /,}"
+    fi
+}
 default_pieces() {
     local seed last=$((DIGITS_CORRECTED_SEEDS > DIGITS_ORIGINAL_SEEDS ? DIGITS_CORRECTED_SEEDS : DIGITS_ORIGINAL_SEEDS))
     last=$((last > FMNIST_SEEDS ? last : FMNIST_SEEDS))
     for ((seed = 0; seed < last; seed++)); do
-        [ "$seed" -ge "$DIGITS_CORRECTED_SEEDS" ] || echo "digits:corrected:$seed"
+        [ "$seed" -ge "$DIGITS_CORRECTED_SEEDS" ] || { echo "digits:corrected:$seed"; exploratory digits "$seed"; }
         [ "$seed" -ge "$DIGITS_ORIGINAL_SEEDS" ] || echo "digits:original:$seed"
-        [ "$seed" -ge "$FMNIST_SEEDS" ] || echo "fmnist:corrected:$seed"
+        [ "$seed" -ge "$FMNIST_SEEDS" ] || { echo "fmnist:corrected:$seed"; exploratory fmnist "$seed"; }
     done
 }
 PIECES=${PIECES:-$(default_pieces | tr '\n' ' ')}
 
+# The methods the tsv's finished pieces of (dataset, mode, seed) ran, one a line (from their commands).
+methods_done() {
+    awk -F'\t' -v d="$1" -v m="$2" -v s="$3" '$1 == d && $2 == m && $3 == s {
+        n = split($NF, words, " "); listing = 0
+        for (i = 1; i <= n; i++) {
+            if (words[i] ~ /^--/) listing = (words[i] == "--methods")
+            else if (listing) print words[i]
+        }
+    }' "$TIMES"
+}
+
 run_piece() {
-    local dataset=$1 mode=$2 seed=$3 methods flags=()
+    local dataset=$1 mode=$2 seed=$3 chosen=$4 methods flags=()
     case "$mode" in
         corrected) methods=$CORRECTED_METHODS ;;
         original) methods=$ORIGINAL_METHODS; flags=(--original_quirks) ;;
     esac
-    if awk -F'\t' -v d="$dataset" -v m="$mode" -v s="$seed" '$1 == d && $2 == m && $3 == s {found = 1}
-                                                             END {exit !found}' "$TIMES"; then
-        echo "campaign.sh: $dataset $mode seed $seed: done already (in $TIMES)"
+    [ -z "$chosen" ] || methods=${chosen//,/ }
+    local done_already missing=""
+    done_already=$(methods_done "$dataset" "$mode" "$seed")
+    for method in $methods; do
+        grep -qxF -- "$method" <<< "$done_already" || missing="$missing $method"
+    done
+    if [ -z "$missing" ]; then
+        echo "campaign.sh: $dataset $mode seed $seed ($methods): done already (in $TIMES)"
         return
     fi
     while [ -e "$WORK_DIR/PAUSE" ]; do  # held between pieces, never inside one (its wall time stays whole)
@@ -93,9 +126,11 @@ run_piece() {
     rm -rf "$to.tmp" && cp -r "$from" "$to.tmp" && rm -rf "$to" && mv "$to.tmp" "$to"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dataset" "$mode" "$seed" "$wall" "$started" "$machine" \
         "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)" "$commit" "${cmd[*]}" >> "$TIMES"
-    echo "campaign.sh: $dataset $mode seed $seed finished in $wall s; results in $to"
+    local what="seed $seed"
+    [ -z "$chosen" ] || what="seed $seed, $methods"
+    echo "campaign.sh: $dataset $mode $what finished in $wall s; results in $to"
     if [ "${COMMIT:-0}" = 1 ]; then
-        commit_piece "reproduction: $dataset, $mode mode, seed $seed finished ($wall s on $(nproc) CPUs, code at $commit)" "$to"
+        commit_piece "reproduction: $dataset, $mode mode, $what finished ($wall s on $(nproc) CPUs, code at $commit)" "$to"
     fi
 }
 
@@ -142,9 +177,9 @@ commit_piece() {
 
 # Every piece is checked before the first one runs.
 for piece in $PIECES; do
-    IFS=: read -r dataset mode seed <<< "$piece"
+    IFS=: read -r dataset mode seed chosen <<< "$piece"
     if [ -z "$seed" ] || ! [[ "$seed" =~ ^[0-9]+$ ]]; then
-        echo "campaign.sh: a piece is DATASET:MODE:SEED (e.g. digits:corrected:0), got '$piece'" >&2
+        echo "campaign.sh: a piece is DATASET:MODE:SEED[:METHOD,...] (e.g. digits:corrected:0), got '$piece'" >&2
         exit 2
     fi
     if [ "$mode" != corrected ] && [ "$mode" != original ]; then
@@ -157,6 +192,6 @@ mkdir -p "$RESULTS"
 record_environment
 
 for piece in $PIECES; do
-    IFS=: read -r dataset mode seed <<< "$piece"
-    run_piece "$dataset" "$mode" "$seed"
+    IFS=: read -r dataset mode seed chosen <<< "$piece"
+    run_piece "$dataset" "$mode" "$seed" "$chosen"
 done

@@ -58,8 +58,18 @@ def test_each_finished_piece_lands_in_its_mode_tree_with_its_wall_time_and_is_no
     assert "torch: " in environment and "numpy==" in environment
     assert "--original_quirks" in rows[2][-1] and "--original_quirks" not in rows[1][-1]
 
-    again = campaign(tmp_path, "digits:corrected:0")
-    assert again.returncode == 0 and "done already" in again.stdout and "run_grid.py:" not in again.stdout
+    again = campaign(tmp_path, "digits:corrected:0 digits:corrected:0:DIAM")
+    assert again.returncode == 0 and again.stdout.count("done already") == 2 and "run_grid.py:" not in again.stdout
+
+    # A piece of another method on a finished seed (an exploratory one) reuses its run folder and
+    # lands beside the seed's other methods, with a line of its own.
+    more = campaign(tmp_path, "digits:corrected:0:margin")
+    assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
+    assert (results / "corrected/2/digits/margin/1/performances.txt").is_file()
+    assert (results / "corrected/2/digits/DIAM/1/performances.txt").is_file()
+    rows = [line.split("\t") for line in (tmp_path / "repro" / "wall_times.tsv").read_text().splitlines()]
+    assert rows[-1][:3] == ["digits", "corrected", "0"] and "--methods margin --seeds" in rows[-1][-1]
+    assert "already done" in more.stdout  # iteration 0's nets were not trained again
 
     # report.sh redraws the tables and curves from the results alone, each mode under its name.
     report = subprocess.run(["bash", str(PROJECT / "reproduction" / "report.sh")], capture_output=True, text=True,
