@@ -59,7 +59,10 @@ def kill_a_training_worker(grid_process, logs, deadline):
             if not started:
                 continue
             tried.add(log)
-            os.kill(int(started.group(1)), signal.SIGKILL)
+            try:
+                os.kill(int(started.group(1)), signal.SIGKILL)
+            except ProcessLookupError:  # that worker is gone already (killed for an earlier log, or retired)
+                continue
             if not re.search(r"^net \d+ trained", log.read_text(), re.M):  # it died mid-step
                 return log
         time.sleep(0.02)
