@@ -9,6 +9,8 @@
 #   PIECES="digits:corrected:0 fmnist:corrected:1" bash reproduction/campaign.sh
 #   PIECES="digits:corrected:5:lewis" bash reproduction/campaign.sh      a piece of other methods (comma-separated)
 #                                                       on a seed's run folder: its iteration 0 is reused
+#   LIST=1 bash reproduction/campaign.sh                the pieces it would run with their methods, one a
+#                                                       line, done or not (what_ran.py reads the plan there)
 #   COMMIT=1 bash reproduction/campaign.sh              also git-commit each finished piece (so a
 #                                                       background campaign loses nothing when stopped)
 #   touch runs/reproduction/PAUSE                       hold the campaign after the running piece (for
@@ -70,6 +72,15 @@ default_pieces() {
     done
 }
 PIECES=${PIECES:-$(default_pieces | tr '\n' ' ')}
+if [ "${LIST:-0}" = 1 ]; then  # each piece with its methods spelled out
+    for piece in $PIECES; do
+        IFS=: read -r dataset mode seed chosen <<< "$piece"
+        [ "$mode" = original ] && methods=$ORIGINAL_METHODS || methods=$CORRECTED_METHODS
+        methods=${chosen:-${methods// /,}}
+        echo "$dataset:$mode:$seed:$methods"
+    done
+    exit 0
+fi
 
 # The methods the tsv's finished pieces of (dataset, mode, seed) ran, one a line (from their commands).
 methods_done() {

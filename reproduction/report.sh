@@ -2,7 +2,8 @@
 # Redraw the reproduction's tables and figures from the committed results alone
 # (reproduction/extracted_results/{corrected,original}/), whatever pieces have landed:
 #   bash reproduction/report.sh           (RESULTS_DIR=... MODEL_NUM=... for another tree: the files go beside it)
-# writes reproduction/table.txt and table.tex (table.py), and per dataset the learning curves
+# writes reproduction/table.txt and table.tex (table.py), what_ran.md (the campaign's pieces against
+# its plan, reproduction/what_ran.py), and per dataset the learning curves
 # with 95% CI bands, lc_<dataset>.png/.pdf (the corrected mode's row above the original's
 # where both exist), their penalty matrices, lc_<dataset>_penalty.png/.pdf, and the paired
 # differences per round with their 95% CIs, lc_<dataset>_differences.png/.pdf (plot.py).
@@ -19,6 +20,11 @@ for kind in txt tex; do
     "$PYTHON" table.py --results "$RESULTS" --model_nums "$MODEL_NUM" "${flags[@]}" > "$OUT/.table.$kind.tmp"
     mv "$OUT/.table.$kind.tmp" "$OUT/table.$kind"
 done
+# What ran against the plan, when the campaign has a wall_times.tsv beside the results (what_ran.py).
+if [ -f "$OUT/wall_times.tsv" ]; then
+    "$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" > "$OUT/.what_ran.md.tmp"
+    mv "$OUT/.what_ran.md.tmp" "$OUT/what_ran.md"
+fi
 # One figure per dataset; its rows are the mode trees that hold it (plot.py reads the folder of trees).
 "$PYTHON" plot.py --results "$RESULTS" --model_num "$MODEL_NUM" --each_dataset --out "$OUT/lc"
-echo "report.sh: wrote $OUT/table.txt, table.tex and lc_*.png/.pdf"
+echo "report.sh: wrote $OUT/table.txt, table.tex, what_ran.md and lc_*.png/.pdf"

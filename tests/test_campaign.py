@@ -73,9 +73,16 @@ def test_each_finished_piece_lands_in_its_mode_tree_with_its_wall_time_and_is_no
 
     # report.sh redraws the tables and curves from the results alone, each mode under its name.
     report = subprocess.run(["bash", str(PROJECT / "reproduction" / "report.sh")], capture_output=True, text=True,
-                            env={**os.environ, "PYTHON": sys.executable, "MODEL_NUM": "2",
+                            env={**campaign_env(tmp_path, "digits:corrected:0 digits:original:1 digits:corrected:1"),
                                  "RESULTS_DIR": str(results)}, timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
+    # What ran, against the plan the campaign was given: each set of methods on a row of its own.
+    what_ran = [line.strip("| ").split(" | ") for line in (tmp_path / "repro" / "what_ran.md").read_text().splitlines()]
+    assert [cells[:5] for cells in what_ran[2:]] == [
+        ["digits", "corrected", "random DIAM", "1 of 2 (0)", f"{int(rows[1][3]):,} s"],
+        ["digits", "corrected", "margin", "1 (not in the plan) (0)", f"{int(rows[3][3]):,} s"],
+        ["digits", "original", "random", "1 of 1 (1)", f"{int(rows[2][3]):,} s"]]
+    assert all(cells[5] and cells[5] != "-" for cells in what_ran[2:])  # the machine each ran on
     table = (tmp_path / "repro" / "table.txt").read_text()
     assert table.index("=== corrected") < table.index("=== original") and table.count("digits:") == 2
     latex = (tmp_path / "repro" / "table.tex").read_text()

@@ -1,0 +1,86 @@
+"""The reproduction's "What ran" table, from reproduction/wall_times.tsv and the campaign's plan:
+per (dataset, mode, methods) the seeds finished against the seeds planned, the summed wall time of
+their pieces and the machines they ran on, as Markdown.
+
+    python reproduction/what_ran.py                      # the plan from `LIST=1 bash reproduction/campaign.sh`
+    python reproduction/what_ran.py --times T --planned "digits:corrected:0:random,DIAM digits:corrected:0:lewis"
+
+Pieces are grouped by the methods they run: the plan's seven (six in the original mode) and each
+exploratory set (such as lewis) get rows of their own.
+"""
+import argparse
+import csv
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def planned_pieces(text: str) -> list[tuple[str, str, int, str]]:
+    """(dataset, mode, seed, methods space-separated) of each DATASET:MODE:SEED:METHOD,... piece."""
+    pieces = []
+    for piece in text.split():
+        dataset, mode, seed, methods = piece.split(":")
+        pieces.append((dataset, mode, int(seed), methods.replace(",", " ")))
+    return pieces
+
+
+def methods_of(command: str) -> str:
+    """The --methods list of a run_grid.py command line, space-separated."""
+    listed = re.search(r"--methods ((?:[^-\s]\S*\s*)+)", command)
+    return listed.group(1).strip() if listed else ""
+
+
+def short_machine(machine: str) -> str:
+    """'Intel(R) Xeon(R) Processor, 2 CPUs' -> 'Intel Xeon Processor'."""
+    return re.sub(r"\((R|TM)\)", "", machine.rsplit(",", 1)[0]).replace("  ", " ").strip()
+
+
+def table(times_rows: list[dict], planned: list[tuple[str, str, int, str]]) -> str:
+    cells = defaultdict(lambda: {"planned": set(), "done": set(), "wall": 0, "machines": []})
+    for dataset, mode, seed, methods in planned:
+        cells[(dataset, mode, methods)]["planned"].add(seed)
+    for row in times_rows:
+        cell = cells[(row["dataset"], row["mode"], methods_of(row["command"]))]
+        cell["done"].add(int(row["seed"]))
+        cell["wall"] += int(row["wall_s"])
+        machine = short_machine(row["machine"])
+        if machine not in cell["machines"]:
+            cell["machines"].append(machine)
+    lines = ["| dataset | mode | methods | seeds done (planned) | wall time of its pieces | machines |",
+             "|---|---|---|---|---|---|"]
+    # Per dataset and mode, the plan's piece (most methods) first, then the exploratory ones.
+    for (dataset, mode, methods), cell in sorted(cells.items(), key=lambda kv: (*kv[0][:2], -len(kv[0][2].split()))):
+        done = sorted(cell["done"])
+        seeds = f"{len(done)} of {len(cell['planned'])}" if cell["planned"] else f"{len(done)} (not in the plan)"
+        if done:
+            seeds += f" ({', '.join(map(str, done))})"
+        lines.append(f"| {dataset} | {mode} | {methods} | {seeds} | {cell['wall']:,} s | "
+                     f"{', '.join(cell['machines']) or '-'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--times", default=str(HERE / "wall_times.tsv"), help="the campaign's wall_times.tsv")
+    parser.add_argument("--planned", help="the planned pieces, space-separated (default: campaign.sh's own list)")
+    args = parser.parse_args(argv)
+    planned = args.planned
+    if planned is None:
+        planned = subprocess.run(["bash", str(HERE / "campaign.sh")], env={**os.environ, "LIST": "1"},
+                                 capture_output=True, text=True, check=True).stdout
+    try:
+        with open(args.times, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    except FileNotFoundError:
+        sys.exit(f"what_ran.py: no {args.times}: the campaign writes it when its first piece finishes; "
+                 "give --times for another campaign's file.")
+    print(table(rows, planned_pieces(planned)))
+
+
+if __name__ == "__main__":
+    main()
