@@ -15,7 +15,7 @@ from sklearn.neighbors import NearestNeighbors
 import diam.strategies as strategies
 from conftest import run_script
 from diam import cli
-from diam.diversity_qp import knn_cooccurrence, nearest_psd, solve_selection_qp
+from diam.diversity_qp import _negative_eigenvalue_count, knn_cooccurrence, nearest_psd, solve_selection_qp
 from diam.settings import settings_from_args
 from diam.experiment import Run, selection_options
 from diam.presets import DIAM_QP_WARM_START_STEPS
@@ -177,6 +177,29 @@ def test_nearest_psd_is_the_dense_projection_and_copies_definite_components():
     definite_positions = np.flatnonzero(np.isin(order, np.arange(100, 104)))
     definite_block = np.ix_(definite_positions, definite_positions)
     assert np.array_equal(projected.matrix[definite_block], matrix[definite_block])
+
+
+@pytest.mark.parametrize("case", ["random", "zero diagonal", "negative definite", "semi-definite", "mixed"])
+def test_the_ldl_inertia_counts_the_negative_eigenvalues(case):
+    # The count sizes the eigenvector array: one too few would leave a negative eigenvalue in
+    # the projection. A zero diagonal forces sytrf's 2 x 2 pivots, whose signs are read together.
+    rng = np.random.default_rng(3)
+    n = 300
+    if case == "random":
+        matrix = rng.standard_normal((n, n))
+    elif case == "zero diagonal":  # [[0, C], [C^T, 0]]: eigenvalues +-(singular values of C)
+        corner = rng.standard_normal((n // 2, n // 2))
+        matrix = np.block([[np.zeros((n // 2, n // 2)), corner], [corner.T, np.zeros((n // 2, n // 2))]])
+    elif case == "negative definite":
+        half = rng.standard_normal((n, n))
+        matrix = -(half @ half.T) - np.eye(n)
+    elif case == "semi-definite":  # exact zeros among the eigenvalues: not negative
+        matrix = np.diag(rng.integers(0, 2, n).astype(float))
+    else:
+        matrix = np.kron(np.eye(n // 2), [[0.0, 1.0], [1.0, 0.0]]) + np.diag(rng.choice([-3.0, 0.0, 3.0], n))
+    matrix = (matrix + matrix.T) / 2
+    expected = int((np.linalg.eigvalsh(matrix) < 0).sum())
+    assert _negative_eigenvalue_count(np.asfortranarray(matrix)) == expected
 
 
 def test_nearest_psd_of_one_component_is_the_dense_projection():
