@@ -40,6 +40,11 @@ def parse_args():
         "--model_nums", type=int, nargs="+",
         help="table columns, numbers of target models (default: the paper's 2 4 6 8 12 and any other T in the tree)",
     )
+    parser.add_argument(
+        "--interim", action="store_true",
+        help="withhold the verdict words (each says 'interim'): an analysis plan fixed its seeds and they have "
+             "not all run; the differences, CIs and p-values are still printed",
+    )
     return parser.parse_args()
 
 
@@ -138,20 +143,26 @@ def print_plain(tree, table, iterations, seeds) -> None:
     print()
 
 
-def verdict_row(verdict, expected_iterations) -> list[str]:
+def verdict_word(verdict, interim: bool) -> str:
+    """The verdict word the analysis plan allows, or 'interim' when the plan's seeds have not all run
+    (a pair too short of seeds to test says so either way)."""
+    word = "interim" if interim and verdict.p_value is not None else verdict.word
+    return word if verdict.in_family else f"{word} (exploratory)"
+
+
+def verdict_row(verdict, expected_iterations, interim: bool) -> list[str]:
     difference, later = verdict.aulc_difference, verdict.later_difference
     aulc = signed(difference.mean)
     if list(verdict.iterations) != list(expected_iterations):
         aulc += f" (al_iter {results.as_ranges(verdict.iterations)} only)"
     rounds = (f"{verdict.wins}/{verdict.ties}/{verdict.losses}" if verdict.tested else "-") + \
         (f" ({verdict.untested} untested)" if verdict.tested and verdict.untested else "")
-    word = verdict.word if verdict.in_family else f"{verdict.word} (exploratory)"
     return [results.method_display_name(verdict.method), aulc, ci_text(difference),
             "-" if later is None else signed(later.mean), str(difference.n), p_text(verdict.p_value),
-            p_text(verdict.p_holm), word, rounds]
+            p_text(verdict.p_holm), verdict_word(verdict, interim), rounds]
 
 
-def print_verdicts(tree, dataset, model_nums, methods) -> None:
+def print_verdicts(tree, dataset, model_nums, methods, interim: bool) -> None:
     expected = tree.expected_iterations(dataset)
     rounds = expected[1:]
     reference = analysis.REFERENCE_METHOD
@@ -164,6 +175,7 @@ def print_verdicts(tree, dataset, model_nums, methods) -> None:
         f" verdict: leads/trails where Holm p < {ALPHA}, 'within {statistics.SMALLEST_EFFECT:g}' where the whole"
         f" CI lies inside ±{statistics.SMALLEST_EFFECT:g}, else not resolved; rounds w/t/l: uncorrected paired"
         " t-tests per round (descriptive)"
+        + ("; interim: verdict words withheld until the analysis plan's seeds have all run" if interim else "")
     )
     for model_num in model_nums:
         found = analysis.verdicts(tree, model_num, dataset, methods)
@@ -175,7 +187,7 @@ def print_verdicts(tree, dataset, model_nums, methods) -> None:
               f" mean top-1; family of {sum(v.in_family for v in found)} comparisons")
         rows = [[f"{reference} vs", "AULC diff", "95% CI", f"al_iter {results.as_ranges(rounds)}", "seeds", "p",
                  "Holm p", "verdict", "rounds w/t/l"]]
-        rows += [verdict_row(verdict, expected) for verdict in found]
+        rows += [verdict_row(verdict, expected, interim) for verdict in found]
         widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
         for row in rows:
             print("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
@@ -223,7 +235,7 @@ def print_latex(tree, table, seeds) -> None:
         print("% \\ddagger: computed over only some of the seeds; not compared for best")
 
 
-def print_latex_verdicts(tree, dataset, model_nums, methods) -> None:
+def print_latex_verdicts(tree, dataset, model_nums, methods, interim: bool) -> None:
     print(
         f"% {results.dataset_display_name(dataset)}: {analysis.REFERENCE_METHOD} vs method: T & method &"
         f" AULC difference [95\\% CI] & p & Holm p & verdict & rounds won/tied/lost (uncorrected, p < {ALPHA})"
@@ -236,9 +248,9 @@ def print_latex_verdicts(tree, dataset, model_nums, methods) -> None:
             else:
                 aulc = f"${signed(difference.mean)}$ (1 seed: no CI)"
             rounds = f"{verdict.wins}/{verdict.ties}/{verdict.losses}" if verdict.tested else "no test"
-            word = verdict.word if verdict.in_family else f"{verdict.word} (exploratory)"
             print(f"{model_num} & {results.method_display_name(verdict.method)} & {aulc} &"
-                  f" {p_text(verdict.p_value)} & {p_text(verdict.p_holm)} & {word} & {rounds} \\\\")
+                  f" {p_text(verdict.p_value)} & {p_text(verdict.p_holm)} & {verdict_word(verdict, interim)} &"
+                  f" {rounds} \\\\")
 
 
 def main() -> None:
@@ -286,11 +298,11 @@ def print_tree(tree, args) -> None:
         if args.latex:
             print_latex(tree, table, seeds)
             if len(seeds) > 1:
-                print_latex_verdicts(tree, dataset, model_nums, methods)
+                print_latex_verdicts(tree, dataset, model_nums, methods, args.interim)
         else:
             print_plain(tree, table, tree.expected_iterations(dataset), seeds)
             if len(seeds) > 1:
-                print_verdicts(tree, dataset, model_nums, methods)
+                print_verdicts(tree, dataset, model_nums, methods, args.interim)
                 print_penalty_matrices(tree, dataset, model_nums, methods)
 
 

@@ -14,9 +14,15 @@ RESULTS=${RESULTS_DIR:-reproduction/extracted_results}
 OUT=$(dirname "$RESULTS")
 MODEL_NUM=${MODEL_NUM:-4}
 
+# Until every piece of the campaign's plan has finished, the verdict words are withheld (the
+# analysis plan draws them once, at its seeds); a results tree without a campaign beside it is not.
+interim=()
+if [ -f "$OUT/wall_times.tsv" ] && ! "$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" --complete; then
+    interim=(--interim)
+fi
 # Written whole or not at all: a failing table.py leaves the previous files in place.
 for kind in txt tex; do
-    flags=(); [ "$kind" = txt ] || flags=(--latex)
+    flags=("${interim[@]}"); [ "$kind" = txt ] || flags+=(--latex)
     "$PYTHON" table.py --results "$RESULTS" --model_nums "$MODEL_NUM" "${flags[@]}" > "$OUT/.table.$kind.tmp"
     mv "$OUT/.table.$kind.tmp" "$OUT/table.$kind"
 done

@@ -4,6 +4,7 @@ their pieces and the machines they ran on, as Markdown.
 
     python reproduction/what_ran.py                      # the plan from `LIST=1 bash reproduction/campaign.sh`
     python reproduction/what_ran.py --times T --planned "digits:corrected:0:random,DIAM digits:corrected:0:lewis"
+    python reproduction/what_ran.py --complete           # exit 0 when every planned piece has finished
 
 Pieces are grouped by the methods they run: the plan's seven (six in the original mode) and each
 exploratory set (such as lewis) get rows of their own.
@@ -40,6 +41,12 @@ def short_machine(machine: str) -> str:
     return re.sub(r"\((R|TM)\)", "", machine.rsplit(",", 1)[0]).replace("  ", " ").strip()
 
 
+def pieces_to_go(times_rows: list[dict], planned: list[tuple[str, str, int, str]]) -> list[tuple]:
+    """The planned pieces no line of the tsv finished."""
+    finished = {(row["dataset"], row["mode"], int(row["seed"]), methods_of(row["command"])) for row in times_rows}
+    return [piece for piece in planned if piece not in finished]
+
+
 def table(times_rows: list[dict], planned: list[tuple[str, str, int, str]]) -> str:
     cells = defaultdict(lambda: {"planned": set(), "done": set(), "wall": 0, "machines": []})
     for dataset, mode, seed, methods in planned:
@@ -68,6 +75,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--times", default=str(HERE / "wall_times.tsv"), help="the campaign's wall_times.tsv")
     parser.add_argument("--planned", help="the planned pieces, space-separated (default: campaign.sh's own list)")
+    parser.add_argument("--complete", action="store_true",
+                        help="print nothing; exit 0 when every planned piece has finished, else 1")
     args = parser.parse_args(argv)
     planned = args.planned
     if planned is None:
@@ -79,7 +88,10 @@ def main(argv=None):
     except FileNotFoundError:
         sys.exit(f"what_ran.py: no {args.times}: the campaign writes it when its first piece finishes; "
                  "give --times for another campaign's file.")
-    print(table(rows, planned_pieces(planned)))
+    pieces = planned_pieces(planned)
+    if args.complete:
+        sys.exit(0 if not pieces_to_go(rows, pieces) else 1)
+    print(table(rows, pieces))
 
 
 if __name__ == "__main__":

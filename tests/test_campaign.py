@@ -83,6 +83,12 @@ def test_each_finished_piece_lands_in_its_mode_tree_with_its_wall_time_and_is_no
         ["digits", "corrected", "margin", "1 (not in the plan) (0)", f"{int(rows[3][3]):,} s"],
         ["digits", "original", "random", "1 of 1 (1)", f"{int(rows[2][3]):,} s"]]
     assert all(cells[5] and cells[5] != "-" for cells in what_ran[2:])  # the machine each ran on
+    # Verdict words wait for the whole plan (report.sh passes table.py --interim until then).
+    for plan, complete in (("digits:corrected:0:random,DIAM digits:original:1:random", 0),
+                           ("digits:corrected:0:random,DIAM digits:corrected:1:random,DIAM", 1)):
+        check = subprocess.run([sys.executable, str(PROJECT / "reproduction" / "what_ran.py"), "--complete",
+                                "--times", str(tmp_path / "repro" / "wall_times.tsv"), "--planned", plan])
+        assert check.returncode == complete, plan
     table = (tmp_path / "repro" / "table.txt").read_text()
     assert table.index("=== corrected") < table.index("=== original") and table.count("digits:") == 2
     latex = (tmp_path / "repro" / "table.tex").read_text()

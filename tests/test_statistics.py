@@ -287,6 +287,19 @@ def test_table_prints_mean_and_ci_and_verdicts_plain_and_latex(seed_tree):
     assert f"(iteration 0) & ${latex_regime}$ \\\\" in latex.stdout
 
 
+def test_interim_tables_withhold_the_verdict_words_and_keep_the_numbers(seed_tree):
+    # The analysis plan draws verdicts once, at its seeds: before then report.sh asks for --interim.
+    plain = run_script("table.py", "--results", str(seed_tree), "--model_nums", "2", "--interim")
+    assert plain.returncode == 0, plain.stderr
+    rows = {line.split()[0]: line.split() for line in plain.stdout.splitlines()
+            if line.startswith(("Random ", "CAL ")) and "[" in line}
+    assert rows["Random"][1:] == ["+1.62", "[+1.40,", "+1.85]", "+2.17", "4", "<0.001", "<0.001", "interim", "2/1/0"]
+    assert rows["CAL"][-2:] == ["interim", "3/0/0"]
+    assert "verdict words withheld" in plain.stdout and "leads" not in plain.stdout.split("verdict words withheld")[1]
+    latex = run_script("table.py", "--results", str(seed_tree), "--model_nums", "2", "--latex", "--interim")
+    assert "2 & Random & $+1.62\\ [+1.40, +1.85]$ & <0.001 & <0.001 & interim & 2/1/0 \\\\" in latex.stdout
+
+
 def test_one_seed_in_common_is_said_not_printed_as_nan(tmp_path):
     root = write_seed_tree(tmp_path / "runs", seeds=(0, 1), methods=("DIAM",))
     write_seed_tree(root, seeds=(0,), methods=("random",))
