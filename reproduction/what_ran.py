@@ -19,13 +19,19 @@ from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+NEEDED_COLUMNS = ("dataset", "mode", "seed", "wall_s", "machine", "command")
 
 
 def planned_pieces(text: str) -> list[tuple[str, str, int, str]]:
     """(dataset, mode, seed, methods space-separated) of each DATASET:MODE:SEED:METHOD,... piece."""
     pieces = []
     for piece in text.split():
-        dataset, mode, seed, methods = piece.split(":")
+        parts = piece.split(":")
+        if len(parts) != 4 or not parts[2].isdigit() or not parts[3]:
+            sys.exit(f"what_ran.py: a planned piece is DATASET:MODE:SEED:METHOD,... (e.g. "
+                     f"digits:corrected:0:random,DIAM, as `LIST=1 bash reproduction/campaign.sh` prints them), "
+                     f"got '{piece}'.")
+        dataset, mode, seed, methods = parts
         pieces.append((dataset, mode, int(seed), methods.replace(",", " ")))
     return pieces
 
@@ -84,10 +90,19 @@ def main(argv=None):
                                  capture_output=True, text=True, check=True).stdout
     try:
         with open(args.times, newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
+            reader = csv.DictReader(f, delimiter="\t")
+            rows = list(reader)
     except FileNotFoundError:
         sys.exit(f"what_ran.py: no {args.times}: the campaign writes it when its first piece finishes; "
                  "give --times for another campaign's file.")
+    missing = [name for name in NEEDED_COLUMNS if name not in (reader.fieldnames or [])]
+    broken = [] if missing else [number for number, row in enumerate(rows, start=2)
+                                 if None in row.values() or not row["seed"].isdigit()]
+    if missing or broken:
+        sys.exit(f"what_ran.py: {args.times} is not a campaign's wall_times.tsv: "
+                 + (f"it lacks the column(s) {', '.join(missing)}" if missing else
+                    f"line(s) {', '.join(map(str, broken[:5]))} have too few fields or no seed")
+                 + ". campaign.sh writes it (tab-separated, one line a finished piece); restore it from git.")
     pieces = planned_pieces(planned)
     if args.complete:
         sys.exit(0 if not pieces_to_go(rows, pieces) else 1)

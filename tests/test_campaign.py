@@ -89,6 +89,15 @@ def test_each_finished_piece_lands_in_its_mode_tree_with_its_wall_time_and_is_no
         check = subprocess.run([sys.executable, str(PROJECT / "reproduction" / "what_ran.py"), "--complete",
                                 "--times", str(tmp_path / "repro" / "wall_times.tsv"), "--planned", plan])
         assert check.returncode == complete, plan
+    refused = subprocess.run([sys.executable, str(PROJECT / "reproduction" / "what_ran.py"), "--planned", "digits:corrected"],
+                             capture_output=True, text=True)
+    assert refused.returncode == 1 and "a planned piece is DATASET:MODE:SEED:METHOD" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    (tmp_path / "cut.tsv").write_text("\n".join(line.rsplit("\t", 1)[0] for line in
+                                               (tmp_path / "repro" / "wall_times.tsv").read_text().splitlines()))
+    refused = subprocess.run([sys.executable, str(PROJECT / "reproduction" / "what_ran.py"), "--times",
+                              str(tmp_path / "cut.tsv")], capture_output=True, text=True)
+    assert refused.returncode == 1 and "lacks the column(s) command" in refused.stderr, refused.stderr
     table = (tmp_path / "repro" / "table.txt").read_text()
     assert table.index("=== corrected") < table.index("=== original") and table.count("digits:") == 2
     latex = (tmp_path / "repro" / "table.tex").read_text()
