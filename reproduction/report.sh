@@ -14,11 +14,14 @@ RESULTS=${RESULTS_DIR:-reproduction/extracted_results}
 OUT=$(dirname "$RESULTS")
 MODEL_NUM=${MODEL_NUM:-4}
 
-# Until every piece of the campaign's plan has finished, the verdict words are withheld (the
-# analysis plan draws them once, at its seeds); a results tree without a campaign beside it is not.
+# Where a campaign's wall_times.tsv sits beside the results: what ran against its plan
+# (what_ran.py), and, until every planned piece has finished, the verdict words withheld (the
+# analysis plan draws them once, at its seeds). A results tree without a campaign is not held back.
 interim=()
-if [ -f "$OUT/wall_times.tsv" ] && ! "$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" --complete; then
-    interim=(--interim)
+if [ -f "$OUT/wall_times.tsv" ]; then
+    "$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" > "$OUT/.what_ran.md.tmp"
+    mv "$OUT/.what_ran.md.tmp" "$OUT/what_ran.md"
+    "$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" --complete || interim=(--interim)
 fi
 # Written whole or not at all: a failing table.py leaves the previous files in place.
 for kind in txt tex; do
@@ -26,11 +29,6 @@ for kind in txt tex; do
     "$PYTHON" table.py --results "$RESULTS" --model_nums "$MODEL_NUM" "${flags[@]}" > "$OUT/.table.$kind.tmp"
     mv "$OUT/.table.$kind.tmp" "$OUT/table.$kind"
 done
-# What ran against the plan, when the campaign has a wall_times.tsv beside the results (what_ran.py).
-if [ -f "$OUT/wall_times.tsv" ]; then
-    "$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" > "$OUT/.what_ran.md.tmp"
-    mv "$OUT/.what_ran.md.tmp" "$OUT/what_ran.md"
-fi
 # One figure per dataset; its rows are the mode trees that hold it (plot.py reads the folder of trees).
 "$PYTHON" plot.py --results "$RESULTS" --model_num "$MODEL_NUM" --each_dataset --out "$OUT/lc"
 echo "report.sh: wrote $OUT/table.txt, table.tex, what_ran.md and lc_*.png/.pdf"
