@@ -148,10 +148,15 @@ class Verdict:
         return statistics.verdict_word(self.aulc_difference, self.p_holm if self.in_family else self.p_value)
 
 
-def _paired_aulcs(reference_runs, other_runs, seeds, iterations) -> list[float]:
-    reference = seed_aulcs({s: reference_runs[s] for s in seeds}, iterations)
-    other = seed_aulcs({s: other_runs[s] for s in seeds}, iterations)
-    return [reference[s] - other[s] for s in seeds]
+def paired_aulc_differences(first_runs, second_runs, iterations=None) -> dict[int, float]:
+    """Per seed both have: first's AULC minus second's, over `iterations` (default: the al_iter
+    values every one of those runs reached). Empty when they share no seed."""
+    seeds = sorted(set(first_runs) & set(second_runs))
+    if iterations is None:
+        iterations = common_iterations([first_runs[s] for s in seeds] + [second_runs[s] for s in seeds])
+    first = seed_aulcs({s: first_runs[s] for s in seeds}, iterations)
+    second = seed_aulcs({s: second_runs[s] for s in seeds}, iterations)
+    return {s: first[s] - second[s] for s in seeds}
 
 
 def verdicts(tree: ResultsTree, model_num: int, dataset: str, methods=None) -> list[Verdict]:
@@ -178,9 +183,9 @@ def verdicts(tree: ResultsTree, model_num: int, dataset: str, methods=None) -> l
         iterations = common_iterations(
             [reference_runs[s] for s in paired_seeds] + [other_runs[s] for s in paired_seeds]
         )
-        differences = _paired_aulcs(reference_runs, other_runs, paired_seeds, iterations)
+        differences = list(paired_aulc_differences(reference_runs, other_runs, iterations).values())
         later = [i for i in iterations if i >= 1]
-        later_differences = _paired_aulcs(reference_runs, other_runs, paired_seeds, later) if later else None
+        later_differences = list(paired_aulc_differences(reference_runs, other_runs, later).values()) if later else None
         test = statistics.paired_test(differences, np.zeros(len(differences)))
         wins, losses = int(matrix.wins[reference, other]), int(matrix.wins[other, reference])
         tested = int(matrix.tested[reference, other])

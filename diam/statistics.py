@@ -150,6 +150,26 @@ def holm_adjusted(p_values) -> list[float | None]:
     return adjusted
 
 
+def expected_half_width(sd: float, seeds: int, confidence: float = CONFIDENCE) -> float:
+    """The 95% CI half-width of a mean of `seeds` paired differences whose sd is `sd`: what a
+    planned seed count buys if the spread seen so far holds."""
+    return float(stats.t.ppf((1 + confidence) / 2, df=seeds - 1) * sd / np.sqrt(seeds))
+
+
+def seeds_for_power(sd: float, effect: float, power: float = 0.8, alpha: float = ALPHA,
+                    most: int = 1000) -> int | None:
+    """The fewest seeds at which a two-sided paired t-test at `alpha` finds a true mean difference
+    of `effect` with probability `power`, when the differences have sd `sd` (the t statistic is
+    then noncentral t with n - 1 degrees of freedom and noncentrality effect / sd * sqrt(n)).
+    None when even `most` seeds would not do."""
+    for seeds in range(MIN_SEEDS_TO_TEST, most + 1):
+        df, shift = seeds - 1, effect / sd * np.sqrt(seeds)
+        critical = stats.t.ppf(1 - alpha / 2, df)
+        if stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift) >= power:
+            return seeds
+    return None
+
+
 def verdict_word(difference: Estimate, p_value: float | None, alpha: float = ALPHA,
                  margin: float = SMALLEST_EFFECT) -> str:
     """What the analysis plan lets one say of a paired difference (first minus second), from its

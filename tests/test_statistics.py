@@ -474,3 +474,26 @@ def test_paired_difference_figure_draws_each_pair_with_its_paired_ci(seed_tree):
     np.testing.assert_allclose(np.round(lines["DIAM - Random"].get_xdata() / 50), [1, 2, 3])
     assert {line.get_label() for line in against_random.lines if not line.get_label().startswith("_")} == \
         {f"{results.method_display_name(m)} - Random" for m in METHODS if m != "random"}
+
+
+def test_paired_aulc_differences_are_per_seed_over_the_iterations_both_reached(seed_tree):
+    tree = results.load_results(seed_tree)
+    diam, random = (tree.runs[(MODEL_NUM, DATASET, m)] for m in ("DIAM", "random"))
+    differences = analysis.paired_aulc_differences(diam, random)
+    assert differences == pytest.approx({s: np.mean([diam_gain(s, i) for i in ITERATIONS]) for s in SEEDS})
+    assert analysis.paired_aulc_differences(diam, random, [2]) == pytest.approx({s: diam_gain(s, 2) for s in SEEDS})
+    # A seed one of them lacks is left out, not counted as zero.
+    assert set(analysis.paired_aulc_differences(diam, {s: random[s] for s in (1, 3)})) == {1, 3}
+
+
+def test_what_a_spread_buys_matches_the_power_tables():
+    # One-sample (paired) two-sided t-test at 0.05, Cohen's d = effect / sd: the textbook sample sizes
+    # are 10 (d = 1, 80% power), 34 (d = 0.5, 80%) and 13 (d = 1, 90%).
+    assert statistics.seeds_for_power(sd=2.0, effect=2.0) == 10
+    assert statistics.seeds_for_power(sd=1.0, effect=0.5) == 34
+    assert statistics.seeds_for_power(sd=0.8, effect=0.8, power=0.9) == 13
+    assert statistics.seeds_for_power(sd=100.0, effect=0.01, most=50) is None
+    # The CI half-width a planned count gives is the one mean_with_ci measures at that spread.
+    values = np.array([1.0, -1.0] * 5)  # sd = sqrt(10/9)
+    assert statistics.expected_half_width(float(np.std(values, ddof=1)), 10) == pytest.approx(
+        statistics.mean_with_ci(values).half_width)
