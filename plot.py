@@ -266,7 +266,10 @@ def save_figure(fig, out_prefix: Path) -> list[Path]:
     written = []
     for suffix in (".png", ".pdf"):
         path = out_prefix.with_name(out_prefix.name + suffix)
-        atomic_write(path, lambda f, fmt=suffix[1:]: fig.savefig(f, format=fmt, dpi=150))
+        # No creation date in a PDF: the same results then give the same bytes, and a redrawn
+        # figure shows in git only when what it draws changed.
+        metadata = {"CreationDate": None} if suffix == ".pdf" else None
+        atomic_write(path, lambda f, fmt=suffix[1:], m=metadata: fig.savefig(f, format=fmt, dpi=150, metadata=m))
         written.append(path)
     plt.close(fig)
     return written

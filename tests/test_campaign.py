@@ -5,7 +5,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 from conftest import PROJECT
+from diam import analysis, statistics
+from diam import results as results_module
+from test_statistics import diam_gain, write_seed_tree
 
 TOY = "--epochs 1 --initial_labeled 20 --query_batch 10 --al_iters 2 --test_size 60 --num_cpus 2"
 
@@ -71,11 +76,27 @@ def test_each_finished_piece_lands_in_its_mode_tree_with_its_wall_time_and_is_no
     assert rows[-1][:3] == ["digits", "corrected", "0"] and "--methods margin --seeds" in rows[-1][-1]
     assert "already done" in more.stdout  # iteration 0's nets were not trained again
 
-    # report.sh redraws the tables and curves from the results alone, each mode under its name.
+    # report.sh redraws the tables and curves from the results alone, each mode under its name, and
+    # puts the tables into the report that shows them.
+    shown = tmp_path / "report.md"
+    shown.write_text("# Report\n<!-- reproduction/what_ran.md, as report.sh wrote it -->\nstale\n"
+                     "<!-- end of reproduction/what_ran.md -->\ntext\n<!-- reproduction/table.txt, as report.sh "
+                     "wrote it -->\n<!-- end of reproduction/table.txt -->\nend\n")
     report = subprocess.run(["bash", str(PROJECT / "reproduction" / "report.sh")], capture_output=True, text=True,
                             env={**campaign_env(tmp_path, "digits:corrected:0 digits:original:1 digits:corrected:1"),
-                                 "RESULTS_DIR": str(results)}, timeout=300)
+                                 "RESULTS_DIR": str(results), "REPORT": str(shown)}, timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
+    assert shown.read_text() == (
+        "# Report\n<!-- reproduction/what_ran.md, as report.sh wrote it -->\n"
+        + (tmp_path / "repro" / "what_ran.md").read_text().rstrip("\n") + "\n\n<!-- end of reproduction/what_ran.md -->\n"
+        "text\n<!-- reproduction/table.txt, as report.sh wrote it -->\n```text\n"
+        + (tmp_path / "repro" / "table.txt").read_text().rstrip("\n") + "\n```\n<!-- end of reproduction/table.txt -->\nend\n")
+    # The reading's numbers, from the same results: seed 0's DIAM minus random in the corrected mode.
+    corrected = results_module.load_results(results / "corrected")
+    lead = analysis.paired_aulc_differences(corrected.runs[(2, "digits", "DIAM")], corrected.runs[(2, "digits", "random")])
+    reading = (tmp_path / "repro" / "reading.txt").read_text()
+    assert "=== corrected, digits, T = 2: seeds 0 (1 of 2 planned) ===" in reading
+    assert f"  random: {lead[0]:+.2f} (1 seed); positive in {int(lead[0] > 0)} of 1; 0: {lead[0]:+.2f}" in reading
     # What ran, against the plan the campaign was given: each set of methods on a row of its own.
     what_ran = [line.strip("| ").split(" | ") for line in (tmp_path / "repro" / "what_ran.md").read_text().splitlines()]
     assert [cells[:5] for cells in what_ran[2:]] == [
@@ -113,3 +134,49 @@ def test_a_malformed_piece_is_refused_before_anything_runs(tmp_path):
         refused = campaign(tmp_path, piece)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def reading(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PROJECT / "reproduction" / "reading.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_reading_gives_each_seeds_difference_and_what_the_spread_implies(tmp_path):
+    write_seed_tree(tmp_path / "corrected")  # 4 seeds; DIAM ahead of random by diam_gain from round 2
+    found = reading("--results", str(tmp_path), "--model_num", "2", "--paper", "none",
+                    "--planned", " ".join(f"digits:corrected:{s}:random,DIAM" for s in range(6)))
+    assert found.returncode == 0, found.stderr
+    lines = found.stdout.splitlines()
+    assert "=== corrected, digits, T = 2: seeds 0-3 (4 of 6 planned) ===" in lines
+    leads = {s: sum(diam_gain(s, i) for i in range(4)) / 4 for s in range(4)}
+    sd = statistics.mean_with_ci(list(leads.values()))
+    line = next(line for line in lines if line.startswith("  random: "))
+    assert line.endswith("; " + ", ".join(f"{s}: {v:+.2f}" for s, v in leads.items()))
+    assert line.startswith(f"  random: {sd.mean:+.2f} [{sd.low:+.2f}, {sd.high:+.2f}] (4 seeds); positive in 4 of 4")
+    spread = float(np.std(list(leads.values()), ddof=1))
+    assert (f"a 95% CI half-width of {statistics.expected_half_width(spread, 6):.2f} at the planned 6 seeds; "
+            f"80% power for a 1-point lead at {statistics.seeds_for_power(spread, 1.0)} seeds") in found.stdout
+    # With the paper's numbers: its own AULC over the same four points, DIAM's lead taken unrounded.
+    paper = reading("--results", str(tmp_path), "--model_num", "2", "--planned", "")
+    assert paper.returncode == 0, paper.stderr
+    tree = results_module.load_results(PROJECT / "extracted_results")
+    curve = {m: analysis.learning_curve(tree.runs[(2, "kmnist", m)][0]).mean_top1[:4].mean() for m in ("DIAM", "random")}
+    assert f"DIAM minus random {curve['DIAM'] - curve['random']:+.2f}" in paper.stdout.split("kmnist")[1]
+    refused = reading("--results", str(tmp_path), "--model_num", "2", "--paper", str(tmp_path / "corrected"),
+                      "--planned", "")
+    assert refused.returncode == 2 and "is not the paper's results folder" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_embedding_refuses_an_unclosed_block_and_leaves_the_report_as_it_was(tmp_path):
+    (tmp_path / "table.txt").write_text("numbers\n")
+    report = tmp_path / "report.md"
+    text = "<!-- reproduction/table.txt, as report.sh wrote it -->\nold\n<!-- end of reproduction/table.tx -->\n"
+    report.write_text(text)
+    embed = [sys.executable, str(PROJECT / "reproduction" / "embed.py"), str(report), "--folder", str(tmp_path)]
+    refused = subprocess.run(embed, capture_output=True, text=True)
+    assert refused.returncode == 1 and "close with `<!-- end of reproduction/NAME -->`" in refused.stderr
+    assert report.read_text() == text and sorted(p.name for p in tmp_path.iterdir()) == ["report.md", "table.txt"]
+    report.write_text(text.replace("table.tx ", "table.txt "))
+    assert subprocess.run(embed, capture_output=True).returncode == 0
+    assert "```text\nnumbers\n```\n" in report.read_text() and "old" not in report.read_text()

@@ -87,3 +87,23 @@ def test_every_shown_command_names_a_script_that_exists_with_flags_it_takes(page
             checked += 1
     if page.name in ("README.md", "cluster.md", "repeats.md", "scripts.md"):
         assert checked, f"no command of {page.name} was checked: the extraction is broken"
+
+
+def test_the_reproduction_report_shows_the_files_report_sh_wrote_and_quotes_only_their_numbers():
+    """REPRODUCTION.md's tables are report.sh's files as committed (embed.py puts them in), and each
+    decimal number of its reading is one that reading.txt, table.txt or what_ran.md prints, so a
+    number copied by hand or left from an earlier set of seeds fails here."""
+    sys.path.insert(0, str(PROJECT / "reproduction"))
+    from embed import embedded
+    report = (PROJECT / "REPRODUCTION.md").read_text()
+    rewritten, names = embedded(report, PROJECT / "reproduction")
+    assert names == ["what_ran.md", "table.txt"] and rewritten == report, "run `bash reproduction/report.sh`"
+    printed = "".join((PROJECT / "reproduction" / name).read_text() for name in ("reading.txt", *names))
+    number = re.compile(r"(?<![\w.])[+-]?\d+\.\d+")
+    known = set(number.findall(printed))
+    known |= {n.lstrip("+-") for n in known}
+    start = report.index("<!-- numbers from reproduction/reading.txt and table.txt")
+    reading = report[start:report.index("<!-- end of the numbers from reading.txt and table.txt -->")]
+    quoted = number.findall(reading)
+    assert len(quoted) > 50, "the markers around the reading moved"
+    assert [n for n in quoted if n not in known] == []
