@@ -3,10 +3,11 @@
     python reproduction/reading.py                       # reproduction/extracted_results, T = 4
     python reproduction/reading.py --results DIR --model_num T --planned "..."
 
-Per mode and dataset: the methods by mean AULC, iteration 0 seed by seed, random's curve,
-DIAM minus each method seed by seed (with how many seeds are positive and the sd of the
-differences), each method minus random, and what the spread of DIAM minus random implies
-for the planned seeds (CI half-width, seeds for 80% power). Then, for a dataset run in both
+Per mode and dataset: the analysis plan's one-sentence answer (DIAM against random and CAL,
+from the Holm-adjusted verdict words; withheld with --interim), the methods by mean AULC,
+iteration 0 seed by seed, random's curve, DIAM minus each method seed by seed (with how many
+seeds are positive and the sd of the differences), each method minus random, and what the
+spread of DIAM minus random implies for the planned seeds (CI half-width, seeds for 80% power). Then, for a dataset run in both
 modes, DIAM's lead over random in the corrected mode minus the original's, seed by seed; and
 the paper's own numbers over the same evaluation points. report.sh writes it to
 reproduction/reading.txt, so that every number of the prose can be found in a file the
@@ -46,7 +47,8 @@ def estimate(values) -> str:
     return signed(e.mean) + (f" [{signed(e.low)}, {signed(e.high)}]" if e.has_ci else "") + f" ({e.n} seed{'s' * (e.n > 1)})"
 
 
-def cell_lines(tree, mode: str, dataset: str, model_num: int, planned_seeds: int | None) -> list[str]:
+def cell_lines(tree, mode: str, dataset: str, model_num: int, planned_seeds: int | None,
+               interim: bool) -> list[str]:
     methods = results.in_display_order(tree.methods(model_num, dataset))
     runs = {m: tree.runs[(model_num, dataset, m)] for m in methods}
     iterations = tree.expected_iterations(dataset)
@@ -66,6 +68,8 @@ def cell_lines(tree, mode: str, dataset: str, model_num: int, planned_seeds: int
         lines.append(f"{BASELINE}, mean over its seeds per al_iter: "
                      + ", ".join(f"{i}: {value:.2f}" for i, value in zip(iterations, curve)))
     if REFERENCE in runs:
+        sentence = answer(analysis.verdicts(tree, model_num, dataset), interim)
+        lines += [sentence] if sentence else []
         lines.append(f"{REFERENCE} minus each method, AULC per seed (mean [95% CI]; positive in; sd):")
         for method in methods:
             if method == REFERENCE:
@@ -87,6 +91,30 @@ def cell_lines(tree, mode: str, dataset: str, model_num: int, planned_seeds: int
                 if differences:
                     lines.append(f"  {method}: {estimate(differences.values())}")
     return lines
+
+
+# How a verdict word reads in the plan's sentence, "DIAM <phrase> random and <phrase> CAL".
+PHRASES = {"within": "is within {margin} of", "not resolved": "is not resolved against",
+           "not tested": "is not tested against"}
+# The methods the plan's one sentence per cell answers for (REPRODUCTION.md's analysis plan).
+ANSWERED_AGAINST = (BASELINE, "CAL")
+
+
+def answer(verdicts, interim: bool) -> str:
+    """The analysis plan's one sentence for a cell: does DIAM lead, trail, or sit within the
+    smallest effect of interest of random and of CAL (Holm-adjusted verdict words)."""
+    if interim:
+        return "the plan's answer: withheld until the cell has all its planned seeds (interim)"
+    phrases = []
+    for method in ANSWERED_AGAINST:
+        verdict = next((v for v in verdicts if v.method == method), None)
+        if verdict is None:
+            continue
+        word = verdict.word
+        phrase = (PHRASES["within"].format(margin=word.split()[-1]) if word.startswith("within")
+                  else PHRASES.get(word, word))
+        phrases.append(f"{phrase} {method}")
+    return f"the plan's answer: {REFERENCE} " + " and ".join(phrases) if phrases else ""
 
 
 def what_the_spread_implies(sd: float, planned_seeds: int | None) -> str:
@@ -147,6 +175,8 @@ def main(argv=None) -> None:
                         help="the paper's numbers (default: extracted_results/); 'none' to leave them out")
     parser.add_argument("--planned", help="the planned pieces, as what_ran.py takes them "
                                           "(default: `LIST=1 bash reproduction/campaign.sh`)")
+    parser.add_argument("--interim", action="store_true",
+                        help="withhold the plan's answer, as table.py --interim withholds its verdict words")
     args = parser.parse_args(argv)
     planned = args.planned if args.planned is not None else subprocess.run(
         ["bash", str(HERE / "campaign.sh")], env={**os.environ, "LIST": "1"},
@@ -161,7 +191,8 @@ def main(argv=None) -> None:
     for mode, tree in parts.items():
         for dataset in results.in_dataset_order(tree.datasets(args.model_num)):
             seeds = planned_seeds.get((dataset, mode))
-            lines += cell_lines(tree, mode, dataset, args.model_num, len(seeds) if seeds else None) + [""]
+            lines += cell_lines(tree, mode, dataset, args.model_num, len(seeds) if seeds else None,
+                                args.interim) + [""]
             points = points or len(tree.expected_iterations(dataset))
     if {"corrected", "original"} <= set(parts):
         for dataset in sorted(set(parts["corrected"].datasets(args.model_num)) & set(parts["original"].datasets(args.model_num))):

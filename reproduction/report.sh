@@ -33,7 +33,7 @@ for kind in txt tex; do
     "$PYTHON" table.py --results "$RESULTS" --model_nums "$MODEL_NUM" "${flags[@]}" > "$OUT/.table.$kind.tmp"
     mv "$OUT/.table.$kind.tmp" "$OUT/table.$kind"
 done
-"$PYTHON" reproduction/reading.py --results "$RESULTS" --model_num "$MODEL_NUM" > "$OUT/.reading.txt.tmp"
+"$PYTHON" reproduction/reading.py --results "$RESULTS" --model_num "$MODEL_NUM" "${interim[@]}" > "$OUT/.reading.txt.tmp"
 mv "$OUT/.reading.txt.tmp" "$OUT/reading.txt"
 # One figure per dataset; its rows are the mode trees that hold it (plot.py reads the folder of trees).
 "$PYTHON" plot.py --results "$RESULTS" --model_num "$MODEL_NUM" --each_dataset --out "$OUT/lc"

@@ -148,6 +148,11 @@ def test_the_reading_gives_each_seeds_difference_and_what_the_spread_implies(tmp
     assert found.returncode == 0, found.stderr
     lines = found.stdout.splitlines()
     assert "=== corrected, digits, T = 2: seeds 0-3 (4 of 6 planned) ===" in lines
+    # DIAM is built ahead of random and, by exactly 2 points, of CAL: the plan's words say so, unless held back.
+    assert "the plan's answer: DIAM leads random and leads CAL" in lines
+    held = reading("--results", str(tmp_path), "--model_num", "2", "--paper", "none", "--planned", "", "--interim")
+    assert "the plan's answer: withheld until the cell has all its planned seeds (interim)" in held.stdout.splitlines()
+    assert "leads" not in held.stdout
     leads = {s: sum(diam_gain(s, i) for i in range(4)) / 4 for s in range(4)}
     sd = statistics.mean_with_ci(list(leads.values()))
     line = next(line for line in lines if line.startswith("  random: "))
