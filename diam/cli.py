@@ -10,7 +10,7 @@ from pathlib import Path
 from .paths import refuse_paper_results
 from .presets import (DATASETS, DIAM_QP_Q, LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS, METHODS,
                       add_preset_arguments)
-from .settings import settings_from_args
+from .settings import check_net_index, settings_from_args
 
 
 def parser(description: str, method_required: bool = True) -> argparse.ArgumentParser:
@@ -65,6 +65,8 @@ def train_args(argv=None, description="Train target nets for one active-learning
 
 def train_outputs(args) -> list[Path]:
     settings = settings_from_args(args)
+    for net_id in args.net_id:
+        check_net_index(net_id, args.model_num)
     return [settings.paths.checkpoint(args.model_num, args.method, args.al_iter, n) for n in args.net_id]
 
 

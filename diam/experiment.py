@@ -29,7 +29,7 @@ from .labels import read_rows, read_sheet, write_sheet
 from .paths import (check_run_config, read_indices, refuse_paper_results, step_lock, write_indices, write_json,
                     write_npz, write_text, atomic_write)
 from .presets import MODEL_FEATURE_METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, SUBSET_SEED
-from .settings import StepSettings, resolve_device
+from .settings import StepSettings, check_net_index, resolve_device
 from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, WeightedBatch, strategy_notes
 from .training import (Record, allow_tf32, backbone_features, evaluate, predict, set_batchnorm_statistics,
                        stream_seed, to_device, train_linear_head, train_target_net)
@@ -218,10 +218,7 @@ class Run:
 # ---------------------------------------------------------------- training
 def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
     """Train net `net_id` for this iteration; returns a line saying what happened."""
-    if not run.settings.nets:
-        models.check_net_id(net_id)
-    if not 0 <= net_id < run.model_num:
-        raise UserError(f"--net_id {net_id} is not among the {run.model_num} target models (0..{run.model_num - 1}).")
+    check_net_index(net_id, run.model_num)
     ckpt = run.checkpoint(net_id)
     if ckpt.exists() and not run.redo:
         return f"net {net_id} already trained: {ckpt}"
@@ -318,10 +315,7 @@ def train_steps_at_once(run: Run, net_ids, record_snapshots: bool = False):
     steps and passes graphed (training_graphs, scoring_graphs).
     """
     for net_id in net_ids:  # refused before anything is written
-        models.check_net_id(net_id)
-        if net_id >= run.model_num:
-            raise UserError(f"--net_id {net_id} is not among the {run.model_num} target models "
-                            f"(0..{run.model_num - 1}).")
+        check_net_index(net_id, run.model_num)
     run.data  # noqa: B018  (loaded once, before the threads)
 
     def train_on_own_stream(net_id):

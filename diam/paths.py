@@ -169,9 +169,16 @@ def write_npz(path, **arrays) -> None:
 @contextmanager
 def step_lock(output: Path):
     """Serialise the processes that would produce `output` (two loops sharing a folder)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(output) + ".lock"):
+    lock = FileLock(str(output) + ".lock")
+    try:  # a --work_dir that is a file, or a folder one may not write to, fails here first
+        output.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as err:
+        raise _write_error(output.parent, err) from None
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def refuse_paper_results(results_root: Path) -> None:

@@ -4,6 +4,7 @@
 shrinks images, pool, labeled set and epochs so a whole experiment runs on two
 CPU cores in minutes.
 """
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Optional
 
@@ -206,6 +207,10 @@ OVERRIDES = {
 }
 
 
+# Overrides below 2 leave training no batch of two or more examples to take a step on.
+AT_LEAST_TWO = ("train_batch", "initial_labeled")
+
+
 def add_preset_arguments(parser) -> None:
     """The preset flags shared by every script, so they cannot drift apart."""
     parser.add_argument("--preset", default="paper", help=f"one of {sorted(PRESETS)} (default: paper)")
@@ -240,10 +245,17 @@ def preset_from_args(args) -> Preset:
     changes = dict(ORIGINAL_QUIRKS) if getattr(args, "original_quirks", False) else {}
     changes.update({n: getattr(args, n) for n in names if getattr(args, n, None) is not None and n != "name"})
     for name, value in changes.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if not math.isfinite(value):  # nan passes every comparison below, and nan != nan locks a run folder
+            raise UserError(f"--{name} must be a finite number, got {value}.")
         if name == "seed" and value < 0:
             raise UserError(f"--seed must be 0 or a positive repeat index, got {value}.")
-        elif name != "seed" and isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+        elif name != "seed" and value <= 0:
             raise UserError(f"--{name} must be positive, got {value}.")
+        elif name in AT_LEAST_TWO and value < 2:
+            raise UserError(f"--{name} must be at least 2, got {value}: a training batch of one example cannot "
+                            "be normalised by BatchNorm, so a net would never take a step.")
     if changes.get("dis_frac", preset.dis_frac) > 1:
         raise UserError("--dis_frac must be in (0, 1]: it is the share of epochs that leave snapshots.")
     return replace(preset, **changes)

@@ -101,6 +101,13 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
                         lewis_representation=getattr(args, "lewis_representation", "trained"))
 
 
+def check_net_index(net_id: int, model_num: int) -> None:
+    """--net_id picks one of the T target models; checked before a step looks for its outputs, since
+    iteration 0's checkpoints are shared across T and a T = 12 run leaves net5.pt beside a T = 2 one."""
+    if not 0 <= net_id < model_num:
+        raise UserError(f"--net_id {net_id} is not among the {model_num} target models (0..{model_num - 1}).")
+
+
 def resolve_device(name: Optional[str]):
     """The torch device a name stands for (None: cuda when present); torch is imported only here."""
     import torch

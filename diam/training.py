@@ -17,6 +17,7 @@ from tqdm import tqdm
 from .augment import eval_transform, train_transform
 from .cuda_graphs import ReplayedStep, ScoringGraphs
 from .data import Data
+from .errors import UserError
 from .inference import inference_copy
 from .models import features_and_logits
 from .presets import Preset
@@ -192,6 +193,12 @@ def evaluate(net, images, labels, size, batch, bf16=False, speed: Speed = Speed(
     return 100.0 * correct1.item() / len(images), 100.0 * correct5.item() / len(images)
 
 
+def diverged(loss: float, epoch: int, preset: Preset) -> UserError:
+    return UserError(f"training diverged: the loss was {loss} at epoch {epoch} with learning rate {preset.lr}. "
+                     "Lower it (--lr; the same value for every script of a run, so in a new --work_dir), or "
+                     "train in fp32 if --bf16 was given.")
+
+
 def _batches(order: torch.Tensor, batch: int):
     # A batch of one cannot be BatchNorm-normalised at small input sizes: it is skipped.
     return [order[s:s + batch] for s in range(0, len(order), batch) if len(order[s:s + batch]) > 1]
@@ -261,7 +268,8 @@ def train_linear_head(head: nn.Module, pool_features: torch.Tensor, pool_labels:
     slot[labeled] = torch.arange(len(labeled), device=device)
     steps_per_epoch = len(_batches(labeled, preset.train_batch))
     if steps_per_epoch == 0:
-        raise ValueError("the labeled set needs at least two examples to train on")
+        raise UserError(f"the labeled set holds {len(labeled)} example(s): training needs at least two (batches of "
+                        "one are skipped). Label more examples, or start with --initial_labeled 2 or more.")
     optimizer = torch.optim.SGD(parameter_groups(head, preset.weight_decay), lr=preset.lr,
                                 momentum=preset.momentum, nesterov=True)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=preset.epochs * steps_per_epoch)
@@ -280,7 +288,7 @@ def train_linear_head(head: nn.Module, pool_features: torch.Tensor, pool_labels:
             optimizer.step()
             schedule.step()
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training diverged (loss {loss.item()}) at epoch {epoch}")
+            raise diverged(loss.item(), epoch, preset)
         if (record.snapshots and epoch >= first_snapshot) or (epoch == preset.epochs - 1 and record.probs):
             head.eval()
             with torch.no_grad():
@@ -311,7 +319,8 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
     labeled = labeled.to(device)
     steps_per_epoch = len(_batches(labeled, preset.train_batch))
     if steps_per_epoch == 0:
-        raise ValueError("the labeled set needs at least two examples to train on")
+        raise UserError(f"the labeled set holds {len(labeled)} example(s): training needs at least two (batches of "
+                        "one are skipped). Label more examples, or start with --initial_labeled 2 or more.")
     step = training_step(net, preset, preset.epochs * steps_per_epoch, speed, device)
     graphs = ScoringGraphs() if speed.scoring_graphs and device.type == "cuda" else None
     first_snapshot = preset.epochs - preset.snapshot_epochs
@@ -328,7 +337,7 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
             x = train_transform(data.pool_images[idx], size, generator, preset.crop_scale_min)
             loss = step(to_input_layout(x), data.pool_labels[idx])
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training diverged (loss {loss.item()}) at epoch {epoch}")
+            raise diverged(loss.item(), epoch, preset)
         bar.set_postfix(loss=f"{loss.item():.3f}")
 
         last = epoch == preset.epochs - 1

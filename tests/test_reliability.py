@@ -425,8 +425,16 @@ def _bad_inputs(work, marker):
         "unknown dataset": ([], (*train0, "--dataset", "cifar"), ["unknown dataset", "digits"]),
         "unknown method": ([], (*select0, "--method", "BALD"), ["unknown method", "DIAM"]),
         "unknown preset": ([], (*train0, "--preset", "huge"), ["unknown preset", "quick"]),
-        "unknown net_id": ([], (*train0, "--net_id", 12), ["net_id 12 does not exist", "0..11"]),
+        "unknown net_id": ([], (*train0, "--net_id", 12), ["--net_id 12", "0..1"]),
         "net_id >= model_num": ([], (*train0, "--net_id", 3), ["--net_id 3", "0..1"]),
+        # Iteration 0's checkpoints are shared across T: a T = 12 run leaves net5.pt beside this T = 2 one.
+        "net_id >= model_num, its checkpoint present": (
+            [("quick/digits/models/iter0/net5.pt", lambda p: shutil.copy2(ref / net0, p))], (*train0, "--net_id", 5),
+            ["--net_id 5", "0..1"]),
+        "not a number": ([], (*train0, "--lr", "nan"), ["--lr must be a finite number"]),
+        "a batch of one": ([], (*train0, "--train_batch", 1), ["--train_batch must be at least 2"]),
+        "work_dir is a file": ([("quick/afile", lambda p: p.write_text(""))],
+                               (*train0, "--work_dir", ref / "quick" / "afile"), ["could not write", "afile"]),
         "al_iter outside the preset": ([], (*train0, "--al_iter", 2, "--method", "DIAM"),
                                        ["--al_iter must be between 0 and 1"]),
         "al_iter with no selection": ([], (*train0, "--al_iter", 1, "--method", "DIAM"),
@@ -496,6 +504,13 @@ def test_bad_input_is_exit_code_2_with_one_paragraph_and_nothing_written(referen
         load(live / rel)
         assert marker.exists(), name
         marker.rmdir()
+
+
+def test_training_that_diverges_is_a_clear_error_and_leaves_no_checkpoint(tmp_path):
+    result = run_script_here("train_net.py", *common(tmp_path), "--net_id", 0, "--al_iter", 0, "--lr", "1e30",
+                             "--epochs", 1)
+    assert_clean_error(result, "training diverged", "--lr")
+    assert not list((tmp_path / "runs").rglob("*.pt"))
 
 
 # ------------------------------------------------------------------ full disk (in-process)
