@@ -23,6 +23,7 @@ from pathlib import Path
 
 from diam import analysis, results, statistics
 from diam.errors import UserError, run_cli
+from diam.presets import PAPER_MODEL_NUMS
 from diam.statistics import ALPHA
 
 PAPER_RESULTS_DIR = Path(__file__).resolve().parent / "extracted_results"
@@ -279,7 +280,7 @@ def main() -> None:
 
 def print_tree(tree, args) -> None:
     datasets = results.in_dataset_order(args.datasets) if args.datasets else tree.datasets()
-    model_nums = args.model_nums or sorted(set(results.PAPER_MODEL_NUMS) | set(tree.model_nums()))
+    model_nums = args.model_nums or sorted(set(PAPER_MODEL_NUMS) | set(tree.model_nums()))
     methods = results.in_display_order(set(results.PAPER_METHODS) | set(tree.methods()))
     unknown = [d for d in datasets if d not in tree.datasets()]
     if unknown:

@@ -48,7 +48,6 @@ DATASET_DISPLAY_NAMES = {
     "emnistlet": "EMNIST letters",
     "emnistdig": "EMNIST digits",
 }
-PAPER_MODEL_NUMS = (2, 4, 6, 8, 12)
 PAPER_QUERY_BATCH = 1500
 
 RunKey = tuple[int, str, str]  # (number of target models T, dataset, method)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from diam import analysis, results
+from diam.presets import PAPER_MODEL_NUMS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PAPER_TREE = PROJECT_ROOT / "extracted_results"
@@ -211,7 +212,7 @@ def test_paper_numbers_are_shipped_whole_and_marked():
     assert len(list(PAPER_TREE.glob(f"*/*/*/*/{results.PERFORMANCES_FILE}"))) == 770
     tree = results.load_results(PAPER_TREE)
     assert tree.is_paper and tree.skipped == []
-    assert tree.model_nums() == list(results.PAPER_MODEL_NUMS)
+    assert tree.model_nums() == list(PAPER_MODEL_NUMS)
     assert tree.datasets() == ["mnist", "kmnist"]
     assert set(tree.methods()) == set(results.PAPER_METHODS)
     for (model_num, _, _), per_iteration in tree.accuracies.items():
@@ -222,11 +223,11 @@ def test_paper_numbers_are_shipped_whole_and_marked():
 def test_paper_table_uses_every_file_and_diam_is_best_in_every_column():
     tree = results.load_results(PAPER_TREE)
     for dataset in ("mnist", "kmnist"):
-        table = analysis.dataset_table(tree, dataset, results.PAPER_MODEL_NUMS, results.DISPLAY_ORDER)
+        table = analysis.dataset_table(tree, dataset, PAPER_MODEL_NUMS, results.DISPLAY_ORDER)
         assert len(table.cells) == 7 * 5
         assert all(cell.iterations_used == 11 and cell.complete for cell in table.cells.values())
-        best = {t: [m for m in table.methods if table.cells[(m, t)].best] for t in results.PAPER_MODEL_NUMS}
-        assert best == {t: ["DIAM"] for t in results.PAPER_MODEL_NUMS}
+        best = {t: [m for m in table.methods if table.cells[(m, t)].best] for t in PAPER_MODEL_NUMS}
+        assert best == {t: ["DIAM"] for t in PAPER_MODEL_NUMS}
 
 
 @pytest.mark.parametrize("model_num, dataset, method", [(12, "mnist", "DIAM"), (2, "kmnist", "coreset"), (8, "mnist", "CAL")])
