@@ -19,22 +19,16 @@ runs that must not share a tree) prints each tree in turn under its folder's nam
 """
 import argparse
 import sys
-from pathlib import Path
 
 from diam import analysis, results, statistics
 from diam.errors import UserError, run_cli
 from diam.presets import PAPER_MODEL_NUMS
 from diam.statistics import ALPHA
 
-PAPER_RESULTS_DIR = Path(__file__).resolve().parent / "extracted_results"
-
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--results", type=Path, default=PAPER_RESULTS_DIR, metavar="DIR",
-        help="results tree <T>/<dataset>/<method>/<al_iter>/performances.txt (default: the paper's, extracted_results/)",
-    )
+    results.add_results_argument(parser)
     parser.add_argument("--latex", action="store_true", help="print LaTeX table rows, as in the paper")
     parser.add_argument("--datasets", nargs="+", help="datasets to tabulate (default: all in the tree)")
     parser.add_argument(

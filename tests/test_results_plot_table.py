@@ -257,6 +257,16 @@ def test_missing_or_empty_results_folder_is_a_clear_error(script, tmp_path):
     assert empty.returncode == 2 and "holds no results" in empty.stderr and "Traceback" not in empty.stderr
 
 
+def test_table_and_plot_read_the_papers_tree_by_default():
+    # One definition of --results serves both scripts: its default is the shipped tree.
+    assert results.PAPER_RESULTS_DIR == PAPER_TREE
+    plot = run_script("plot.py", "--model_num", "3")  # refused before drawing, naming the tree it read
+    assert plot.returncode == 2 and f"in {PAPER_TREE}; results exist for T=2, 4, 6, 8, 12" in plot.stderr
+    table = run_script("table.py", "--model_nums", "12", "--datasets", "mnist")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith("MNIST: mean top-1 accuracy (%) over al_iter 0-10")
+
+
 def test_plot_refuses_to_write_into_the_paper_results_folder(tmp_path):
     refused = run_script("plot.py", "--out", str(PAPER_TREE / "lc"))
     assert refused.returncode == 2 and "holds the paper's published results" in refused.stderr
