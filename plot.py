@@ -314,7 +314,7 @@ def main() -> None:
             f" {', '.join(results.in_dataset_order(found))}."
         )
     out_prefix = Path(args.out)
-    refuse_paper_results(out_prefix.parent.resolve())
+    refuse_paper_results(out_prefix.parent.resolve(), "--out")
 
     if args.each_dataset:
         written = []

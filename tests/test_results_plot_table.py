@@ -268,6 +268,10 @@ def test_table_and_plot_read_the_papers_tree_by_default():
 
 
 def test_plot_refuses_to_write_into_the_paper_results_folder(tmp_path):
-    refused = run_script("plot.py", "--out", str(PAPER_TREE / "lc"))
-    assert refused.returncode == 2 and "holds the paper's published results" in refused.stderr
-    assert not (PAPER_TREE / "lc.png").exists()
+    for out in (str(PAPER_TREE / "lc"), "extracted_results/x"):  # run_script starts plot.py in the project
+        refused = run_script("plot.py", "--out", out)
+        assert refused.returncode == 2 and "holds the paper's published results" in refused.stderr
+        # The message names plot.py's own flag, not test_multi_models.py's --results_dir.
+        assert "Point --out at a folder outside it" in refused.stderr and "--results_dir" not in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    assert not list(PAPER_TREE.glob("lc.*")) and not list(PAPER_TREE.glob("x.*"))
