@@ -40,7 +40,11 @@ def parse_args():
         help="withhold the verdict words (each says 'interim'): an analysis plan fixed its seeds and they have "
              "not all run; the differences, CIs and p-values are still printed",
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.model_nums and min(args.model_nums) < 1:
+        raise UserError(f"--model_nums are numbers of target models T, each 1 or more; got "
+                        f"{' '.join(map(str, args.model_nums))}. Name the T of the columns to print, e.g. 2 4.")
+    return args
 
 
 def cell_notes(cell) -> list[str]:
@@ -266,6 +270,17 @@ def main() -> None:
         for _, tree in passed_over:
             print(f"note: {tree.root} holds none of {', '.join(args.datasets)}; not shown", file=sys.stderr)
         parts = holding
+    if args.model_nums:
+        # A T some of the datasets lack prints as a column of dashes; one that none of them has, as a
+        # table of dashes only: refused.
+        held = sorted({t for _, tree in parts for t in tree.model_nums()
+                       if not args.datasets or tree.holds_any(args.datasets, t)})
+        if not set(args.model_nums) & set(held):
+            of = f" of {', '.join(args.datasets)}" if args.datasets else ""
+            raise UserError(
+                f"no results in {args.results} for T={', '.join(map(str, args.model_nums))}{of}; it holds"
+                f" T={', '.join(map(str, held))}. Name some of those with --model_nums, or leave it out."
+            )
     for label, tree in parts:
         if label:  # a LaTeX comment in --latex output, so that it can be pasted whole
             print(f"{'% ' if args.latex else ''}=== {label} ({tree.root}) ===\n")

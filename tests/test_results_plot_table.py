@@ -146,6 +146,26 @@ def test_missing_models_methods_and_iterations_are_reported(tmp_path):
     assert "missing: T=2 mnist random: al_iter 2 missing" in shown.stderr
     assert "(2/3 it.)" in shown.stdout and "94.00 ± 1.00*" in shown.stdout
 
+    # A T that only some datasets have is still a table: a column of dashes where it is missing.
+    some = run_script("table.py", "--results", str(root), "--model_nums", "4")
+    assert some.returncode == 0, some.stderr
+    assert "T=4: no results for dataset mnist" in some.stderr and "80.00 ± 0.00*" in some.stdout
+    assert next(line for line in some.stdout.splitlines() if line.startswith("DIAM")).split() == ["DIAM", "-"]
+
+
+@pytest.mark.parametrize("model_nums, message", [
+    (["3", "0", "-5"], "--model_nums are numbers of target models T, each 1 or more; got 3 0 -5."),
+    (["0"], "got 0."),
+    (["3", "12"], "no results in {root} for T=3, 12; it holds T=2, 4. Name some of those with --model_nums"),
+    (["4", "--datasets", "mnist"], "no results in {root} for T=4 of mnist; it holds T=2."),
+])
+def test_table_refuses_model_nums_it_has_no_column_for(tmp_path, model_nums, message):
+    root = write_tree(tmp_path / "runs", {**SMALL_RUNS, (4, "kmnist", "DIAM"): {0: [80, 80, 80, 80]}})
+    refused = run_script("table.py", "--results", str(root), "--model_nums", *model_nums)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.startswith("error: ") and message.format(root=root) in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+
 
 def test_plot_writes_png_and_pdf_for_a_tree_and_a_comparison(small_tree, tmp_path):
     single = run_script("plot.py", "--results", str(small_tree), "--model_num", "2",
@@ -265,6 +285,8 @@ def test_table_and_plot_read_the_papers_tree_by_default():
     table = run_script("table.py", "--model_nums", "12", "--datasets", "mnist")
     assert table.returncode == 0, table.stderr
     assert table.stdout.startswith("MNIST: mean top-1 accuracy (%) over al_iter 0-10")
+    table = run_script("table.py", "--model_nums", "3")  # refused, as plot.py's T=3, naming the same tree
+    assert table.returncode == 2 and f"no results in {PAPER_TREE} for T=3; it holds T=2, 4, 6, 8, 12" in table.stderr
 
 
 def test_plot_refuses_to_write_into_the_paper_results_folder(tmp_path):
