@@ -55,9 +55,12 @@ def main(argv=None):
 
     from PIL import Image
 
-    from diam.data import load_dataset
+    from diam.data import DatasetMissing, load_dataset
 
-    data = load_dataset("fmnist", args.data_root, args.pool, args.test, SUBSET_SEED)
+    try:
+        data = load_dataset("fmnist", args.data_root, args.pool, args.test, SUBSET_SEED)
+    except DatasetMissing as err:  # without its advice to use --dataset digits: this script takes no --dataset
+        raise UserError(f"{err.where} This script writes Fashion-MNIST's own images, so it needs them.") from None
     if len(data.pool_labels) < args.pool or len(data.test_labels) < args.test:
         raise UserError(f"Fashion-MNIST has {len(data.pool_labels)} train and {len(data.test_labels)} test images; "
                         "ask for fewer.")
