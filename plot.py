@@ -31,7 +31,6 @@ from diam.paths import atomic_write, refuse_paper_results  # noqa: E402
 from diam.statistics import ALPHA  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-PAPER_RESULTS_DIR = HERE / "extracted_results"
 
 # The paper's figure: DIAM solid, thick and red; the baselines thin and dashed.
 METHOD_STYLES = {
@@ -54,10 +53,7 @@ PANEL_SIZE = (6.4, 4.8)
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--results", type=Path, default=PAPER_RESULTS_DIR, metavar="DIR",
-        help="results tree <T>/<dataset>/<method>/<al_iter>/performances.txt (default: the paper's, extracted_results/)",
-    )
+    results.add_results_argument(parser)
     parser.add_argument(
         "--compare", type=Path, metavar="DIR",
         help="a second results tree (e.g. ours), drawn as a second row under --results",
@@ -318,7 +314,7 @@ def main() -> None:
             f" {', '.join(results.in_dataset_order(found))}."
         )
     out_prefix = Path(args.out)
-    refuse_paper_results(out_prefix.parent.resolve())
+    refuse_paper_results(out_prefix.parent.resolve(), "--out")
 
     if args.each_dataset:
         written = []

@@ -19,21 +19,16 @@ runs that must not share a tree) prints each tree in turn under its folder's nam
 """
 import argparse
 import sys
-from pathlib import Path
 
 from diam import analysis, results, statistics
 from diam.errors import UserError, run_cli
+from diam.presets import PAPER_MODEL_NUMS
 from diam.statistics import ALPHA
-
-PAPER_RESULTS_DIR = Path(__file__).resolve().parent / "extracted_results"
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--results", type=Path, default=PAPER_RESULTS_DIR, metavar="DIR",
-        help="results tree <T>/<dataset>/<method>/<al_iter>/performances.txt (default: the paper's, extracted_results/)",
-    )
+    results.add_results_argument(parser)
     parser.add_argument("--latex", action="store_true", help="print LaTeX table rows, as in the paper")
     parser.add_argument("--datasets", nargs="+", help="datasets to tabulate (default: all in the tree)")
     parser.add_argument(
@@ -45,7 +40,11 @@ def parse_args():
         help="withhold the verdict words (each says 'interim'): an analysis plan fixed its seeds and they have "
              "not all run; the differences, CIs and p-values are still printed",
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.model_nums and min(args.model_nums) < 1:
+        raise UserError(f"--model_nums are numbers of target models T, each 1 or more; got "
+                        f"{' '.join(map(str, args.model_nums))}. Name the T of the columns to print, e.g. 2 4.")
+    return args
 
 
 def cell_notes(cell) -> list[str]:
@@ -271,6 +270,17 @@ def main() -> None:
         for _, tree in passed_over:
             print(f"note: {tree.root} holds none of {', '.join(args.datasets)}; not shown", file=sys.stderr)
         parts = holding
+    if args.model_nums:
+        # A T some of the datasets lack prints as a column of dashes; one that none of them has, as a
+        # table of dashes only: refused.
+        held = sorted({t for _, tree in parts for t in tree.model_nums()
+                       if not args.datasets or tree.holds_any(args.datasets, t)})
+        if not set(args.model_nums) & set(held):
+            of = f" of {', '.join(args.datasets)}" if args.datasets else ""
+            raise UserError(
+                f"no results in {args.results} for T={', '.join(map(str, args.model_nums))}{of}; it holds"
+                f" T={', '.join(map(str, held))}. Name some of those with --model_nums, or leave it out."
+            )
     for label, tree in parts:
         if label:  # a LaTeX comment in --latex output, so that it can be pasted whole
             print(f"{'% ' if args.latex else ''}=== {label} ({tree.root}) ===\n")
@@ -279,7 +289,7 @@ def main() -> None:
 
 def print_tree(tree, args) -> None:
     datasets = results.in_dataset_order(args.datasets) if args.datasets else tree.datasets()
-    model_nums = args.model_nums or sorted(set(results.PAPER_MODEL_NUMS) | set(tree.model_nums()))
+    model_nums = args.model_nums or sorted(set(PAPER_MODEL_NUMS) | set(tree.model_nums()))
     methods = results.in_display_order(set(results.PAPER_METHODS) | set(tree.methods()))
     unknown = [d for d in datasets if d not in tree.datasets()]
     if unknown:

@@ -94,7 +94,7 @@ def test_args(argv=None, description="Test the T target nets of one iteration.")
 
 def test_outputs(args) -> list[Path]:
     paths = settings_from_args(args, args.results_dir).paths
-    refuse_paper_results(paths.results_root)
+    refuse_paper_results(paths.results_root, "--results_dir")
     return [paths.performances(args.model_num, args.method, args.al_iter)]
 
 

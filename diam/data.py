@@ -38,6 +38,16 @@ SYSTEM_LOCATIONS = {"fmnist": [Path("/usr/share/datasets/fashion-mnist")]}
 DIGITS_TEST_SIZE = 500  # scikit-learn's digits has no official split: a fixed stratified one
 
 
+class DatasetMissing(UserError):
+    """A built-in dataset neither under the data root nor downloadable. The message ends with the
+    scripts' way out, --dataset digits (it needs no files); `where` is the rest, which files to put
+    where, for a caller that has no --dataset."""
+
+    def __init__(self, where: str):
+        super().__init__(f"{where} For a run that needs no files at all, use --dataset digits.")
+        self.where = where
+
+
 @dataclass
 class Data:
     name: str
@@ -190,10 +200,10 @@ def _load_torchvision(name: str, root: Path) -> Data:
                 except OSError:
                     pass
             files = ", ".join(_expected_files(name))
-            raise UserError(
+            raise DatasetMissing(
                 f"dataset '{name}' is not in {root.resolve()} and could not be downloaded (no internet?). "
                 f"Put its files ({files}, each optionally .gz) into {(root / cls.__name__ / 'raw').resolve()}, "
-                "or point --data_root (or the environment variable DIAM_DATA_ROOT) at a folder that holds them. "
-                "For a run that needs no files at all, use --dataset digits.") from None
+                "or point --data_root (or the environment variable DIAM_DATA_ROOT) at a folder that holds them."
+            ) from None
     return Data(name, train.data.to(torch.uint8), train.targets.long() - offset, test.data.to(torch.uint8),
                 test.targets.long() - offset, n_classes)

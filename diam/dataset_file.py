@@ -50,6 +50,16 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Folders of the run layout that sit beside a dataset's folder (paths.py).
 RESERVED_NAMES = re.compile(r"seed\d+|logs|extracted_results")
 DECODE_THREADS = min(8, os.cpu_count() or 1)  # Pillow releases the GIL while it decodes
+# What a dataset's "name" must be, in words, for the messages that refuse one.
+NAME_RULE = ("a name is a folder of the run layout, so it must be letters, digits, '_', '-' or '.', start with a "
+             f"letter or digit, and be none of the built-in datasets ({', '.join(DATASETS)}) nor 'logs', "
+             "'extracted_results' or 'seed<N>'")
+
+
+def is_valid_name(name) -> bool:
+    """Whether `name` can be a dataset file's "name", its folder in the run layout (NAME_RULE)."""
+    return isinstance(name, str) and bool(NAME.fullmatch(name)) and not RESERVED_NAMES.fullmatch(name) \
+        and name not in DATASETS
 
 
 def is_dataset_file(dataset: str) -> bool:
@@ -95,12 +105,8 @@ def read_dataset_file(spec: str) -> DatasetFile:
             f"no {', '.join(missing)}" if missing else ""])) + f". It takes {', '.join(FIELDS)} (classes is "
             f"optional). {fix}")
     name = described["name"]
-    if not isinstance(name, str) or not NAME.fullmatch(name) or RESERVED_NAMES.fullmatch(name) \
-            or name in DATASETS:
-        raise UserError(f"the dataset file {path} names the dataset {name!r}: a name is a folder of the run "
-                        "layout, so it must be letters, digits, '_', '-' or '.', start with a letter or digit, "
-                        f"and be none of the built-in datasets ({', '.join(DATASETS)}) nor 'logs', "
-                        "'extracted_results' or 'seed<N>'.")
+    if not is_valid_name(name):
+        raise UserError(f"the dataset file {path} names the dataset {name!r}: {NAME_RULE}.")
     side = described["side"]
     if isinstance(side, bool) or not isinstance(side, int) or side < 2:
         raise UserError(f"the dataset file {path} gives side {side!r}: it must be a whole number of pixels "

@@ -335,7 +335,7 @@ def train_steps_at_once(run: Run, net_ids, record_snapshots: bool = False):
 def test_step(run: Run) -> str:
     """Top-1/top-5 of the T nets on the test split -> performances.txt (T rows)."""
     out = run.paths.performances(run.model_num, run.method, run.al_iter)
-    refuse_paper_results(run.paths.results_root)
+    refuse_paper_results(run.paths.results_root, "--results_dir")
     if out.exists() and not run.redo:
         return f"already tested: {out}"
     rows, infos = [], []

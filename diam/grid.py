@@ -361,6 +361,10 @@ def check_args(args) -> Preset:
     if args.nets and set(args.model_nums) != {len(args.nets)}:
         raise UserError(f"--nets names {len(args.nets)} target models, so --model_nums must be {len(args.nets)} "
                         f"(got {' '.join(map(str, args.model_nums))}).")
+    if args.nets:  # a step checks them only when it loads them: in a worker, after Ray started
+        from .models import check_target_names  # torch and torchvision: only when names are given
+
+        check_target_names(args.nets)
     bad = [t for t in args.model_nums if not 1 <= t <= MAX_MODELS and not args.nets]
     if bad:
         raise UserError(f"--model_nums must be numbers of target models between 1 and {MAX_MODELS} "

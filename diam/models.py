@@ -181,15 +181,16 @@ def torchvision_models() -> list[str]:
 
 
 def check_target_names(names) -> None:
-    """Every name is an OFA net or a torchvision classification model; else a UserError listing them."""
+    """Every name given to --nets is an OFA net or a torchvision classification model; else a UserError
+    naming --nets and the name (not --net_id: an "ofa<N>" past the last OFA net is a bad name too)."""
     known = set(torchvision_models())
     for name in names:
         number = ofa_number(name)
-        if number is not None:
-            check_net_id(number)
-        elif name not in known:
-            raise UserError(f"unknown target model '{name}'. Name OFA nets ofa0..ofa{len(OFA_IDS) - 1} or "
-                            f"torchvision classification models: {', '.join(sorted(known))}.")
+        unknown = name not in known if number is None else number >= len(OFA_IDS)
+        if unknown:
+            raise UserError(f"--nets names an unknown target model, '{name}'. Name OFA nets "
+                            f"ofa0..ofa{len(OFA_IDS) - 1} or torchvision classification models: "
+                            f"{', '.join(sorted(known))}.")
 
 
 def build_target(name: str, n_classes: int = 10, dropout: float = 0.1) -> torch.nn.Module:

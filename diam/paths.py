@@ -181,13 +181,14 @@ def step_lock(output: Path):
         lock.release()
 
 
-def refuse_paper_results(results_root: Path) -> None:
-    """Runs must never overwrite the paper's published numbers."""
+def refuse_paper_results(results_root: Path, flag: str) -> None:
+    """Nothing may be written over the paper's published numbers; `flag` is the calling script's
+    option that chose `results_root` (--results_dir, plot.py's --out), the one the message names."""
     for folder in (results_root, *results_root.parents):
         if (folder / PAPER_MARKER).exists():
             raise UserError(f"{results_root} is inside {folder}, which holds the paper's published results "
-                            f"(it contains {PAPER_MARKER}). Write this run's results elsewhere: leave "
-                            "--results_dir unset (they go under --work_dir) or point it at a new folder.")
+                            f"(it contains {PAPER_MARKER}), and nothing may be written there. Point {flag} at a "
+                            f"folder outside it, or leave {flag} out for its default.")
 
 
 # ---------------------------------------------------------------- run settings

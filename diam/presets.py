@@ -26,7 +26,7 @@ MODEL_FEATURE_METHODS = ("DIAM_qp", "lewis")
 # Methods whose selection reads the final models' softmax outputs on the pool.
 PROBABILITY_METHODS = ("least_conf", "margin", "entropy")
 MAX_MODELS = 12
-# The values of T in the paper's results (run_grid.py's default grid).
+# The values of T in the paper's results (run_grid.py's default grid, table.py's default columns).
 PAPER_MODEL_NUMS = (2, 4, 6, 8, 12)
 # Initial weights (SPEC section 2): he_fout is what the original code in effect trained from
 # (it loaded OFA's ImageNet weights, then re-initialised every layer with OFA's he_fout rule);

@@ -48,8 +48,9 @@ DATASET_DISPLAY_NAMES = {
     "emnistlet": "EMNIST letters",
     "emnistdig": "EMNIST digits",
 }
-PAPER_MODEL_NUMS = (2, 4, 6, 8, 12)
 PAPER_QUERY_BATCH = 1500
+# The paper's own numbers, shipped with the project: the tree table.py and plot.py read by default.
+PAPER_RESULTS_DIR = Path(__file__).resolve().parents[1] / "extracted_results"
 
 RunKey = tuple[int, str, str]  # (number of target models T, dataset, method)
 
@@ -210,6 +211,14 @@ def load_results(root) -> ResultsTree:
             " folder the runs wrote, the one holding the <T> folders."
         )
     return ResultsTree(root=root, runs=runs, skipped=skipped)
+
+
+def add_results_argument(parser) -> None:
+    """--results, the tree table.py and plot.py read (default: the paper's)."""
+    parser.add_argument(
+        "--results", type=Path, default=PAPER_RESULTS_DIR, metavar="DIR",
+        help="results tree <T>/<dataset>/<method>/<al_iter>/performances.txt (default: the paper's, extracted_results/)",
+    )
 
 
 def load_result_parts(root) -> list[tuple[str, ResultsTree]]:

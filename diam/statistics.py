@@ -113,7 +113,8 @@ def penalty_matrix(scores, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray
     Returns (wins, tested), both (methods, methods) integer arrays: wins[i, j] = number
     of rounds at which method i is significantly better than method j by a two-sided
     paired t-test across seeds (p < alpha, higher mean); tested[i, j] = number of
-    rounds at which the two methods share at least 2 seeds, so a test was possible.
+    rounds at which the two methods share at least MIN_SEEDS_TO_TEST (3) seeds, so a test
+    was made (with fewer, paired_test makes none).
     The diagonal is zero.
     """
     scores = np.asarray(scores, dtype=float)

@@ -8,6 +8,9 @@ writes
     fashion_png/test/<class>/00000.png   a labelled test set (--test images), in class folders
     fashion_png/dataset.json             what every script takes as --dataset (docs/own_data.md)
 
+The folder's own name is the dataset's "name", so it must be one a dataset file allows (letters,
+digits, '_', '-', '.'; not a built-in dataset's name such as digits): others are refused first.
+
 The images are those a run of the built-in `fmnist` with `--pool_size POOL --test_size TEST` uses,
 read from --data_root (default: $DIAM_DATA_ROOT, else ../shared/datasets beside the project).
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+from diam.dataset_file import NAME_RULE, is_valid_name  # noqa: E402
 from diam.errors import UserError, run_cli  # noqa: E402
 from diam.labels import write_sheet  # noqa: E402
 from diam.paths import write_json  # noqa: E402
@@ -42,14 +46,21 @@ def main(argv=None):
     if min(args.pool, args.test) < 1 or not 0 <= args.labelled <= args.pool:
         p.error("--pool and --test must be positive, and --labelled between 0 and --pool")
     out = Path(args.out)
+    name = out.resolve().name  # dataset.json's "name": every script refuses the file if it is not valid
+    if not is_valid_name(name):
+        raise UserError(f"the folder {out} would name the dataset {name!r} (dataset.json takes the folder's name), "
+                        f"but {NAME_RULE}. Choose a folder with such a name (e.g. fashion_png).")
     if (out / "dataset.json").exists():
         raise UserError(f"{out} already holds a dataset ({out / 'dataset.json'}); choose another folder.")
 
     from PIL import Image
 
-    from diam.data import load_dataset
+    from diam.data import DatasetMissing, load_dataset
 
-    data = load_dataset("fmnist", args.data_root, args.pool, args.test, SUBSET_SEED)
+    try:
+        data = load_dataset("fmnist", args.data_root, args.pool, args.test, SUBSET_SEED)
+    except DatasetMissing as err:  # without its advice to use --dataset digits: this script takes no --dataset
+        raise UserError(f"{err.where} This script writes Fashion-MNIST's own images, so it needs them.") from None
     if len(data.pool_labels) < args.pool or len(data.test_labels) < args.test:
         raise UserError(f"Fashion-MNIST has {len(data.pool_labels)} train and {len(data.test_labels)} test images; "
                         "ask for fewer.")
@@ -66,7 +77,7 @@ def main(argv=None):
         Image.fromarray(image, "L").save(path)
     write_sheet(out / "pool.csv", pool_paths, pool_labels)
     # Written last: a folder with a dataset.json is complete.
-    write_json(out / "dataset.json", {"name": out.resolve().name, "pool": "pool.csv", "test": "test",
+    write_json(out / "dataset.json", {"name": name, "pool": "pool.csv", "test": "test",
                                       "side": args.side, "classes": list(CLASSES)})
     print(f"{args.pool} pool images ({args.labelled} labelled) and {args.test} test images: {out / 'dataset.json'}")
 

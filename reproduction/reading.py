@@ -171,7 +171,7 @@ def main(argv=None) -> None:
     parser.add_argument("--results", type=Path, default=HERE / "extracted_results",
                         help="the campaign's folder of mode trees (default: reproduction/extracted_results)")
     parser.add_argument("--model_num", type=int, default=4, help="T, the number of target models (default: 4)")
-    parser.add_argument("--paper", type=Path, default=HERE.parent / "extracted_results",
+    parser.add_argument("--paper", type=Path, default=results.PAPER_RESULTS_DIR,
                         help="the paper's numbers (default: extracted_results/); 'none' to leave them out")
     parser.add_argument("--planned", help="the planned pieces, as what_ran.py takes them "
                                           "(default: `LIST=1 bash reproduction/campaign.sh`)")

@@ -84,6 +84,9 @@ def test_missing_dataset_names_the_files_and_where_to_put_them(tmp_path, monkeyp
     message = str(err.value)
     assert "train-images-idx3-ubyte" in message and str(root) in message and "--data_root" in message
     assert "use --dataset digits" in message
+    # The scripts' way out is kept apart, for a caller without --dataset (examples/make_png_folder.py).
+    assert isinstance(err.value, data.DatasetMissing) and message.startswith(err.value.where)
+    assert "--dataset" not in err.value.where
     assert looked_up and not root.exists()  # the failed download leaves no folder behind
 
 

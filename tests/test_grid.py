@@ -231,6 +231,7 @@ def test_workers_never_ask_for_more_cores_or_gpu_than_a_machine_has():
     (["--preset", "huge"], "unknown preset 'huge'"),
     (["--epochs", "0"], "--epochs must be positive"),
     (["--device", "cpu"], "unrecognized arguments: --device cpu"),
+    (["--model_nums", "2", "--nets", "ofa0", "resnt18"], "--nets names an unknown target model, 'resnt18'."),
 ])
 def test_bad_arguments_are_one_paragraph_errors(tmp_path, flags, message):
     result = subprocess.run([sys.executable, str(PROJECT / "run_grid.py"), "--preset", "quick", "--datasets", "digits",

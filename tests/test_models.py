@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import load_test_models as ltm
+from conftest import run_script_here
 import no_network
 from diam import data, models
 from diam.errors import UserError
@@ -28,6 +29,22 @@ def test_every_net_gives_ten_class_outputs_at_its_size_and_the_quick_size(net_id
     with torch.no_grad():
         for s in (size, PRESETS["quick"].image_size):
             assert net(torch.randn(2, 3, s, s)).shape == (2, 10)
+
+
+def test_trained_weights_come_with_the_size_they_were_trained_at(tmp_path):
+    trained = run_script_here("train_net.py", "--dataset", "digits", "--al_iter", 0, "--net_id", 0, "--model_num", 1,
+                              "--preset", "quick", "--image_size", 32, "--pool_size", 60, "--test_size", 20,
+                              "--initial_labeled", 20, "--epochs", 1, "--train_batch", 10, "--device", "cpu",
+                              "--work_dir", tmp_path / "runs")
+    assert trained.returncode == 0, trained.stderr
+    checkpoint = next((tmp_path / "runs").rglob("net0.pt"))
+    net, size = ltm.load_test_models(0, trained_weights=checkpoint)
+    assert size == 32 != PAPER_SIZES[0]  # the checkpoint's record, not OFA net 0's own 224
+    saved = torch.load(checkpoint, weights_only=True)
+    torch.testing.assert_close(net.state_dict(), saved["state_dict"])
+    # A bare state_dict records no size: the net's own.
+    torch.save(saved["state_dict"], tmp_path / "bare.pt")
+    assert ltm.load_test_models(0, trained_weights=tmp_path / "bare.pt")[1] == PAPER_SIZES[0]
 
 
 def test_features_and_logits_match_the_plain_forward():

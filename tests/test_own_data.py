@@ -75,6 +75,27 @@ def test_a_png_folder_gives_the_builtin_datasets_selections_weights_and_results(
     assert "dataset_file" not in json.loads(builtin.config_file.read_text())
 
 
+@pytest.mark.parametrize("folder", ["digits", "my shoes", "seed3"])
+def test_make_png_folder_refuses_a_folder_whose_name_no_script_would_take(tmp_path, folder):
+    # dataset.json takes the folder's name: one that read_dataset_file refuses is refused before anything is
+    # written, and before Fashion-MNIST is looked for (--data_root names a folder without it).
+    made = run_script_here("examples/make_png_folder.py", tmp_path / "x" / folder, "--data_root", tmp_path / "none")
+    assert_clean_error(made, f"the folder {tmp_path / 'x' / folder} would name the dataset '{folder}'",
+                       "none of the built-in datasets", "Choose a folder with such a name")
+    assert len(made.stderr.strip().splitlines()) == 1
+    assert folder_state(tmp_path) == {}
+
+
+def test_make_png_folder_without_fashion_mnist_names_its_own_flag(tmp_path, monkeypatch):
+    monkeypatch.setattr("diam.data.SYSTEM_LOCATIONS", {})  # a machine with no system-wide copy either
+    made = run_script_here("examples/make_png_folder.py", tmp_path / "fashion_png", "--data_root", tmp_path / "none")
+    # The loader's message, whose way out for the scripts (--dataset digits) this script does not take.
+    assert_clean_error(made, f"dataset 'fmnist' is not in {tmp_path / 'none'}", "point --data_root",
+                       "This script writes Fashion-MNIST's own images")
+    assert "--dataset" not in made.stderr and len(made.stderr.strip().splitlines()) == 1
+    assert folder_state(tmp_path) == {}
+
+
 # ------------------------------------------------------------ decoding once, into a cache
 def _digits_dataset(folder, name="few_digits", pool=30, test=20):
     digits = load_dataset("digits", pool_size=pool, test_size=test)

@@ -294,9 +294,11 @@ def test_testing_untrained_nets_names_the_missing_training(workdir):
 
 
 def test_results_never_go_into_the_paper_folder(workdir):
-    result = _script("test_multi_models.py", "--dataset", "digits", "--method", "random", "--al_iter", 0,
-                     "--model_num", 1, "--results_dir", PROJECT / "extracted_results", cwd=workdir)
-    assert_clean_error(result, "paper's published results")
+    # Checked before the step (the finished-outputs check) and, with --redo, by the step itself.
+    for redo in ([], ["--redo"]):
+        result = _script("test_multi_models.py", "--dataset", "digits", "--method", "random", "--al_iter", 0,
+                         "--model_num", 1, "--results_dir", PROJECT / "extracted_results", *redo, cwd=workdir)
+        assert_clean_error(result, "paper's published results", "Point --results_dir at a folder outside it")
 
 
 def test_changed_settings_in_one_run_folder_are_refused(tiny_runs, tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from diam import analysis, results
+from diam.presets import PAPER_MODEL_NUMS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PAPER_TREE = PROJECT_ROOT / "extracted_results"
@@ -145,6 +146,26 @@ def test_missing_models_methods_and_iterations_are_reported(tmp_path):
     assert "missing: T=2 mnist random: al_iter 2 missing" in shown.stderr
     assert "(2/3 it.)" in shown.stdout and "94.00 ± 1.00*" in shown.stdout
 
+    # A T that only some datasets have is still a table: a column of dashes where it is missing.
+    some = run_script("table.py", "--results", str(root), "--model_nums", "4")
+    assert some.returncode == 0, some.stderr
+    assert "T=4: no results for dataset mnist" in some.stderr and "80.00 ± 0.00*" in some.stdout
+    assert next(line for line in some.stdout.splitlines() if line.startswith("DIAM")).split() == ["DIAM", "-"]
+
+
+@pytest.mark.parametrize("model_nums, message", [
+    (["3", "0", "-5"], "--model_nums are numbers of target models T, each 1 or more; got 3 0 -5."),
+    (["0"], "got 0."),
+    (["3", "12"], "no results in {root} for T=3, 12; it holds T=2, 4. Name some of those with --model_nums"),
+    (["4", "--datasets", "mnist"], "no results in {root} for T=4 of mnist; it holds T=2."),
+])
+def test_table_refuses_model_nums_it_has_no_column_for(tmp_path, model_nums, message):
+    root = write_tree(tmp_path / "runs", {**SMALL_RUNS, (4, "kmnist", "DIAM"): {0: [80, 80, 80, 80]}})
+    refused = run_script("table.py", "--results", str(root), "--model_nums", *model_nums)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.startswith("error: ") and message.format(root=root) in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+
 
 def test_plot_writes_png_and_pdf_for_a_tree_and_a_comparison(small_tree, tmp_path):
     single = run_script("plot.py", "--results", str(small_tree), "--model_num", "2",
@@ -211,7 +232,7 @@ def test_paper_numbers_are_shipped_whole_and_marked():
     assert len(list(PAPER_TREE.glob(f"*/*/*/*/{results.PERFORMANCES_FILE}"))) == 770
     tree = results.load_results(PAPER_TREE)
     assert tree.is_paper and tree.skipped == []
-    assert tree.model_nums() == list(results.PAPER_MODEL_NUMS)
+    assert tree.model_nums() == list(PAPER_MODEL_NUMS)
     assert tree.datasets() == ["mnist", "kmnist"]
     assert set(tree.methods()) == set(results.PAPER_METHODS)
     for (model_num, _, _), per_iteration in tree.accuracies.items():
@@ -222,11 +243,11 @@ def test_paper_numbers_are_shipped_whole_and_marked():
 def test_paper_table_uses_every_file_and_diam_is_best_in_every_column():
     tree = results.load_results(PAPER_TREE)
     for dataset in ("mnist", "kmnist"):
-        table = analysis.dataset_table(tree, dataset, results.PAPER_MODEL_NUMS, results.DISPLAY_ORDER)
+        table = analysis.dataset_table(tree, dataset, PAPER_MODEL_NUMS, results.DISPLAY_ORDER)
         assert len(table.cells) == 7 * 5
         assert all(cell.iterations_used == 11 and cell.complete for cell in table.cells.values())
-        best = {t: [m for m in table.methods if table.cells[(m, t)].best] for t in results.PAPER_MODEL_NUMS}
-        assert best == {t: ["DIAM"] for t in results.PAPER_MODEL_NUMS}
+        best = {t: [m for m in table.methods if table.cells[(m, t)].best] for t in PAPER_MODEL_NUMS}
+        assert best == {t: ["DIAM"] for t in PAPER_MODEL_NUMS}
 
 
 @pytest.mark.parametrize("model_num, dataset, method", [(12, "mnist", "DIAM"), (2, "kmnist", "coreset"), (8, "mnist", "CAL")])
@@ -256,7 +277,23 @@ def test_missing_or_empty_results_folder_is_a_clear_error(script, tmp_path):
     assert empty.returncode == 2 and "holds no results" in empty.stderr and "Traceback" not in empty.stderr
 
 
+def test_table_and_plot_read_the_papers_tree_by_default():
+    # One definition of --results serves both scripts: its default is the shipped tree.
+    assert results.PAPER_RESULTS_DIR == PAPER_TREE
+    plot = run_script("plot.py", "--model_num", "3")  # refused before drawing, naming the tree it read
+    assert plot.returncode == 2 and f"in {PAPER_TREE}; results exist for T=2, 4, 6, 8, 12" in plot.stderr
+    table = run_script("table.py", "--model_nums", "12", "--datasets", "mnist")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith("MNIST: mean top-1 accuracy (%) over al_iter 0-10")
+    table = run_script("table.py", "--model_nums", "3")  # refused, as plot.py's T=3, naming the same tree
+    assert table.returncode == 2 and f"no results in {PAPER_TREE} for T=3; it holds T=2, 4, 6, 8, 12" in table.stderr
+
+
 def test_plot_refuses_to_write_into_the_paper_results_folder(tmp_path):
-    refused = run_script("plot.py", "--out", str(PAPER_TREE / "lc"))
-    assert refused.returncode == 2 and "holds the paper's published results" in refused.stderr
-    assert not (PAPER_TREE / "lc.png").exists()
+    for out in (str(PAPER_TREE / "lc"), "extracted_results/x"):  # run_script starts plot.py in the project
+        refused = run_script("plot.py", "--out", out)
+        assert refused.returncode == 2 and "holds the paper's published results" in refused.stderr
+        # The message names plot.py's own flag, not test_multi_models.py's --results_dir.
+        assert "Point --out at a folder outside it" in refused.stderr and "--results_dir" not in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    assert not list(PAPER_TREE.glob("lc.*")) and not list(PAPER_TREE.glob("x.*"))

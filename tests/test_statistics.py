@@ -352,6 +352,11 @@ def test_fewer_than_three_seeds_in_common_are_not_tested():
     scores = np.array([[[70.0, 71.0]], [[60.0, 62.0]]])  # 2 methods, 1 round, 2 seeds: far apart, untested
     wins, tested = statistics.penalty_matrix(scores)
     assert wins.sum() == 0 and tested.sum() == 0
+    # A third seed in common (MIN_SEEDS_TO_TEST, as penalty_matrix's docstring says) makes the round tested.
+    assert statistics.MIN_SEEDS_TO_TEST == 3
+    wins, tested = statistics.penalty_matrix(np.array([[[70.0, 71.0, 72.0]], [[60.0, 62.0, 61.0]]]))
+    np.testing.assert_array_equal(tested, [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(wins, [[0, 1], [0, 0]])
 
 
 def test_holm_runs_over_the_family_and_an_added_method_stays_outside_it(tmp_path):
