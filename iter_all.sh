@@ -75,13 +75,14 @@ for S in $SEEDS; do
     fi
 done
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
-# The preset (with any --al_iters override) knows how many iterations there are.
+# PRESET and EXTRA_ARGS are checked before the first step, by the steps' own flags and checks
+# (diam/cli.py, iter_all_plan; a mistake is one paragraph and exit 2). The preset (with any
+# --al_iters override) knows how many iterations there are.
 LAST_ITER=$("$PYTHON" -c "
-import argparse, sys
-from diam.presets import add_preset_arguments, preset_from_args
-p = argparse.ArgumentParser(); add_preset_arguments(p)
-args, _ = p.parse_known_args(sys.argv[1:])
-print(preset_from_args(args).al_iters - 1)" --preset "$PRESET" "${EXTRA[@]}")
+import sys
+from diam.cli import iter_all_plan
+from diam.errors import run_cli
+run_cli(lambda: print(iter_all_plan(sys.argv[1:])))" --preset "$PRESET" "${EXTRA[@]}") || exit
 ITERS=${ITERS:-$(seq -s ' ' 0 "$LAST_ITER")}
 NETS=$(seq -s ' ' 0 $((T - 1)))
 COMMON=(--preset "$PRESET" --model_num "$T" --device "$DEVICE" "${EXTRA[@]}")

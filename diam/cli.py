@@ -7,19 +7,31 @@ import argparse
 import math
 from pathlib import Path
 
+from .errors import UserError
 from .paths import refuse_paper_results
 from .presets import (DATASETS, DIAM_QP_Q, LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS, METHODS,
-                      add_preset_arguments)
+                      add_preset_arguments, preset_from_args)
 from .settings import settings_from_args
 
 
 def parser(description: str, method_required: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--dataset", required=True,
+    _add_loop_arguments(p, required=True, method_required=method_required)
+    _add_run_arguments(p)
+    return p
+
+
+def _add_loop_arguments(p, required: bool, method_required: bool) -> None:
+    """The flags that say which step of the loop this is: iter_all.sh sets them for each step."""
+    p.add_argument("--dataset", required=required,
                    help=f"one of {', '.join(DATASETS)}, or a .json file describing your own images (docs/own_data.md)")
     p.add_argument("--method", required=method_required, help=f"one of {', '.join(METHODS)}")
-    p.add_argument("--al_iter", type=int, required=True, help="active-learning iteration, 0 = initial set")
-    p.add_argument("--model_num", type=int, required=True, help="T, the number of target models (nets 0..T-1)")
+    p.add_argument("--al_iter", type=int, required=required, help="active-learning iteration, 0 = initial set")
+    p.add_argument("--model_num", type=int, required=required, help="T, the number of target models (nets 0..T-1)")
+
+
+def _add_run_arguments(p) -> None:
+    """The other flags every step takes: what iter_all.sh's EXTRA_ARGS may hold."""
     p.add_argument("--nets", nargs="+", default=None, metavar="NAME",
                    help="the T target models by name: ofa0..ofa11 (the OFA nets) or torchvision classification "
                         "models (resnet18, mobilenet_v3_small, efficientnet_b0, ...); default: ofa0..ofa<T-1>")
@@ -28,7 +40,6 @@ def parser(description: str, method_required: bool = True) -> argparse.ArgumentP
     p.add_argument("--data_root", default=None, help="where dataset files live (default: $DIAM_DATA_ROOT or ./data)")
     p.add_argument("--redo", action="store_true", help="redo this step even if its outputs exist")
     add_preset_arguments(p)
-    return p
 
 
 def finished(*outputs) -> bool:
@@ -141,3 +152,22 @@ def run_select(args) -> bool:
 
     print(select_step(Run(settings_from_args(args)), args.batch_size))
     return True
+
+
+# ---------------------------------------------------------------- iter_all.sh
+class _ExtraArgsParser(argparse.ArgumentParser):
+    def error(self, message):  # one paragraph and exit 2 (run_cli), not argparse's usage and exit
+        raise UserError(f"EXTRA_ARGS: {message}. EXTRA_ARGS holds flags that every step takes: preset overrides "
+                        "such as --epochs 5, --work_dir, --nets (python train_net.py --help lists them).")
+
+
+def iter_all_plan(argv) -> str:
+    """iter_all.sh's input, checked by the steps' own flags and checks before its first step runs.
+
+    argv: --preset PRESET, then the words of EXTRA_ARGS. Returns the last iteration of the
+    preset (with any --al_iters override). A mistake is a UserError."""
+    p = _ExtraArgsParser(prog="iter_all.sh", add_help=False, description="iter_all.sh's EXTRA_ARGS")
+    _add_loop_arguments(p, required=False, method_required=False)  # so that abbreviations read as in the steps
+    _add_run_arguments(p)
+    args = p.parse_args(argv)
+    return str(preset_from_args(args).al_iters - 1)

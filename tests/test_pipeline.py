@@ -312,9 +312,9 @@ LOOP_ARGS = ["--al_iters", "2", "--pool_size", "200", "--test_size", "100", "--i
              "--query_batch", "10", "--epochs", "2", "--train_batch", "20", "--image_size", "32"]
 
 
-def _loop(home, methods="DIAM", env=None):
+def _loop(home, methods="DIAM", env=None, model_num=T):
     return subprocess.run(
-        ["bash", str(PROJECT / "iter_all.sh"), "cpu", str(T)], cwd=home, capture_output=True, text=True,
+        ["bash", str(PROJECT / "iter_all.sh"), "cpu", str(model_num)], cwd=home, capture_output=True, text=True,
         timeout=900, env={**os.environ, "PYTHON": sys.executable, "PRESET": "quick", "DATASETS": "digits",
                           "METHODS": methods, "DIAM_WORK_DIR": str(home / "runs"),
                           "EXTRA_ARGS": " ".join(LOOP_ARGS), **(env or {})})
@@ -348,6 +348,26 @@ def test_iter_all_stops_at_the_first_failing_step(tmp_path, parallel):
     assert result.returncode == 1
     assert "step failed" in result.stderr and "could not be downloaded" in result.stderr
     assert "test_multi_models.py" not in result.stdout + result.stderr  # nothing ran after the failed training
+
+
+def _assert_refused_before_any_step(result, home, *fragments):
+    """iter_all.sh's bad input: one paragraph and exit 2, no traceback, and no step ran (no run folder)."""
+    assert_clean_error(result, *fragments)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stdout == "" and not (home / "runs").exists()
+
+
+@pytest.mark.parametrize("env, fragments", [
+    ({"PRESET": "quik"}, ["unknown preset 'quik'", "quick"]),
+    ({"EXTRA_ARGS": "--epochs five"}, ["EXTRA_ARGS: argument --epochs: invalid int value: 'five'", "--help"]),
+    ({"EXTRA_ARGS": "--epochz 5"}, ["EXTRA_ARGS: unrecognized arguments: --epochz 5", "--help"]),
+    ({"EXTRA_ARGS": "--help"}, ["EXTRA_ARGS: unrecognized arguments: --help"]),
+    ({"EXTRA_ARGS": "--epochs 0"}, ["--epochs must be positive"]),
+])
+def test_iter_all_refuses_a_bad_preset_or_extra_args_before_any_step(tmp_path, env, fragments):
+    extra = " ".join([*LOOP_ARGS, env.pop("EXTRA_ARGS", "")])  # the loop's small sizes, then the mistake
+    result = _loop(tmp_path, methods="random", env={**env, "EXTRA_ARGS": extra})
+    _assert_refused_before_any_step(result, tmp_path, *fragments)
 
 
 RECORDING_PYTHON = """#!/bin/bash
