@@ -9,9 +9,10 @@ from pathlib import Path
 
 from .errors import UserError
 from .paths import refuse_paper_results
-from .presets import (DATASETS, DIAM_QP_Q, LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS, METHODS,
-                      add_preset_arguments, preset_from_args)
-from .settings import settings_from_args
+from .presets import (DATASETS, DEFAULT_METHODS, DIAM_QP_Q, LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS,
+                      METHODS, add_preset_arguments, preset_from_args)
+from .results import PAPER_DATASETS
+from .settings import check_method, resolve_dataset, settings_from_args
 
 
 def parser(description: str, method_required: bool = True) -> argparse.ArgumentParser:
@@ -164,10 +165,20 @@ class _ExtraArgsParser(argparse.ArgumentParser):
 def iter_all_plan(argv) -> str:
     """iter_all.sh's input, checked by the steps' own flags and checks before its first step runs.
 
-    argv: --preset PRESET, then the words of EXTRA_ARGS. Returns the last iteration of the
-    preset (with any --al_iters override). A mistake is a UserError."""
+    argv: DATASETS and METHODS as given ("" for the defaults), then --preset PRESET and the
+    words of EXTRA_ARGS. Returns three lines: the last iteration of the preset (with any
+    --al_iters override), the datasets and the methods to run. A mistake is a UserError."""
+    datasets, methods, *flags = argv
     p = _ExtraArgsParser(prog="iter_all.sh", add_help=False, description="iter_all.sh's EXTRA_ARGS")
     _add_loop_arguments(p, required=False, method_required=False)  # so that abbreviations read as in the steps
     _add_run_arguments(p)
-    args = p.parse_args(argv)
-    return str(preset_from_args(args).al_iters - 1)
+    args = p.parse_args(flags)
+    preset = preset_from_args(args)
+    datasets, methods = datasets.split() or PAPER_DATASETS, methods.split() or DEFAULT_METHODS
+    for check, names, variable in ((resolve_dataset, datasets, "DATASETS"), (check_method, methods, "METHODS")):
+        for name in names:  # every name, so that the last dataset's typo stops the loop before the first's run
+            try:
+                check(name)
+            except UserError as err:
+                raise UserError(f"{variable}: {err}") from None
+    return "\n".join([str(preset.al_iters - 1), " ".join(datasets), " ".join(methods)])

@@ -370,9 +370,30 @@ def test_iter_all_refuses_a_bad_preset_or_extra_args_before_any_step(tmp_path, e
     _assert_refused_before_any_step(result, tmp_path, *fragments)
 
 
+@pytest.mark.parametrize("datasets, methods, fragments", [
+    # A method's typo, which iteration 0's training used to come before...
+    ("digits", "random DIAMM", ["METHODS: unknown method 'DIAMM'", "least_conf"]),
+    # ...and a typo in the last dataset, which the whole run of the first used to come before.
+    ("digits fmnistt", "random", ["DATASETS: unknown dataset 'fmnistt'", "emnistlet"]),
+    ("digits missing/dataset.json", "random", ["DATASETS: ", "missing/dataset.json"]),
+])
+def test_iter_all_checks_every_dataset_and_method_before_any_step(tmp_path, datasets, methods, fragments):
+    result = _loop(tmp_path, methods=methods, env={"DATASETS": datasets})
+    _assert_refused_before_any_step(result, tmp_path, *fragments)
+
+
+def test_iter_all_runs_the_papers_datasets_and_seven_methods_by_default():
+    # The lists iter_all.sh wrote out itself before it took them from the Python constants.
+    assert cli.iter_all_plan(["", "", "--preset", "quick"]).splitlines() == \
+        ["3", "mnist kmnist", "random least_conf margin entropy coreset CAL DIAM"]
+    assert cli.iter_all_plan(["digits", "DIAM lewis", "--preset", "quick", "--al_iters", "2"]).splitlines() == \
+        ["1", "digits", "DIAM lewis"]
+
+
 RECORDING_PYTHON = """#!/bin/bash
-# Stands in for python: the preset has 2 iterations; each step logs where it would run, then succeeds.
-if [ "$1" = "-c" ]; then echo 1; exit 0; fi
+# Stands in for python: the preset has 2 iterations (the plan: last iteration 1, DATASETS and METHODS
+# as given); each step logs where it would run, then succeeds.
+if [ "$1" = "-c" ]; then printf '1\\n%s\\n%s\\n' "$DATASETS" "$METHODS"; exit 0; fi
 echo "gpu=${CUDA_VISIBLE_DEVICES:-none} threads=${OMP_NUM_THREADS:-unset} $*" >> "$STEPS_LOG"
 """
 
