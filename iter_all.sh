@@ -10,7 +10,8 @@
 #      SEEDS="0 1 2" PRESET=quick DATASETS=digits METHODS="random DIAM" bash iter_all.sh cpu 2
 # Every step skips work whose outputs exist, so running the same command again after
 # an interruption continues where it stopped. The loop stops at the first failing step.
-# Extra flags for every script go in EXTRA_ARGS (e.g. "--epochs 5 --work_dir runs2").
+# Extra flags for every script go in EXTRA_ARGS (e.g. "--epochs 5 --work_dir runs2"); not those the loop
+# gives each step from the variables above (--dataset, --method, --al_iter, --model_num, --seed).
 # Training the T nets of an iteration at once, in several train_net.py processes:
 #   PARALLEL=k              k processes per device (default 1: one process trains the nets in turn)
 #   bash iter_all.sh 0,1 T  spread the nets over several GPUs (PARALLEL processes on each)

@@ -156,6 +156,17 @@ def run_select(args) -> bool:
 
 
 # ---------------------------------------------------------------- iter_all.sh
+# The flags iter_all.sh gives every step itself, each from one of its variables: in EXTRA_ARGS one
+# would silently override the loop's value (--dataset and the like) or be overridden (--seed).
+LOOP_FLAGS = {  # flag: (where iter_all.sh takes it from, what to do instead)
+    "dataset": ("DATASETS", 'set DATASETS (e.g. DATASETS="digits fmnist")'),
+    "method": ("METHODS", 'set METHODS (e.g. METHODS="random DIAM")'),
+    "al_iter": ("ITERS", 'set ITERS (e.g. ITERS="0 1")'),
+    "model_num": ("T, its second argument", "give T there (e.g. bash iter_all.sh cpu 4)"),
+    "seed": ("SEEDS", 'set SEEDS (e.g. SEEDS=3, or SEEDS="0 1 2" for three repeats)'),
+}
+
+
 class _ExtraArgsParser(argparse.ArgumentParser):
     def error(self, message):  # one paragraph and exit 2 (run_cli), not argparse's usage and exit
         raise UserError(f"EXTRA_ARGS: {message}. EXTRA_ARGS holds flags that every step takes: preset overrides "
@@ -173,6 +184,10 @@ def iter_all_plan(argv) -> str:
     _add_loop_arguments(p, required=False, method_required=False)  # so that abbreviations read as in the steps
     _add_run_arguments(p)
     args = p.parse_args(flags)
+    for flag, (source, instead) in LOOP_FLAGS.items():
+        if getattr(args, flag) is not None:
+            raise UserError(f"EXTRA_ARGS names --{flag}, which iter_all.sh gives every step itself from {source}, "
+                            f"so one of the two would be ignored. Drop --{flag} from EXTRA_ARGS and {instead}.")
     preset = preset_from_args(args)
     datasets, methods = datasets.split() or PAPER_DATASETS, methods.split() or DEFAULT_METHODS
     for check, names, variable in ((resolve_dataset, datasets, "DATASETS"), (check_method, methods, "METHODS")):

@@ -370,6 +370,17 @@ def test_iter_all_refuses_a_bad_preset_or_extra_args_before_any_step(tmp_path, e
     _assert_refused_before_any_step(result, tmp_path, *fragments)
 
 
+@pytest.mark.parametrize("extra, flag, variable", [
+    ("--seed 3", "--seed", "SEEDS=3"),  # iter_all.sh's --seed S came after EXTRA_ARGS: seed 3 silently ran as 0
+    ("--se 3", "--seed", "SEEDS=3"),  # as the steps read it: an abbreviation of --seed
+    ("--dataset fmnist", "--dataset", "DATASETS="), ("--method DIAM", "--method", "METHODS="),
+    ("--al_iter 1", "--al_iter", "ITERS="), ("--model_num 3", "--model_num", "bash iter_all.sh cpu 4"),
+])
+def test_iter_all_refuses_in_extra_args_the_flags_it_gives_every_step(tmp_path, extra, flag, variable):
+    result = _loop(tmp_path, methods="random", env={"EXTRA_ARGS": " ".join([*LOOP_ARGS, extra])})
+    _assert_refused_before_any_step(result, tmp_path, f"EXTRA_ARGS names {flag},", f"Drop {flag}", variable)
+
+
 @pytest.mark.parametrize("datasets, methods, fragments", [
     # A method's typo, which iteration 0's training used to come before...
     ("digits", "random DIAMM", ["METHODS: unknown method 'DIAMM'", "least_conf"]),
