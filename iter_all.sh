@@ -37,14 +37,15 @@ trap '[ -z "$LOG_DIR" ] || rm -rf "$LOG_DIR"' EXIT
 
 if [ $# -ne 2 ]; then
     echo "usage: bash iter_all.sh GPU_ID T   (GPU_ID: a CUDA device number, several as 0,1, or 'cpu';" \
-         "T: 1..12 target models)" >&2
+         "T: the number of target models)" >&2
     exit 2
 fi
 GPU_ID=$1
 T=$2
 PARALLEL=${PARALLEL:-1}
-if ! [[ "$T" =~ ^[0-9]+$ ]] || [ "$T" -lt 1 ] || [ "$T" -gt 12 ]; then
-    echo "error: T must be a number of target models between 1 and 12, got '$T'." >&2
+# How many T may be is checked with the rest below, where --nets in EXTRA_ARGS is known.
+if ! [[ "$T" =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: T must be a number of target models (1 or more), got '$T'." >&2
     exit 2
 fi
 if ! [[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]]; then
@@ -74,7 +75,7 @@ for S in $SEEDS; do
     fi
 done
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
-# Every name in DATASETS and METHODS, PRESET and EXTRA_ARGS are checked before the first step,
+# T, every name in DATASETS and METHODS, PRESET and EXTRA_ARGS are checked before the first step,
 # by the steps' own flags and checks (diam/cli.py, iter_all_plan; a mistake is one paragraph and
 # exit 2). It answers the last iteration of the preset (with any --al_iters override), then the
 # datasets and methods to run: the paper's, and its seven methods, where DATASETS or METHODS is empty.
@@ -82,7 +83,8 @@ PLAN=$("$PYTHON" -c "
 import sys
 from diam.cli import iter_all_plan
 from diam.errors import run_cli
-run_cli(lambda: print(iter_all_plan(sys.argv[1:])))" "${DATASETS:-}" "${METHODS:-}" --preset "$PRESET" "${EXTRA[@]}") || exit
+run_cli(lambda: print(iter_all_plan(sys.argv[1:])))" "$T" "${DATASETS:-}" "${METHODS:-}" --preset "$PRESET" \
+    "${EXTRA[@]}") || exit
 { read -r LAST_ITER; read -r DATASETS; read -r METHODS; } <<< "$PLAN"
 ITERS=${ITERS:-$(seq -s ' ' 0 "$LAST_ITER")}
 NETS=$(seq -s ' ' 0 $((T - 1)))

@@ -12,7 +12,7 @@ from .paths import refuse_paper_results
 from .presets import (DATASETS, DEFAULT_METHODS, DIAM_QP_Q, LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS,
                       METHODS, add_preset_arguments, preset_from_args)
 from .results import PAPER_DATASETS
-from .settings import check_method, resolve_dataset, settings_from_args
+from .settings import check_method, resolve_dataset, resolve_nets, settings_from_args
 
 
 def parser(description: str, method_required: bool = True) -> argparse.ArgumentParser:
@@ -176,10 +176,10 @@ class _ExtraArgsParser(argparse.ArgumentParser):
 def iter_all_plan(argv) -> str:
     """iter_all.sh's input, checked by the steps' own flags and checks before its first step runs.
 
-    argv: DATASETS and METHODS as given ("" for the defaults), then --preset PRESET and the
-    words of EXTRA_ARGS. Returns three lines: the last iteration of the preset (with any
+    argv: T, DATASETS and METHODS as given ("" for the defaults), then --preset PRESET and
+    the words of EXTRA_ARGS. Returns three lines: the last iteration of the preset (with any
     --al_iters override), the datasets and the methods to run. A mistake is a UserError."""
-    datasets, methods, *flags = argv
+    model_num, datasets, methods, *flags = argv
     p = _ExtraArgsParser(prog="iter_all.sh", add_help=False, description="iter_all.sh's EXTRA_ARGS")
     _add_loop_arguments(p, required=False, method_required=False)  # so that abbreviations read as in the steps
     _add_run_arguments(p)
@@ -189,6 +189,11 @@ def iter_all_plan(argv) -> str:
             raise UserError(f"EXTRA_ARGS names --{flag}, which iter_all.sh gives every step itself from {source}, "
                             f"so one of the two would be ignored. Drop --{flag} from EXTRA_ARGS and {instead}.")
     preset = preset_from_args(args)
+    try:
+        resolve_nets(args.nets, int(model_num))  # up to MAX_MODELS, or as many as --nets names
+    except UserError as err:
+        where = "" if args.nets else ' --nets goes in EXTRA_ARGS (e.g. EXTRA_ARGS="--nets ofa0 ofa1 resnet18", T = 3).'
+        raise UserError(f"T, iter_all.sh's second argument, is every step's --model_num: {err}{where}") from None
     datasets, methods = datasets.split() or PAPER_DATASETS, methods.split() or DEFAULT_METHODS
     for check, names, variable in ((resolve_dataset, datasets, "DATASETS"), (check_method, methods, "METHODS")):
         for name in names:  # every name, so that the last dataset's typo stops the loop before the first's run

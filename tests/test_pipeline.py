@@ -15,6 +15,7 @@ from diam import cli, models, strategies
 from diam.settings import run_config, settings_from_args
 from diam.experiment import Run, selection_rng
 from diam.paths import RunPaths, read_indices, write_json
+from diam.errors import UserError
 from diam.presets import METHODS, PRESETS, preset_from_args
 from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions
 from diam.training import evaluate
@@ -381,6 +382,21 @@ def test_iter_all_refuses_in_extra_args_the_flags_it_gives_every_step(tmp_path, 
     _assert_refused_before_any_step(result, tmp_path, f"EXTRA_ARGS names {flag},", f"Drop {flag}", variable)
 
 
+def test_iter_all_takes_more_than_12_target_models_when_extra_args_names_them(tmp_path):
+    refused = _loop(tmp_path, methods="random", model_num=13)
+    _assert_refused_before_any_step(refused, tmp_path, "T, iter_all.sh's second argument", "between 1 and 12",
+                                    "got 13", '--nets goes in EXTRA_ARGS')
+    nets = [f"ofa{n}" for n in range(12)] + ["resnet18"]
+    assert cli.iter_all_plan(["13", "digits", "DIAM", "--preset", "quick", "--nets", *nets]).splitlines()[1:] == \
+        ["digits", "DIAM"]
+    with pytest.raises(UserError, match="--nets names 13 target model.*--model_num is 12"):
+        cli.iter_all_plan(["12", "digits", "DIAM", "--preset", "quick", "--nets", *nets])
+    # The script itself no longer stops T = 13 (it stopped every T over 12, whatever EXTRA_ARGS said).
+    steps = _recorded_loop(tmp_path, "cpu", 13, "1", env={"EXTRA_ARGS": "--nets " + " ".join(nets)})
+    assert [_net_ids(s) for s in steps if "train_net.py" in s and "--al_iter 0" in s] == \
+        [" ".join(map(str, range(13)))]
+
+
 @pytest.mark.parametrize("datasets, methods, fragments", [
     # A method's typo, which iteration 0's training used to come before...
     ("digits", "random DIAMM", ["METHODS: unknown method 'DIAMM'", "least_conf"]),
@@ -395,9 +411,9 @@ def test_iter_all_checks_every_dataset_and_method_before_any_step(tmp_path, data
 
 def test_iter_all_runs_the_papers_datasets_and_seven_methods_by_default():
     # The lists iter_all.sh wrote out itself before it took them from the Python constants.
-    assert cli.iter_all_plan(["", "", "--preset", "quick"]).splitlines() == \
+    assert cli.iter_all_plan(["2", "", "", "--preset", "quick"]).splitlines() == \
         ["3", "mnist kmnist", "random least_conf margin entropy coreset CAL DIAM"]
-    assert cli.iter_all_plan(["digits", "DIAM lewis", "--preset", "quick", "--al_iters", "2"]).splitlines() == \
+    assert cli.iter_all_plan(["2", "digits", "DIAM lewis", "--preset", "quick", "--al_iters", "2"]).splitlines() == \
         ["1", "digits", "DIAM lewis"]
 
 
