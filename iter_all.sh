@@ -75,7 +75,7 @@ for S in $SEEDS; do
     fi
 done
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
-# T, every name in DATASETS and METHODS, PRESET and EXTRA_ARGS are checked before the first step,
+# T, every name in DATASETS and METHODS, ITERS, PRESET and EXTRA_ARGS are checked before the first step,
 # by the steps' own flags and checks (diam/cli.py, iter_all_plan; a mistake is one paragraph and
 # exit 2). It answers the last iteration of the preset (with any --al_iters override), then the
 # datasets and methods to run: the paper's, and its seven methods, where DATASETS or METHODS is empty.
@@ -83,8 +83,8 @@ PLAN=$("$PYTHON" -c "
 import sys
 from diam.cli import iter_all_plan
 from diam.errors import run_cli
-run_cli(lambda: print(iter_all_plan(sys.argv[1:])))" "$T" "${DATASETS:-}" "${METHODS:-}" --preset "$PRESET" \
-    "${EXTRA[@]}") || exit
+run_cli(lambda: print(iter_all_plan(sys.argv[1:])))" "$T" "${DATASETS:-}" "${METHODS:-}" "${ITERS:-}" \
+    --preset "$PRESET" "${EXTRA[@]}") || exit
 { read -r LAST_ITER; read -r DATASETS; read -r METHODS; } <<< "$PLAN"
 ITERS=${ITERS:-$(seq -s ' ' 0 "$LAST_ITER")}
 NETS=$(seq -s ' ' 0 $((T - 1)))

@@ -176,10 +176,10 @@ class _ExtraArgsParser(argparse.ArgumentParser):
 def iter_all_plan(argv) -> str:
     """iter_all.sh's input, checked by the steps' own flags and checks before its first step runs.
 
-    argv: T, DATASETS and METHODS as given ("" for the defaults), then --preset PRESET and
-    the words of EXTRA_ARGS. Returns three lines: the last iteration of the preset (with any
+    argv: T, DATASETS, METHODS and ITERS as given ("" for the defaults), then --preset PRESET
+    and the words of EXTRA_ARGS. Returns three lines: the last iteration of the preset (with any
     --al_iters override), the datasets and the methods to run. A mistake is a UserError."""
-    model_num, datasets, methods, *flags = argv
+    model_num, datasets, methods, iters, *flags = argv
     p = _ExtraArgsParser(prog="iter_all.sh", add_help=False, description="iter_all.sh's EXTRA_ARGS")
     _add_loop_arguments(p, required=False, method_required=False)  # so that abbreviations read as in the steps
     _add_run_arguments(p)
@@ -201,4 +201,10 @@ def iter_all_plan(argv) -> str:
                 check(name)
             except UserError as err:
                 raise UserError(f"{variable}: {err}") from None
-    return "\n".join([str(preset.al_iters - 1), " ".join(datasets), " ".join(methods)])
+    last = preset.al_iters - 1
+    for i in iters.split():
+        if not (i.isdigit() and int(i) <= last):
+            raise UserError(f"ITERS: '{i}' is not an iteration of this run: the '{preset.name}' preset (with any "
+                            f"--al_iters in EXTRA_ARGS) has iterations 0 to {last}. List some of them, separated by "
+                            f"spaces (e.g. ITERS=\"0 1\").")
+    return "\n".join([str(last), " ".join(datasets), " ".join(methods)])

@@ -387,10 +387,10 @@ def test_iter_all_takes_more_than_12_target_models_when_extra_args_names_them(tm
     _assert_refused_before_any_step(refused, tmp_path, "T, iter_all.sh's second argument", "between 1 and 12",
                                     "got 13", '--nets goes in EXTRA_ARGS')
     nets = [f"ofa{n}" for n in range(12)] + ["resnet18"]
-    assert cli.iter_all_plan(["13", "digits", "DIAM", "--preset", "quick", "--nets", *nets]).splitlines()[1:] == \
+    assert cli.iter_all_plan(["13", "digits", "DIAM", "", "--preset", "quick", "--nets", *nets]).splitlines()[1:] == \
         ["digits", "DIAM"]
     with pytest.raises(UserError, match="--nets names 13 target model.*--model_num is 12"):
-        cli.iter_all_plan(["12", "digits", "DIAM", "--preset", "quick", "--nets", *nets])
+        cli.iter_all_plan(["12", "digits", "DIAM", "", "--preset", "quick", "--nets", *nets])
     # The script itself no longer stops T = 13 (it stopped every T over 12, whatever EXTRA_ARGS said).
     steps = _recorded_loop(tmp_path, "cpu", 13, "1", env={"EXTRA_ARGS": "--nets " + " ".join(nets)})
     assert [_net_ids(s) for s in steps if "train_net.py" in s and "--al_iter 0" in s] == \
@@ -409,12 +409,19 @@ def test_iter_all_checks_every_dataset_and_method_before_any_step(tmp_path, data
     _assert_refused_before_any_step(result, tmp_path, *fragments)
 
 
+@pytest.mark.parametrize("iters", ["0 2", "0 one", "-1"])
+def test_iter_all_checks_iters_before_iteration_0_is_trained(tmp_path, iters):
+    # The loop's preset has 2 iterations (LOOP_ARGS): iteration 2 failed only once iteration 0 had trained.
+    result = _loop(tmp_path, methods="random", env={"ITERS": iters})
+    _assert_refused_before_any_step(result, tmp_path, f"ITERS: '{iters.split()[-1]}'", "iterations 0 to 1")
+
+
 def test_iter_all_runs_the_papers_datasets_and_seven_methods_by_default():
     # The lists iter_all.sh wrote out itself before it took them from the Python constants.
-    assert cli.iter_all_plan(["2", "", "", "--preset", "quick"]).splitlines() == \
+    assert cli.iter_all_plan(["2", "", "", "", "--preset", "quick"]).splitlines() == \
         ["3", "mnist kmnist", "random least_conf margin entropy coreset CAL DIAM"]
-    assert cli.iter_all_plan(["2", "digits", "DIAM lewis", "--preset", "quick", "--al_iters", "2"]).splitlines() == \
-        ["1", "digits", "DIAM lewis"]
+    plan = cli.iter_all_plan(["2", "digits", "DIAM lewis", "0 1", "--preset", "quick", "--al_iters", "2"])
+    assert plan.splitlines() == ["1", "digits", "DIAM lewis"]
 
 
 RECORDING_PYTHON = """#!/bin/bash
