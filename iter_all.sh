@@ -10,7 +10,8 @@
 #      SEEDS="0 1 2" PRESET=quick DATASETS=digits METHODS="random DIAM" bash iter_all.sh cpu 2
 # Every step skips work whose outputs exist, so running the same command again after
 # an interruption continues where it stopped. The loop stops at the first failing step.
-# Extra flags for every script go in EXTRA_ARGS (e.g. "--epochs 5 --work_dir runs2").
+# Extra flags for every script go in EXTRA_ARGS (e.g. "--epochs 5 --work_dir runs2"); not those the loop
+# gives each step from the variables above (--dataset, --method, --al_iter, --model_num, --seed).
 # Training the T nets of an iteration at once, in several train_net.py processes:
 #   PARALLEL=k              k processes per device (default 1: one process trains the nets in turn)
 #   bash iter_all.sh 0,1 T  spread the nets over several GPUs (PARALLEL processes on each)
@@ -36,14 +37,15 @@ trap '[ -z "$LOG_DIR" ] || rm -rf "$LOG_DIR"' EXIT
 
 if [ $# -ne 2 ]; then
     echo "usage: bash iter_all.sh GPU_ID T   (GPU_ID: a CUDA device number, several as 0,1, or 'cpu';" \
-         "T: 1..12 target models)" >&2
+         "T: the number of target models)" >&2
     exit 2
 fi
 GPU_ID=$1
 T=$2
 PARALLEL=${PARALLEL:-1}
-if ! [[ "$T" =~ ^[0-9]+$ ]] || [ "$T" -lt 1 ] || [ "$T" -gt 12 ]; then
-    echo "error: T must be a number of target models between 1 and 12, got '$T'." >&2
+# How many T may be is checked with the rest below, where --nets in EXTRA_ARGS is known.
+if ! [[ "$T" =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: T must be a number of target models (1 or more), got '$T'." >&2
     exit 2
 fi
 if ! [[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]]; then
@@ -65,8 +67,6 @@ fi
 
 PYTHON=${PYTHON:-python}
 PRESET=${PRESET:-paper}
-DATASETS=${DATASETS:-"mnist kmnist"}
-METHODS=${METHODS:-"random least_conf margin entropy coreset CAL DIAM"}
 SEEDS=${SEEDS:-0}
 for S in $SEEDS; do
     if ! [[ "$S" =~ ^[0-9]+$ ]]; then
@@ -75,13 +75,17 @@ for S in $SEEDS; do
     fi
 done
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
-# The preset (with any --al_iters override) knows how many iterations there are.
-LAST_ITER=$("$PYTHON" -c "
-import argparse, sys
-from diam.presets import add_preset_arguments, preset_from_args
-p = argparse.ArgumentParser(); add_preset_arguments(p)
-args, _ = p.parse_known_args(sys.argv[1:])
-print(preset_from_args(args).al_iters - 1)" --preset "$PRESET" "${EXTRA[@]}")
+# T, every name in DATASETS and METHODS, ITERS, PRESET and EXTRA_ARGS are checked before the first step,
+# by the steps' own flags and checks (diam/cli.py, iter_all_plan; a mistake is one paragraph and
+# exit 2). It answers the last iteration of the preset (with any --al_iters override), then the
+# datasets and methods to run: the paper's, and its seven methods, where DATASETS or METHODS is empty.
+PLAN=$("$PYTHON" -c "
+import sys
+from diam.cli import iter_all_plan
+from diam.errors import run_cli
+run_cli(lambda: print(iter_all_plan(sys.argv[1:])))" "$T" "${DATASETS:-}" "${METHODS:-}" "${ITERS:-}" \
+    --preset "$PRESET" "${EXTRA[@]}") || exit
+{ read -r LAST_ITER; read -r DATASETS; read -r METHODS; } <<< "$PLAN"
 ITERS=${ITERS:-$(seq -s ' ' 0 "$LAST_ITER")}
 NETS=$(seq -s ' ' 0 $((T - 1)))
 COMMON=(--preset "$PRESET" --model_num "$T" --device "$DEVICE" "${EXTRA[@]}")

@@ -7,19 +7,32 @@ import argparse
 import math
 from pathlib import Path
 
+from .errors import UserError
 from .paths import refuse_paper_results
-from .presets import (DATASETS, DIAM_QP_Q, LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS, METHODS,
-                      add_preset_arguments)
-from .settings import check_net_index, settings_from_args
+from .presets import (DATASETS, DEFAULT_METHODS, DIAM_QP_Q, LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS,
+                      METHODS, add_preset_arguments, preset_from_args)
+from .results import PAPER_DATASETS
+from .settings import check_method, check_net_index, resolve_dataset, resolve_nets, settings_from_args
 
 
 def parser(description: str, method_required: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--dataset", required=True,
+    _add_loop_arguments(p, required=True, method_required=method_required)
+    _add_run_arguments(p)
+    return p
+
+
+def _add_loop_arguments(p, required: bool, method_required: bool) -> None:
+    """The flags that say which step of the loop this is: iter_all.sh sets them for each step."""
+    p.add_argument("--dataset", required=required,
                    help=f"one of {', '.join(DATASETS)}, or a .json file describing your own images (docs/own_data.md)")
     p.add_argument("--method", required=method_required, help=f"one of {', '.join(METHODS)}")
-    p.add_argument("--al_iter", type=int, required=True, help="active-learning iteration, 0 = initial set")
-    p.add_argument("--model_num", type=int, required=True, help="T, the number of target models (nets 0..T-1)")
+    p.add_argument("--al_iter", type=int, required=required, help="active-learning iteration, 0 = initial set")
+    p.add_argument("--model_num", type=int, required=required, help="T, the number of target models (nets 0..T-1)")
+
+
+def _add_run_arguments(p) -> None:
+    """The other flags every step takes: what iter_all.sh's EXTRA_ARGS may hold."""
     p.add_argument("--nets", nargs="+", default=None, metavar="NAME",
                    help="the T target models by name: ofa0..ofa11 (the OFA nets) or torchvision classification "
                         "models (resnet18, mobilenet_v3_small, efficientnet_b0, ...); default: ofa0..ofa<T-1>")
@@ -28,7 +41,6 @@ def parser(description: str, method_required: bool = True) -> argparse.ArgumentP
     p.add_argument("--data_root", default=None, help="where dataset files live (default: $DIAM_DATA_ROOT or ./data)")
     p.add_argument("--redo", action="store_true", help="redo this step even if its outputs exist")
     add_preset_arguments(p)
-    return p
 
 
 def finished(*outputs) -> bool:
@@ -143,3 +155,58 @@ def run_select(args) -> bool:
 
     print(select_step(Run(settings_from_args(args)), args.batch_size))
     return True
+
+
+# ---------------------------------------------------------------- iter_all.sh
+# The flags iter_all.sh gives every step itself, each from one of its variables: in EXTRA_ARGS one
+# would silently override the loop's value (--dataset and the like) or be overridden (--seed).
+LOOP_FLAGS = {  # flag: (where iter_all.sh takes it from, what to do instead)
+    "dataset": ("DATASETS", 'set DATASETS (e.g. DATASETS="digits fmnist")'),
+    "method": ("METHODS", 'set METHODS (e.g. METHODS="random DIAM")'),
+    "al_iter": ("ITERS", 'set ITERS (e.g. ITERS="0 1")'),
+    "model_num": ("T, its second argument", "give T there (e.g. bash iter_all.sh cpu 4)"),
+    "seed": ("SEEDS", 'set SEEDS (e.g. SEEDS=3, or SEEDS="0 1 2" for three repeats)'),
+}
+
+
+class _ExtraArgsParser(argparse.ArgumentParser):
+    def error(self, message):  # one paragraph and exit 2 (run_cli), not argparse's usage and exit
+        raise UserError(f"EXTRA_ARGS: {message}. EXTRA_ARGS holds flags that every step takes: preset overrides "
+                        "such as --epochs 5, --work_dir, --nets (python train_net.py --help lists them).")
+
+
+def iter_all_plan(argv) -> str:
+    """iter_all.sh's input, checked by the steps' own flags and checks before its first step runs.
+
+    argv: T, DATASETS, METHODS and ITERS as given ("" for the defaults), then --preset PRESET
+    and the words of EXTRA_ARGS. Returns three lines: the last iteration of the preset (with any
+    --al_iters override), the datasets and the methods to run. A mistake is a UserError."""
+    model_num, datasets, methods, iters, *flags = argv
+    p = _ExtraArgsParser(prog="iter_all.sh", add_help=False, description="iter_all.sh's EXTRA_ARGS")
+    _add_loop_arguments(p, required=False, method_required=False)  # so that abbreviations read as in the steps
+    _add_run_arguments(p)
+    args = p.parse_args(flags)
+    for flag, (source, instead) in LOOP_FLAGS.items():
+        if getattr(args, flag) is not None:
+            raise UserError(f"EXTRA_ARGS names --{flag}, which iter_all.sh gives every step itself from {source}, "
+                            f"so one of the two would be ignored. Drop --{flag} from EXTRA_ARGS and {instead}.")
+    preset = preset_from_args(args)
+    try:
+        resolve_nets(args.nets, int(model_num))  # up to MAX_MODELS, or as many as --nets names
+    except UserError as err:
+        where = "" if args.nets else ' --nets goes in EXTRA_ARGS (e.g. EXTRA_ARGS="--nets ofa0 ofa1 resnet18", T = 3).'
+        raise UserError(f"T, iter_all.sh's second argument, is every step's --model_num: {err}{where}") from None
+    datasets, methods = datasets.split() or PAPER_DATASETS, methods.split() or DEFAULT_METHODS
+    for check, names, variable in ((resolve_dataset, datasets, "DATASETS"), (check_method, methods, "METHODS")):
+        for name in names:  # every name, so that the last dataset's typo stops the loop before the first's run
+            try:
+                check(name)
+            except UserError as err:
+                raise UserError(f"{variable}: {err}") from None
+    last = preset.al_iters - 1
+    for i in iters.split():
+        if not (i.isdigit() and int(i) <= last):
+            raise UserError(f"ITERS: '{i}' is not an iteration of this run: the '{preset.name}' preset (with any "
+                            f"--al_iters in EXTRA_ARGS) has iterations 0 to {last}. List some of them, separated by "
+                            f"spaces (e.g. ITERS=\"0 1\").")
+    return "\n".join([str(last), " ".join(datasets), " ".join(methods)])

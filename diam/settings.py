@@ -64,6 +64,12 @@ def resolve_dataset(dataset: str) -> tuple[str, Optional[DatasetFile]]:
     return dataset, None
 
 
+def check_method(method: str) -> None:
+    """A --method value names one of the selection methods; else a UserError listing them."""
+    if method not in METHODS:
+        raise UserError(f"unknown method '{method}'. Choose one of: {', '.join(METHODS)}.")
+
+
 def resolve_nets(names, model_num: int) -> tuple:
     """The T target models named by --nets (checked against models.py when a step loads them), or ()."""
     if not names:
@@ -84,8 +90,8 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
     preset = preset_from_args(args)
     name, dataset_file = resolve_dataset(args.dataset)
     method = getattr(args, "method", None)
-    if method is not None and method not in METHODS:
-        raise UserError(f"unknown method '{method}'. Choose one of: {', '.join(METHODS)}.")
+    if method is not None:
+        check_method(method)
     nets = resolve_nets(getattr(args, "nets", None), args.model_num)
     if not 0 <= args.al_iter < preset.al_iters:
         raise UserError(f"--al_iter must be between 0 and {preset.al_iters - 1} for the "

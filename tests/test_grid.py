@@ -166,7 +166,8 @@ def test_every_step_leaves_its_output_in_a_log_in_the_run_folder(runs):
 def _iter_all_steps(tmp_path, model_num, seeds, datasets):
     """The command lines iter_all.sh runs, recorded by a stand-in for python; one per trained net."""
     stub = tmp_path / "python-stub"
-    stub.write_text('#!/bin/bash\nif [ "$1" = "-c" ]; then echo 2; exit 0; fi\necho "$*" >> "$STEPS_LOG"\n')
+    stub.write_text('#!/bin/bash\nif [ "$1" = "-c" ]; then printf "2\\n%s\\n%s\\n" "$DATASETS" "$METHODS"; exit 0; fi\n'
+                    'echo "$*" >> "$STEPS_LOG"\n')  # the plan: last iteration 2, DATASETS and METHODS as given
     stub.chmod(0o755)
     log = tmp_path / "steps.log"
     result = subprocess.run(["bash", str(PROJECT / "iter_all.sh"), "cpu", str(model_num)], capture_output=True,

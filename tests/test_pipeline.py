@@ -15,6 +15,7 @@ from diam import cli, models, strategies
 from diam.settings import run_config, settings_from_args
 from diam.experiment import Run, selection_rng
 from diam.paths import RunPaths, read_indices, write_json
+from diam.errors import UserError
 from diam.presets import METHODS, PRESETS, preset_from_args
 from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions
 from diam.training import evaluate
@@ -314,9 +315,9 @@ LOOP_ARGS = ["--al_iters", "2", "--pool_size", "200", "--test_size", "100", "--i
              "--query_batch", "10", "--epochs", "2", "--train_batch", "20", "--image_size", "32"]
 
 
-def _loop(home, methods="DIAM", env=None):
+def _loop(home, methods="DIAM", env=None, model_num=T):
     return subprocess.run(
-        ["bash", str(PROJECT / "iter_all.sh"), "cpu", str(T)], cwd=home, capture_output=True, text=True,
+        ["bash", str(PROJECT / "iter_all.sh"), "cpu", str(model_num)], cwd=home, capture_output=True, text=True,
         timeout=900, env={**os.environ, "PYTHON": sys.executable, "PRESET": "quick", "DATASETS": "digits",
                           "METHODS": methods, "DIAM_WORK_DIR": str(home / "runs"),
                           "EXTRA_ARGS": " ".join(LOOP_ARGS), **(env or {})})
@@ -352,9 +353,83 @@ def test_iter_all_stops_at_the_first_failing_step(tmp_path, parallel):
     assert "test_multi_models.py" not in result.stdout + result.stderr  # nothing ran after the failed training
 
 
+def _assert_refused_before_any_step(result, home, *fragments):
+    """iter_all.sh's bad input: one paragraph and exit 2, no traceback, and no step ran (no run folder)."""
+    assert_clean_error(result, *fragments)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stdout == "" and not (home / "runs").exists()
+
+
+@pytest.mark.parametrize("env, fragments", [
+    ({"PRESET": "quik"}, ["unknown preset 'quik'", "quick"]),
+    ({"EXTRA_ARGS": "--epochs five"}, ["EXTRA_ARGS: argument --epochs: invalid int value: 'five'", "--help"]),
+    ({"EXTRA_ARGS": "--epochz 5"}, ["EXTRA_ARGS: unrecognized arguments: --epochz 5", "--help"]),
+    ({"EXTRA_ARGS": "--help"}, ["EXTRA_ARGS: unrecognized arguments: --help"]),
+    ({"EXTRA_ARGS": "--epochs 0"}, ["--epochs must be positive"]),
+])
+def test_iter_all_refuses_a_bad_preset_or_extra_args_before_any_step(tmp_path, env, fragments):
+    extra = " ".join([*LOOP_ARGS, env.pop("EXTRA_ARGS", "")])  # the loop's small sizes, then the mistake
+    result = _loop(tmp_path, methods="random", env={**env, "EXTRA_ARGS": extra})
+    _assert_refused_before_any_step(result, tmp_path, *fragments)
+
+
+@pytest.mark.parametrize("extra, flag, variable", [
+    ("--seed 3", "--seed", "SEEDS=3"),  # iter_all.sh's --seed S came after EXTRA_ARGS: seed 3 silently ran as 0
+    ("--se 3", "--seed", "SEEDS=3"),  # as the steps read it: an abbreviation of --seed
+    ("--dataset fmnist", "--dataset", "DATASETS="), ("--method DIAM", "--method", "METHODS="),
+    ("--al_iter 1", "--al_iter", "ITERS="), ("--model_num 3", "--model_num", "bash iter_all.sh cpu 4"),
+])
+def test_iter_all_refuses_in_extra_args_the_flags_it_gives_every_step(tmp_path, extra, flag, variable):
+    result = _loop(tmp_path, methods="random", env={"EXTRA_ARGS": " ".join([*LOOP_ARGS, extra])})
+    _assert_refused_before_any_step(result, tmp_path, f"EXTRA_ARGS names {flag},", f"Drop {flag}", variable)
+
+
+def test_iter_all_takes_more_than_12_target_models_when_extra_args_names_them(tmp_path):
+    refused = _loop(tmp_path, methods="random", model_num=13)
+    _assert_refused_before_any_step(refused, tmp_path, "T, iter_all.sh's second argument", "between 1 and 12",
+                                    "got 13", '--nets goes in EXTRA_ARGS')
+    nets = [f"ofa{n}" for n in range(12)] + ["resnet18"]
+    assert cli.iter_all_plan(["13", "digits", "DIAM", "", "--preset", "quick", "--nets", *nets]).splitlines()[1:] == \
+        ["digits", "DIAM"]
+    with pytest.raises(UserError, match="--nets names 13 target model.*--model_num is 12"):
+        cli.iter_all_plan(["12", "digits", "DIAM", "", "--preset", "quick", "--nets", *nets])
+    # The script itself no longer stops T = 13 (it stopped every T over 12, whatever EXTRA_ARGS said).
+    steps = _recorded_loop(tmp_path, "cpu", 13, "1", env={"EXTRA_ARGS": "--nets " + " ".join(nets)})
+    assert [_net_ids(s) for s in steps if "train_net.py" in s and "--al_iter 0" in s] == \
+        [" ".join(map(str, range(13)))]
+
+
+@pytest.mark.parametrize("datasets, methods, fragments", [
+    # A method's typo, which iteration 0's training used to come before...
+    ("digits", "random DIAMM", ["METHODS: unknown method 'DIAMM'", "least_conf"]),
+    # ...and a typo in the last dataset, which the whole run of the first used to come before.
+    ("digits fmnistt", "random", ["DATASETS: unknown dataset 'fmnistt'", "emnistlet"]),
+    ("digits missing/dataset.json", "random", ["DATASETS: ", "missing/dataset.json"]),
+])
+def test_iter_all_checks_every_dataset_and_method_before_any_step(tmp_path, datasets, methods, fragments):
+    result = _loop(tmp_path, methods=methods, env={"DATASETS": datasets})
+    _assert_refused_before_any_step(result, tmp_path, *fragments)
+
+
+@pytest.mark.parametrize("iters", ["0 2", "0 one", "-1"])
+def test_iter_all_checks_iters_before_iteration_0_is_trained(tmp_path, iters):
+    # The loop's preset has 2 iterations (LOOP_ARGS): iteration 2 failed only once iteration 0 had trained.
+    result = _loop(tmp_path, methods="random", env={"ITERS": iters})
+    _assert_refused_before_any_step(result, tmp_path, f"ITERS: '{iters.split()[-1]}'", "iterations 0 to 1")
+
+
+def test_iter_all_runs_the_papers_datasets_and_seven_methods_by_default():
+    # The lists iter_all.sh wrote out itself before it took them from the Python constants.
+    assert cli.iter_all_plan(["2", "", "", "", "--preset", "quick"]).splitlines() == \
+        ["3", "mnist kmnist", "random least_conf margin entropy coreset CAL DIAM"]
+    plan = cli.iter_all_plan(["2", "digits", "DIAM lewis", "0 1", "--preset", "quick", "--al_iters", "2"])
+    assert plan.splitlines() == ["1", "digits", "DIAM lewis"]
+
+
 RECORDING_PYTHON = """#!/bin/bash
-# Stands in for python: the preset has 2 iterations; each step logs where it would run, then succeeds.
-if [ "$1" = "-c" ]; then echo 1; exit 0; fi
+# Stands in for python: the preset has 2 iterations (the plan: last iteration 1, DATASETS and METHODS
+# as given); each step logs where it would run, then succeeds.
+if [ "$1" = "-c" ]; then printf '1\\n%s\\n%s\\n' "$DATASETS" "$METHODS"; exit 0; fi
 echo "gpu=${CUDA_VISIBLE_DEVICES:-none} threads=${OMP_NUM_THREADS:-unset} $*" >> "$STEPS_LOG"
 """
 

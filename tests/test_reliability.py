@@ -266,9 +266,10 @@ def test_loop_killed_at_several_points_resumes_to_exactly_the_clean_result(refer
 
 
 STEP_THAT_SWALLOWS_CTRL_C = """#!/bin/bash
-# Stands in for python: the preset has 2 iterations; a step logs itself and then, as a Python
-# step does when Ctrl-C lands while it is exiting, ignores the interrupt and exits 0.
-if [ "$1" = "-c" ]; then echo 1; exit 0; fi
+# Stands in for python: the preset has 2 iterations (the plan: last iteration 1, DATASETS and METHODS
+# as given); a step logs itself and then, as a Python step does when Ctrl-C lands while it is
+# exiting, ignores the interrupt and exits 0.
+if [ "$1" = "-c" ]; then printf '1\\n%s\\n%s\\n' "$DATASETS" "$METHODS"; exit 0; fi
 echo "$*" >> "$STEPS_LOG"
 trap '' INT
 touch "$STARTED"
