@@ -25,7 +25,7 @@ matplotlib.use("Agg")  # writes files only; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from diam import analysis, results  # noqa: E402
+from diam import analysis, presets, results  # noqa: E402
 from diam.errors import UserError, run_cli  # noqa: E402
 from diam.paths import atomic_write, refuse_paper_results  # noqa: E402
 from diam.statistics import ALPHA  # noqa: E402
@@ -280,7 +280,7 @@ def draw_and_save(trees, model_num: int, datasets, query_batch: int | None, out_
                   " not drawn", file=sys.stderr)
             continue
         rows.append(tree)
-        methods = results.in_display_order(set(results.PAPER_METHODS) | set(tree.methods()))
+        methods = results.in_display_order(set(presets.PAPER_METHODS) | set(tree.methods()))
         for line in results.missing_parts(tree, [model_num], datasets, methods):
             print(f"missing in {tree_label(tree)}: {line}", file=sys.stderr)
     written = save_figure(draw_learning_curves(rows, model_num, datasets, query_batch), out_prefix)

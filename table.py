@@ -20,7 +20,7 @@ runs that must not share a tree) prints each tree in turn under its folder's nam
 import argparse
 import sys
 
-from diam import analysis, results, statistics
+from diam import analysis, presets, results, statistics
 from diam.errors import UserError, run_cli
 from diam.presets import PAPER_MODEL_NUMS
 from diam.statistics import ALPHA
@@ -290,7 +290,7 @@ def main() -> None:
 def print_tree(tree, args) -> None:
     datasets = results.in_dataset_order(args.datasets) if args.datasets else tree.datasets()
     model_nums = args.model_nums or sorted(set(PAPER_MODEL_NUMS) | set(tree.model_nums()))
-    methods = results.in_display_order(set(results.PAPER_METHODS) | set(tree.methods()))
+    methods = results.in_display_order(set(presets.PAPER_METHODS) | set(tree.methods()))
     unknown = [d for d in datasets if d not in tree.datasets()]
     if unknown:
         print(

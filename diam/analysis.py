@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from diam import statistics
-from diam.results import PAPER_METHODS, ResultsTree
+from diam.presets import PAPER_METHODS
+from diam.results import ResultsTree
 from diam.statistics import Estimate
 
 # The method whose claim the verdicts test against every other method.

@@ -10,8 +10,7 @@ from pathlib import Path
 from .errors import UserError
 from .paths import refuse_paper_results
 from .presets import (DATASETS, DEFAULT_METHODS, DIAM_QP_Q, LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS,
-                      METHODS, add_preset_arguments, preset_from_args)
-from .results import PAPER_DATASETS
+                      METHODS, PAPER_DATASETS, add_preset_arguments, preset_from_args)
 from .settings import check_method, check_net_index, resolve_dataset, resolve_nets, settings_from_args
 
 

@@ -29,8 +29,8 @@ from typing import Callable, NamedTuple
 from . import cli
 from .errors import UserError
 from .paths import RunPaths, default_work_dir
-from .presets import (DATASETS, DEFAULT_METHODS, MAX_MODELS, METHODS, PAPER_MODEL_NUMS, Preset, add_preset_arguments,
-                      preset_from_args)
+from .presets import (DATASETS, DEFAULT_METHODS, MAX_MODELS, METHODS, PAPER_DATASETS, PAPER_MODEL_NUMS, Preset,
+                      add_preset_arguments, preset_from_args)
 from .dataset_file import is_dataset_file
 from .settings import resolve_dataset
 
@@ -306,8 +306,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _grid_arguments(p) -> None:
     """The flags run_grid.py keeps for itself; every other flag goes to each step."""
-    p.add_argument("--datasets", nargs="+", default=["mnist", "kmnist"],
-                   help=f"datasets (default: mnist kmnist); from {', '.join(DATASETS)}, or .json files "
+    p.add_argument("--datasets", nargs="+", default=list(PAPER_DATASETS),
+                   help=f"datasets (default: {' '.join(PAPER_DATASETS)}); from {', '.join(DATASETS)}, or .json files "
                         "describing your own images (docs/own_data.md)")
     p.add_argument("--model_nums", nargs="+", type=int, default=list(PAPER_MODEL_NUMS),
                    help="values of T, the number of target models (default: the paper's 2 4 6 8 12)")

@@ -16,8 +16,11 @@ DATASETS = ("mnist", "kmnist", "fmnist", "emnistlet", "emnistdig", "digits")
 # then the authors' next method, Lewis-weight sampling (ICLR 2024): a batch per iteration, and
 # one-shot (the whole budget chosen at iteration 0, docs/lewis.md).
 METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM", "DIAM_qp", "lewis", "lewis_oneshot")
-# What a loop runs unless told otherwise (iter_all.sh's list, the grid, the benchmarks): the paper's seven.
-DEFAULT_METHODS = METHODS[:7]
+# What a loop runs unless told otherwise (iter_all.sh's list, the grid, the benchmarks): the paper's
+# seven, in the order the original scripts run them.
+DEFAULT_METHODS = PAPER_METHODS = METHODS[:7]
+# The paper's datasets: what a loop runs unless told otherwise, and the first of a table's rows.
+PAPER_DATASETS = ("mnist", "kmnist")
 # Methods whose selection reads the late-epoch snapshot labels of every model.
 SNAPSHOT_METHODS = ("CAL", "DIAM", "DIAM_qp")
 # Methods whose selection reads every model's penultimate features on the pool at every iteration

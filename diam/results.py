@@ -18,14 +18,13 @@ import numpy as np
 from diam.errors import UserError
 from diam.paths import PAPER_MARKER as PAPER_RESULTS_MARKER
 from diam.paths import seed_folder
+from diam.presets import PAPER_DATASETS
 
 PERFORMANCES_FILE = "performances.txt"
 MODELS_FILE = "models.json"  # beside performances.txt: per net, its labeled-set size among others
 # How a folder name written by diam.paths.seed_folder(S), S >= 1, is read back; seed 0 is the top.
 SEED_FOLDER = re.compile(r"seed([1-9][0-9]*)")
 
-# The order in which the original scripts run the methods.
-PAPER_METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM")
 # The order of the paper's figure legend and of its table rows: DIAM first.
 DISPLAY_ORDER = ("DIAM", "CAL", "entropy", "margin", "least_conf", "coreset", "random")
 METHOD_DISPLAY_NAMES = {
@@ -40,7 +39,6 @@ METHOD_DISPLAY_NAMES = {
     "coreset": "Coreset",
     "random": "Random",
 }
-PAPER_DATASETS = ("mnist", "kmnist")
 DATASET_DISPLAY_NAMES = {
     "mnist": "MNIST",
     "kmnist": "Kuzushiji-MNIST",

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diam import analysis, results
+from diam import analysis, presets, results
 from diam.presets import PAPER_MODEL_NUMS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_paper_numbers_are_shipped_whole_and_marked():
     assert tree.is_paper and tree.skipped == []
     assert tree.model_nums() == list(PAPER_MODEL_NUMS)
     assert tree.datasets() == ["mnist", "kmnist"]
-    assert set(tree.methods()) == set(results.PAPER_METHODS)
+    assert set(tree.methods()) == set(presets.PAPER_METHODS)
     for (model_num, _, _), per_iteration in tree.accuracies.items():
         assert sorted(per_iteration) == list(range(11))
         assert all(a.shape == (model_num, 2) for a in per_iteration.values())
