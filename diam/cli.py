@@ -195,6 +195,10 @@ def iter_all_plan(argv) -> str:
     except UserError as err:
         where = "" if args.nets else ' --nets goes in EXTRA_ARGS (e.g. EXTRA_ARGS="--nets ofa0 ofa1 resnet18", T = 3).'
         raise UserError(f"T, iter_all.sh's second argument, is every step's --model_num: {err}{where}") from None
+    if args.nets:  # checked here, not at iteration 0's first training (torchvision knows the names)
+        from .models import check_target_names
+
+        check_target_names(args.nets)
     datasets, methods = datasets.split() or PAPER_DATASETS, methods.split() or DEFAULT_METHODS
     for check, names, variable in ((resolve_dataset, datasets, "DATASETS"), (check_method, methods, "METHODS")):
         for name in names:  # every name, so that the last dataset's typo stops the loop before the first's run

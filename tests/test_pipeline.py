@@ -366,6 +366,7 @@ def _assert_refused_before_any_step(result, home, *fragments):
     ({"EXTRA_ARGS": "--epochz 5"}, ["EXTRA_ARGS: unrecognized arguments: --epochz 5", "--help"]),
     ({"EXTRA_ARGS": "--help"}, ["EXTRA_ARGS: unrecognized arguments: --help"]),
     ({"EXTRA_ARGS": "--epochs 0"}, ["--epochs must be positive"]),
+    ({"EXTRA_ARGS": "--nets ofa0 resnt18"}, ["--nets names an unknown target model, 'resnt18'"]),
 ])
 def test_iter_all_refuses_a_bad_preset_or_extra_args_before_any_step(tmp_path, env, fragments):
     extra = " ".join([*LOOP_ARGS, env.pop("EXTRA_ARGS", "")])  # the loop's small sizes, then the mistake
