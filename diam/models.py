@@ -164,7 +164,7 @@ def classifier(net: torch.nn.Module) -> torch.nn.Module:
 # A run's T target models may be named (--nets): "ofa<N>" is OFA net N above, any other name
 # a torchvision classification model, built with weights=None (nothing is downloaded). Without
 # names the T models are ofa0..ofa<T-1>, the paper's; a model's net_id is its place in the list.
-OFA_NAME = re.compile(r"ofa(\d+)")
+OFA_NAME = re.compile(r"ofa(0|[1-9]\d*)")  # one spelling per net: ofa1, not ofa01
 # Their auxiliary heads make training return a tuple; the main head is the model.
 WITHOUT_AUX_LOGITS = {"googlenet": {"aux_logits": False, "init_weights": True},
                       "inception_v3": {"aux_logits": False, "init_weights": True}}

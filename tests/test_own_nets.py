@@ -157,6 +157,7 @@ def test_naming_the_papers_nets_is_the_paper_run_and_its_config_is_unchanged(tmp
     (["ofa0", "resnet19"], "--nets names an unknown target model, 'resnet19'. Name OFA nets ofa0..ofa11 or"),
     (["ofa0", "ofa12"], "--nets names an unknown target model, 'ofa12'. Name OFA nets ofa0..ofa11 or"),
     (["ofa0", "ofa99"], "--nets names an unknown target model, 'ofa99'."),
+    (["ofa0", "ofa01"], "--nets names an unknown target model, 'ofa01'."),  # one spelling per net
     (["ofa0"], "--nets names 1 target model(s) (ofa0), but --model_num is 2"),
     (["resnet18", "resnet18"], "names a model twice"),
     (["ofa0", "vit_b_16"], "'vit_b_16' cannot take 32-pixel inputs"),
