@@ -31,8 +31,7 @@ from .errors import UserError
 from .paths import RunPaths, default_work_dir
 from .presets import (DATASETS, DEFAULT_METHODS, MAX_MODELS, METHODS, PAPER_DATASETS, PAPER_MODEL_NUMS, Preset,
                       add_preset_arguments, preset_from_args)
-from .dataset_file import is_dataset_file
-from .settings import resolve_dataset
+from .settings import check_method, resolve_dataset
 
 # How often Ray restarts a dead worker and resubmits the step it was running.
 RETRIES = 3
@@ -349,15 +348,10 @@ def parse_args(argv) -> tuple[argparse.Namespace, list]:
 
 
 def check_args(args) -> Preset:
-    unknown = [d for d in args.datasets if d not in DATASETS and not is_dataset_file(d)]
-    if unknown:
-        raise UserError(f"unknown dataset(s) {', '.join(unknown)}. Choose from: {', '.join(DATASETS)}, or give "
-                        ".json files describing your own images (docs/own_data.md).")
     for dataset in args.datasets:
-        resolve_dataset(dataset)  # a dataset file that cannot be read stops it here
-    unknown = [m for m in args.methods if m not in METHODS]
-    if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)}. Choose from: {', '.join(METHODS)}.")
+        resolve_dataset(dataset)  # the steps' own check: an unknown name, or a dataset file that cannot be read
+    for method in args.methods:
+        check_method(method)
     if args.nets and set(args.model_nums) != {len(args.nets)}:
         raise UserError(f"--nets names {len(args.nets)} target models, so --model_nums must be {len(args.nets)} "
                         f"(got {' '.join(map(str, args.model_nums))}).")
