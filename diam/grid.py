@@ -311,7 +311,7 @@ def _grid_arguments(p) -> None:
     p.add_argument("--model_nums", nargs="+", type=int, default=list(PAPER_MODEL_NUMS),
                    help="values of T, the number of target models (default: the paper's 2 4 6 8 12)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                   help="selection methods (default: the paper's seven)")
+                   help=f"selection methods (default: the paper's seven); from {', '.join(METHODS)}")
     p.add_argument("--seeds", nargs="+", type=int, default=[0],
                    help="repeats to run (default: 0), each with its own split, training streams and selections")
     p.add_argument("--address", default=None,
