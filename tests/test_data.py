@@ -7,6 +7,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from torchvision import transforms
 
 from diam import augment, data
 from diam.errors import UserError
@@ -25,7 +26,10 @@ def test_pool_and_test_subsets_are_fixed_by_the_seed():
     a = data.load_dataset("digits", pool_size=300, test_size=100)
     b = data.load_dataset("digits", pool_size=300, test_size=100)
     assert len(a.pool_labels) == 300 and len(a.test_labels) == 100
-    assert torch.equal(a.pool_images, b.pool_images)
+    for same in (lambda d: d.pool_images, lambda d: d.pool_labels, lambda d: d.test_images, lambda d: d.test_labels):
+        assert torch.equal(same(a), same(b))
+    other = data.load_dataset("digits", pool_size=300, test_size=100, seed=1)
+    assert not torch.equal(a.pool_images, other.pool_images) and not torch.equal(a.test_images, other.test_images)
 
 
 def _write_idx(path, array, magic):
@@ -139,7 +143,14 @@ def test_eval_transform_resizes_then_center_crops():
     size = 32
     x = augment.eval_transform(_batch(), size)
     assert x.shape == (16, 3, size, size)
-    assert math.ceil(size / 0.875) == 37
+    # torchvision's Resize(37) then CenterCrop(32), on the same float image.
+    reference = transforms.Compose([transforms.Resize(math.ceil(size / 0.875), antialias=True),
+                                    transforms.CenterCrop(size)])(_batch().float().div(255).unsqueeze(1))
+    torch.testing.assert_close(_unnormalize(x)[:, :1], reference, atol=1e-5, rtol=0)
+    # A bright 1-pixel frame is enlarged to under 2 pixels and cropped away (2 to 3 pixels a side).
+    framed = torch.zeros((1, 28, 28), dtype=torch.uint8)
+    framed[:, [0, -1], :] = framed[:, :, [0, -1]] = 255
+    assert _unnormalize(augment.eval_transform(framed, size)).max() < 0.01
     flat = torch.full((2, 28, 28), 128, dtype=torch.uint8)
     torch.testing.assert_close(_unnormalize(augment.eval_transform(flat, size)),
                                torch.full((2, 3, size, size), 128 / 255))

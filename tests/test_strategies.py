@@ -62,7 +62,7 @@ def test_least_conf_min_max_scales_each_model_then_averages():
     assert least_confidence(LEAST_CONF_PROBS, 3).tolist() == [3, 2, 1]
 
 
-def test_constant_score_model_scales_to_zero_and_changes_no_pick():
+def test_a_constant_score_model_changes_no_pick_and_gives_no_nan():
     # Every example's top probability is .5 for this model: its scores are constant.
     constant_model = np.array([[[0.5, 0.25, 0.25], [0.25, 0.5, 0.25],
                                 [0.5, 0.3, 0.2], [0.1, 0.4, 0.5]]])
