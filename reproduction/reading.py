@@ -186,7 +186,9 @@ def main(argv=None) -> None:
         if REFERENCE in methods.split():
             planned_seeds.setdefault((dataset, mode), set()).add(seed)
     parts = dict(results.load_result_parts(args.results))
-    lines = [f"Numbers for REPRODUCTION.md's reading, from {args.results} (reproduction/reading.py).", ""]
+    shown = os.path.relpath(args.results.resolve(), HERE.parent)  # the same header however it is called
+    lines = [f"Numbers for REPRODUCTION.md's reading, from {args.results if shown.startswith('..') else shown} "
+             "(reproduction/reading.py).", ""]
     points = None
     for mode, tree in parts.items():
         for dataset in results.in_dataset_order(tree.datasets(args.model_num)):
