@@ -204,6 +204,15 @@ def _batches(order: torch.Tensor, batch: int):
     return [order[s:s + batch] for s in range(0, len(order), batch) if len(order[s:s + batch]) > 1]
 
 
+def _steps_per_epoch(labeled: torch.Tensor, batch: int) -> int:
+    """The optimiser steps one epoch over `labeled` takes; a UserError when there are none."""
+    steps = len(_batches(labeled, batch))
+    if steps == 0:
+        raise UserError(f"the labeled set holds {len(labeled)} example(s): training needs at least two (batches of "
+                        "one are skipped). Label more examples, or start with --initial_labeled 2 or more.")
+    return steps
+
+
 def cosine_rates(lr: float, total_steps: int) -> list[float]:
     """The learning rate of each step, as CosineAnnealingLR(T_max=total_steps) gives them to the eager loop."""
     probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
@@ -266,10 +275,7 @@ def train_linear_head(head: nn.Module, pool_features: torch.Tensor, pool_labels:
     labeled, unlabeled, loss_weights = labeled.to(device), unlabeled.to(device), loss_weights.to(device)
     slot = torch.empty(len(pool_features), dtype=torch.long, device=device)  # pool index -> place in `labeled`
     slot[labeled] = torch.arange(len(labeled), device=device)
-    steps_per_epoch = len(_batches(labeled, preset.train_batch))
-    if steps_per_epoch == 0:
-        raise UserError(f"the labeled set holds {len(labeled)} example(s): training needs at least two (batches of "
-                        "one are skipped). Label more examples, or start with --initial_labeled 2 or more.")
+    steps_per_epoch = _steps_per_epoch(labeled, preset.train_batch)
     optimizer = torch.optim.SGD(parameter_groups(head, preset.weight_decay), lr=preset.lr,
                                 momentum=preset.momentum, nesterov=True)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=preset.epochs * steps_per_epoch)
@@ -317,10 +323,7 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
     to_device(net, device)
     generator = torch.Generator(device=device).manual_seed(stream)
     labeled = labeled.to(device)
-    steps_per_epoch = len(_batches(labeled, preset.train_batch))
-    if steps_per_epoch == 0:
-        raise UserError(f"the labeled set holds {len(labeled)} example(s): training needs at least two (batches of "
-                        "one are skipped). Label more examples, or start with --initial_labeled 2 or more.")
+    steps_per_epoch = _steps_per_epoch(labeled, preset.train_batch)
     step = training_step(net, preset, preset.epochs * steps_per_epoch, speed, device)
     graphs = ScoringGraphs() if speed.scoring_graphs and device.type == "cuda" else None
     first_snapshot = preset.epochs - preset.snapshot_epochs

@@ -15,7 +15,6 @@ results produce. Differences are taken before rounding.
 """
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from what_ran import planned_pieces  # noqa: E402 (reproduction/ is a folder of scripts, not a package)
+from what_ran import campaign_plan, planned_pieces  # noqa: E402 (reproduction/ is a folder of scripts, not a package)
 
 from diam import analysis, results, statistics  # noqa: E402
 from diam.errors import UserError, run_cli  # noqa: E402
@@ -78,11 +77,11 @@ def cell_lines(tree, mode: str, dataset: str, model_num: int, planned_seeds: int
             if not differences:
                 continue
             values = list(differences.values())
-            sd = f"; sd {np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
+            sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
             lines.append(f"  {method}: {estimate(values)}; positive in {sum(v > 0 for v in values)} of "
-                         f"{len(values)}{sd}; {per_seed(differences)}")
+                         f"{len(values)}{'' if sd is None else f'; sd {sd:.2f}'}; {per_seed(differences)}")
             if method == BASELINE and len(values) > 2:
-                lines.append("    " + what_the_spread_implies(float(np.std(values, ddof=1)), planned_seeds))
+                lines.append("    " + what_the_spread_implies(sd, planned_seeds))
     if BASELINE in runs:
         lines.append(f"each method minus {BASELINE}, AULC (mean [95% CI]):")
         for method in methods:
@@ -178,9 +177,7 @@ def main(argv=None) -> None:
     parser.add_argument("--interim", action="store_true",
                         help="withhold the plan's answer, as table.py --interim withholds its verdict words")
     args = parser.parse_args(argv)
-    planned = args.planned if args.planned is not None else subprocess.run(
-        ["bash", str(HERE / "campaign.sh")], env={**os.environ, "LIST": "1"},
-        capture_output=True, text=True, check=True).stdout
+    planned = args.planned if args.planned is not None else campaign_plan()
     planned_seeds: dict[tuple[str, str], set[int]] = {}
     for dataset, mode, seed, methods in planned_pieces(planned):
         if REFERENCE in methods.split():

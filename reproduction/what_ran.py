@@ -36,6 +36,12 @@ def planned_pieces(text: str) -> list[tuple[str, str, int, str]]:
     return pieces
 
 
+def campaign_plan() -> str:
+    """The campaign's planned pieces, as `LIST=1 bash reproduction/campaign.sh` prints them."""
+    return subprocess.run(["bash", str(HERE / "campaign.sh")], env={**os.environ, "LIST": "1"},
+                          capture_output=True, text=True, check=True).stdout
+
+
 def methods_of(command: str) -> str:
     """The --methods list of a run_grid.py command line, space-separated."""
     listed = re.search(r"--methods ((?:[^-\s]\S*\s*)+)", command)
@@ -84,10 +90,7 @@ def main(argv=None):
     parser.add_argument("--complete", action="store_true",
                         help="print nothing; exit 0 when every planned piece has finished, else 1")
     args = parser.parse_args(argv)
-    planned = args.planned
-    if planned is None:
-        planned = subprocess.run(["bash", str(HERE / "campaign.sh")], env={**os.environ, "LIST": "1"},
-                                 capture_output=True, text=True, check=True).stdout
+    planned = args.planned if args.planned is not None else campaign_plan()
     try:
         with open(args.times, newline="") as f:
             reader = csv.DictReader(f, delimiter="\t")
