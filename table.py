@@ -35,11 +35,7 @@ def parse_args():
         "--model_nums", type=int, nargs="+",
         help="table columns, numbers of target models (default: the paper's 2 4 6 8 12 and any other T in the tree)",
     )
-    parser.add_argument(
-        "--interim", action="store_true",
-        help="withhold the verdict words (each says 'interim'): an analysis plan fixed its seeds and they have "
-             "not all run; the differences, CIs and p-values are still printed",
-    )
+    results.add_interim_argument(parser, "the verdict words")
     args = parser.parse_args()
     if args.model_nums and min(args.model_nums) < 1:
         raise UserError(f"--model_nums are numbers of target models T, each 1 or more; got "
@@ -143,7 +139,7 @@ def print_plain(tree, table, iterations, seeds) -> None:
 
 
 def verdict_word(verdict, interim: bool) -> str:
-    """The verdict word the analysis plan allows, or 'interim' when the plan's seeds have not all run
+    """The verdict word the analysis plan allows, or 'interim' when the cell's planned seeds have not all run
     (a pair too short of seeds to test says so either way)."""
     word = "interim" if interim and verdict.p_value is not None else verdict.word
     return word if verdict.in_family else f"{word} (exploratory)"
@@ -174,7 +170,7 @@ def print_verdicts(tree, dataset, model_nums, methods, interim: bool) -> None:
         f" verdict: leads/trails where Holm p < {ALPHA}, 'within {statistics.SMALLEST_EFFECT:g}' where the whole"
         f" CI lies inside ±{statistics.SMALLEST_EFFECT:g}, else not resolved; rounds w/t/l: uncorrected paired"
         " t-tests per round (descriptive)"
-        + ("; interim: verdict words withheld until the analysis plan's seeds have all run" if interim else "")
+        + ("; interim: verdict words withheld until the analysis plan's seeds of this cell have all run" if interim else "")
     )
     for model_num in model_nums:
         found = analysis.verdicts(tree, model_num, dataset, methods)
@@ -255,6 +251,7 @@ def print_latex_verdicts(tree, dataset, model_nums, methods, interim: bool) -> N
 def main() -> None:
     args = parse_args()
     parts = results.load_result_parts(args.results)
+    interim = results.interim_cells(args.interim, parts)
     if args.datasets:
         # A folder of trees need not hold every dataset in every tree (the original-quirks
         # runs cover digits only): a tree holding none of the asked ones is passed over.
@@ -284,10 +281,10 @@ def main() -> None:
     for label, tree in parts:
         if label:  # a LaTeX comment in --latex output, so that it can be pasted whole
             print(f"{'% ' if args.latex else ''}=== {label} ({tree.root}) ===\n")
-        print_tree(tree, args)
+        print_tree(tree, args, {dataset for held_by, dataset in interim if held_by == label})
 
 
-def print_tree(tree, args) -> None:
+def print_tree(tree, args, interim_datasets: set[str]) -> None:
     datasets = results.in_dataset_order(args.datasets) if args.datasets else tree.datasets()
     model_nums = args.model_nums or sorted(set(PAPER_MODEL_NUMS) | set(tree.model_nums()))
     methods = results.in_display_order(set(presets.PAPER_METHODS) | set(tree.methods()))
@@ -308,11 +305,11 @@ def print_tree(tree, args) -> None:
         if args.latex:
             print_latex(tree, table, seeds)
             if len(seeds) > 1:
-                print_latex_verdicts(tree, dataset, model_nums, methods, args.interim)
+                print_latex_verdicts(tree, dataset, model_nums, methods, dataset in interim_datasets)
         else:
             print_plain(tree, table, tree.expected_iterations(dataset), seeds)
             if len(seeds) > 1:
-                print_verdicts(tree, dataset, model_nums, methods, args.interim)
+                print_verdicts(tree, dataset, model_nums, methods, dataset in interim_datasets)
                 print_penalty_matrices(tree, dataset, model_nums, methods)
 
 

@@ -219,6 +219,36 @@ def add_results_argument(parser) -> None:
     )
 
 
+def add_interim_argument(parser, withheld: str) -> None:
+    """--interim [CELL ...]: the cells (a tree's dataset) whose `withheld` waits for an analysis plan's seeds."""
+    parser.add_argument(
+        "--interim", nargs="*", metavar="CELL",
+        help=f"withhold {withheld} ('interim'): an analysis plan fixed the seeds and they have not all run; "
+             "the differences, CIs and p-values are still printed. Alone, for every cell; followed by cells, "
+             "for those only, each DATASET (in every tree) or TREE/DATASET in a folder of trees (corrected/digits)",
+    )
+
+
+def interim_cells(names: list[str] | None, parts: list[tuple[str, ResultsTree]]) -> set[tuple[str, str]]:
+    """The (tree label, dataset) cells an --interim list names: none for None, all for []. A name
+    that matches no cell is refused: a typo must not release a verdict the plan withholds."""
+    cells = {(label, dataset) for label, tree in parts for dataset in tree.datasets()}
+    if names is None:
+        return set()
+    if not names:
+        return cells
+    chosen = set()
+    for name in names:
+        label, _, dataset = name.rpartition("/")
+        matched = {(l, d) for l, d in cells if d == dataset and (not label or l == label)}
+        if not matched:
+            there = ", ".join(f"{l}/{d}" if l else d for l, d in sorted(cells))
+            raise UserError(f"--interim names '{name}', which is no cell of these results; they hold {there}. "
+                            "Name cells as DATASET or TREE/DATASET, or give --interim alone for all of them.")
+        chosen |= matched
+    return chosen
+
+
 def load_result_parts(root) -> list[tuple[str, ResultsTree]]:
     """A results tree as [("", tree)]; or, for a folder of trees side by side, [(name, tree), ...].
 

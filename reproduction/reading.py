@@ -174,15 +174,16 @@ def main(argv=None) -> None:
                         help="the paper's numbers (default: extracted_results/); 'none' to leave them out")
     parser.add_argument("--planned", help="the planned pieces, as what_ran.py takes them "
                                           "(default: `LIST=1 bash reproduction/campaign.sh`)")
-    parser.add_argument("--interim", action="store_true",
-                        help="withhold the plan's answer, as table.py --interim withholds its verdict words")
+    results.add_interim_argument(parser, "the plan's answer, as table.py --interim withholds its verdict words,")
     args = parser.parse_args(argv)
     planned = args.planned if args.planned is not None else campaign_plan()
     planned_seeds: dict[tuple[str, str], set[int]] = {}
     for dataset, mode, seed, methods in planned_pieces(planned):
         if REFERENCE in methods.split():
             planned_seeds.setdefault((dataset, mode), set()).add(seed)
-    parts = dict(results.load_result_parts(args.results))
+    parts = results.load_result_parts(args.results)
+    interim = results.interim_cells(args.interim, parts)
+    parts = dict(parts)
     shown = os.path.relpath(args.results.resolve(), HERE.parent)  # the same header however it is called
     lines = [f"Numbers for REPRODUCTION.md's reading, from {args.results if shown.startswith('..') else shown} "
              "(reproduction/reading.py).", ""]
@@ -191,7 +192,7 @@ def main(argv=None) -> None:
         for dataset in results.in_dataset_order(tree.datasets(args.model_num)):
             seeds = planned_seeds.get((dataset, mode))
             lines += cell_lines(tree, mode, dataset, args.model_num, len(seeds) if seeds else None,
-                                args.interim) + [""]
+                                (mode, dataset) in interim) + [""]
             points = points or len(tree.expected_iterations(dataset))
     if {"corrected", "original"} <= set(parts):
         for dataset in sorted(set(parts["corrected"].datasets(args.model_num)) & set(parts["original"].datasets(args.model_num))):

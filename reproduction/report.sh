@@ -19,13 +19,16 @@ MODEL_NUM=${MODEL_NUM:-4}
 if [ -z "${RESULTS_DIR:-}" ]; then REPORT=${REPORT-REPRODUCTION.md}; else REPORT=${REPORT-}; fi
 
 # Where a campaign's wall_times.tsv sits beside the results: what ran against its plan
-# (what_ran.py), and, until every planned piece has finished, the verdict words withheld (the
-# analysis plan draws them once, at its seeds). A results tree without a campaign is not held back.
+# (what_ran.py), and the verdict words withheld in each cell (mode/dataset) with planned pieces to
+# go (the analysis plan draws a cell's verdicts once, at its seeds). A results tree without a
+# campaign is not held back.
 interim=()
 if [ -f "$OUT/wall_times.tsv" ]; then
     "$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" > "$OUT/.what_ran.md.tmp"
     mv "$OUT/.what_ran.md.tmp" "$OUT/what_ran.md"
-    "$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" --complete || interim=(--interim)
+    unfinished=$("$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" --unfinished)
+    # shellcheck disable=SC2206 # cell names hold no spaces: split into words on purpose
+    if [ -n "$unfinished" ]; then interim=(--interim $unfinished); fi
 fi
 # Written whole or not at all: a failing table.py leaves the previous files in place.
 for kind in txt tex; do

@@ -4,7 +4,7 @@ their pieces and the machines they ran on, as Markdown.
 
     python reproduction/what_ran.py                      # the plan from `LIST=1 bash reproduction/campaign.sh`
     python reproduction/what_ran.py --times T --planned "digits:corrected:0:random,DIAM digits:corrected:0:lewis"
-    python reproduction/what_ran.py --complete           # exit 0 when every planned piece has finished
+    python reproduction/what_ran.py --unfinished         # the cells with results and planned pieces to go
 
 Pieces are grouped by the methods they run: the plan's seven (six in the original mode) and each
 exploratory set (such as lewis) get rows of their own.
@@ -59,6 +59,14 @@ def pieces_to_go(times_rows: list[dict], planned: list[tuple[str, str, int, str]
     return [piece for piece in planned if piece not in finished]
 
 
+def unfinished_cells(times_rows: list[dict], planned: list[tuple[str, str, int, str]]) -> list[str]:
+    """MODE/DATASET of each cell (a mode's dataset) that has finished pieces and planned ones to go: the
+    cells whose verdicts the analysis plan still withholds (a cell with no results has none to hold)."""
+    started = {(row["mode"], row["dataset"]) for row in times_rows}
+    to_go = {(mode, dataset) for dataset, mode, _, _ in pieces_to_go(times_rows, planned)}
+    return [f"{mode}/{dataset}" for mode, dataset in sorted(to_go & started)]
+
+
 def table(times_rows: list[dict], planned: list[tuple[str, str, int, str]]) -> str:
     cells = defaultdict(lambda: {"planned": set(), "done": set(), "wall": 0, "machines": []})
     for dataset, mode, seed, methods in planned:
@@ -87,8 +95,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--times", default=str(HERE / "wall_times.tsv"), help="the campaign's wall_times.tsv")
     parser.add_argument("--planned", help="the planned pieces, space-separated (default: campaign.sh's own list)")
-    parser.add_argument("--complete", action="store_true",
-                        help="print nothing; exit 0 when every planned piece has finished, else 1")
+    parser.add_argument("--unfinished", action="store_true",
+                        help="print, on one line, MODE/DATASET of each cell with results and planned pieces to go "
+                             "(what report.sh passes to table.py --interim); nothing when the plan has finished")
     args = parser.parse_args(argv)
     planned = args.planned if args.planned is not None else campaign_plan()
     try:
@@ -107,8 +116,9 @@ def main(argv=None):
                     f"line(s) {', '.join(map(str, broken[:5]))} have too few fields or no seed")
                  + ". campaign.sh writes it (tab-separated, one line a finished piece); restore it from git.")
     pieces = planned_pieces(planned)
-    if args.complete:
-        sys.exit(0 if not pieces_to_go(rows, pieces) else 1)
+    if args.unfinished:
+        print(" ".join(unfinished_cells(rows, pieces)))
+        return
     print(table(rows, pieces))
 
 

@@ -300,6 +300,28 @@ def test_interim_tables_withhold_the_verdict_words_and_keep_the_numbers(seed_tre
     assert "2 & Random & $+1.62\\ [+1.40, +1.85]$ & <0.001 & <0.001 & interim & 2/1/0 \\\\" in latex.stdout
 
 
+def test_interim_holds_back_only_the_cells_it_names_and_refuses_a_name_it_cannot_find(tmp_path):
+    # The plan draws a cell's verdicts once that cell has its seeds, whatever the other cells lack.
+    for mode in ("corrected", "original"):
+        write_seed_tree(tmp_path / "modes" / mode)
+    plain = run_script("table.py", "--results", str(tmp_path / "modes"), "--model_nums", "2",
+                       "--interim", "corrected/digits")
+    assert plain.returncode == 0, plain.stderr
+    corrected, original = plain.stdout.split("=== original")
+    random_row = [line.split() for line in corrected.splitlines() if line.startswith("Random ") and "[" in line]
+    assert random_row[0][-2:] == ["interim", "2/1/0"] and "verdict words withheld" in corrected
+    random_row = [line.split() for line in original.splitlines() if line.startswith("Random ") and "[" in line]
+    assert random_row[0][-2:] == ["leads", "2/1/0"] and "withheld" not in original
+    # A dataset's name alone holds it back in every tree.
+    both = run_script("table.py", "--results", str(tmp_path / "modes"), "--model_nums", "2", "--interim", "digits")
+    assert both.stdout.count("verdict words withheld") == 2 and " leads " not in both.stdout
+    for name in ("corrected/fmnist", "sloppy/digits"):
+        refused = run_script("table.py", "--results", str(tmp_path / "modes"), "--model_nums", "2", "--interim", name)
+        assert refused.returncode == 2 and refused.stdout == "", name
+        assert f"--interim names '{name}', which is no cell" in refused.stderr
+        assert "corrected/digits, original/digits" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_one_seed_in_common_is_said_not_printed_as_nan(tmp_path):
     root = write_seed_tree(tmp_path / "runs", seeds=(0, 1), methods=("DIAM",))
     write_seed_tree(root, seeds=(0,), methods=("random",))
