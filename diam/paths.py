@@ -183,7 +183,8 @@ def step_lock(output: Path):
 
 def refuse_paper_results(results_root: Path, flag: str) -> None:
     """Nothing may be written over the paper's published numbers; `flag` is the calling script's
-    option that chose `results_root` (--results_dir, plot.py's --out), the one the message names."""
+    option that chose `results_root` (--results_dir, --work_dir, plot.py's --out), the one the
+    message names."""
     for folder in (results_root, *results_root.parents):
         if (folder / PAPER_MARKER).exists():
             raise UserError(f"{results_root} is inside {folder}, which holds the paper's published results "

@@ -3,11 +3,12 @@ run folder, the device's name, and the step's own choices. `cli.py` builds it fr
 `experiment.py` receives it and knows nothing of the command line.
 """
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from .dataset_file import DatasetFile, is_dataset_file, read_dataset_file
 from .errors import UserError
-from .paths import RunPaths, check_run_config, default_work_dir
+from .paths import RunPaths, check_run_config, default_work_dir, refuse_paper_results
 from .presets import DATASETS, DIAM_QP_Q, LEWIS_P, MAX_MODELS, METHODS, Preset, default_nets, preset_from_args
 from .speed import Speed, speed_from_environment
 
@@ -96,7 +97,9 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
     if not 0 <= args.al_iter < preset.al_iters:
         raise UserError(f"--al_iter must be between 0 and {preset.al_iters - 1} for the "
                         f"'{preset.name}' preset, got {args.al_iter}.")
-    paths = RunPaths(args.work_dir or default_work_dir(), preset.name, name, results_dir, preset.seed)
+    work_dir = args.work_dir or default_work_dir()
+    refuse_paper_results(Path(work_dir).resolve(), "--work_dir")  # runs and their default results go inside it
+    paths = RunPaths(work_dir, preset.name, name, results_dir, preset.seed)
     # A folder made with other settings is refused before any work (nothing is written here).
     check_run_config(paths, run_config(name, preset, nets, dataset_file), claim=False)
     return StepSettings(preset=preset, dataset=name, model_num=args.model_num, al_iter=args.al_iter,

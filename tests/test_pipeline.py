@@ -300,6 +300,13 @@ def test_results_never_go_into_the_paper_folder(workdir):
         result = _script("test_multi_models.py", "--dataset", "digits", "--method", "random", "--al_iter", 0,
                          "--model_num", 1, "--results_dir", PROJECT / "extracted_results", *redo, cwd=workdir)
         assert_clean_error(result, "paper's published results", "Point --results_dir at a folder outside it")
+    # Nor do runs (checkpoints, index files and their default results tree): a --work_dir inside is named.
+    for script in ("train_net.py", "test_multi_models.py"):
+        result = _script(script, "--dataset", "digits", "--al_iter", 0, "--model_num", 1,
+                         *(["--net_id", 0] if script == "train_net.py" else ["--method", "random"]),
+                         "--work_dir", PROJECT / "extracted_results" / "runs", cwd=workdir)
+        assert_clean_error(result, "paper's published results", "Point --work_dir at a folder outside it")
+        assert "--results_dir" not in result.stderr and not (PROJECT / "extracted_results" / "runs").exists()
 
 
 def test_changed_settings_in_one_run_folder_are_refused(tiny_runs, tmp_path):
