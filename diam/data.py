@@ -22,7 +22,7 @@ from torchvision import datasets as tv
 from .dataset_file import DatasetFile, load_images
 from .errors import UserError
 from .paths import atomic_write, cache_dir
-from .presets import DATASETS
+from .settings import check_dataset
 
 # name -> (torchvision class, EMNIST split or None, number of classes, label offset)
 TORCHVISION_DATASETS = {
@@ -82,13 +82,10 @@ def load_dataset(dataset: Union[str, DatasetFile], data_root=None, pool_size=Non
     subset of the pool and of the test split."""
     if isinstance(dataset, DatasetFile):
         data = _load_files(dataset)
-    elif dataset not in DATASETS:
-        raise UserError(f"unknown dataset '{dataset}'. Choose one of: {', '.join(DATASETS)}, or give a .json "
-                        "file describing your images (docs/own_data.md).")
-    elif dataset == "digits":
-        data = _load_digits(seed)
     else:
-        data = _load_torchvision(dataset, Path(data_root) if data_root else default_data_root())
+        check_dataset(dataset)
+        data = _load_digits(seed) if dataset == "digits" else \
+            _load_torchvision(dataset, Path(data_root) if data_root else default_data_root())
     rng = np.random.default_rng(seed)
     pool = _subset(len(data.pool_labels), pool_size, rng)
     test = _subset(len(data.test_labels), test_size, rng)

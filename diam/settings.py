@@ -59,10 +59,15 @@ def resolve_dataset(dataset: str) -> tuple[str, Optional[DatasetFile]]:
     if is_dataset_file(dataset):
         described = read_dataset_file(dataset)
         return described.name, described
-    if dataset not in DATASETS:
-        raise UserError(f"unknown dataset '{dataset}'. Choose one of: {', '.join(DATASETS)}, or give a .json file "
-                        "describing your own images (docs/own_data.md).")
+    check_dataset(dataset)
     return dataset, None
+
+
+def check_dataset(name: str) -> None:
+    """A built-in dataset's name; else a UserError listing them and pointing at dataset files."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset '{name}'. Choose one of: {', '.join(DATASETS)}, or give a .json file "
+                        "describing your own images (docs/own_data.md).")
 
 
 def check_method(method: str) -> None:
