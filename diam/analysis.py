@@ -228,7 +228,9 @@ def iteration0_accuracy(tree: ResultsTree, model_num: int, dataset: str) -> tupl
     if not per_seed:
         return None
     shared = all(max(values) - min(values) < 1e-9 for values in per_seed.values())
-    return statistics.mean_with_ci([float(np.mean(values)) for values in per_seed.values()]), shared
+    # Shared: the seed's one value as it is (a mean of equal values can round differently in its last bit).
+    per_seed_value = [values[0] if shared else float(np.mean(values)) for values in per_seed.values()]
+    return statistics.mean_with_ci(per_seed_value), shared
 
 
 @dataclass(frozen=True)
