@@ -427,6 +427,12 @@ def test_chance_count_of_a_penalty_matrix_and_the_regime(seed_tree, tmp_path):
                                             (MODEL_NUM, DATASET, "random"): {0: [50, 52], 1: [60, 62]}})
     estimate, shared = analysis.iteration0_accuracy(results.load_results(other), MODEL_NUM, DATASET)
     assert not shared and estimate.mean == pytest.approx(56.0)
+    # Shared, it is the seed's one value to the last bit, as reading.py prints it: six equal copies of
+    # 78.1 average to 78.10000000000001, which turned a rounding tie the other way in the table.
+    six = write_tree(tmp_path / "six", {(MODEL_NUM, DATASET, method): {0: [77.1, 79.1], 1: [80.0, 81.0]}
+                                        for method in ("random", "least_conf", "margin", "entropy", "CAL", "DIAM")})
+    estimate, shared = analysis.iteration0_accuracy(results.load_results(six), MODEL_NUM, DATASET)
+    assert shared and estimate.mean == 78.1
 
 
 def test_difference_curve_is_the_paired_difference_per_round(seed_tree):
