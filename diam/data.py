@@ -22,7 +22,7 @@ from torchvision import datasets as tv
 from .dataset_file import DatasetFile, load_images
 from .errors import UserError
 from .paths import atomic_write, cache_dir
-from .settings import check_dataset
+from .presets import check_dataset
 
 # name -> (torchvision class, EMNIST split or None, number of classes, label offset)
 TORCHVISION_DATASETS = {

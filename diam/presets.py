@@ -67,6 +67,13 @@ DIAM_QP_ABSORBED_ERROR = 1e-11
 DIAM_QP_CERTIFICATE_MARGIN = 1e-9
 
 
+def check_dataset(name: str) -> None:
+    """A built-in dataset's name; else a UserError listing them and pointing at dataset files."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset '{name}'. Choose one of: {', '.join(DATASETS)}, or give a .json file "
+                        "describing your own images (docs/own_data.md).")
+
+
 def default_nets(model_num: int) -> tuple:
     """The paper's T target models, OFA nets 0..T-1: what a run has when it names none (--nets
     names others: "ofa<N>" is OFA net N, another name a torchvision model)."""

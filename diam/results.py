@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,7 +230,7 @@ def add_interim_argument(parser, withheld: str) -> None:
     )
 
 
-def interim_cells(names: list[str] | None, parts: list[tuple[str, ResultsTree]]) -> set[tuple[str, str]]:
+def interim_cells(names: list[str] | None, parts: Iterable[tuple[str, ResultsTree]]) -> set[tuple[str, str]]:
     """The (tree label, dataset) cells an --interim list names: none for None, all for []. A name
     that matches no cell is refused: a typo must not release a verdict the plan withholds."""
     cells = {(label, dataset) for label, tree in parts for dataset in tree.datasets()}

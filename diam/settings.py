@@ -9,7 +9,7 @@ from typing import Optional
 from .dataset_file import DatasetFile, is_dataset_file, read_dataset_file
 from .errors import UserError
 from .paths import RunPaths, check_run_config, default_work_dir, refuse_paper_results
-from .presets import DATASETS, DIAM_QP_Q, LEWIS_P, MAX_MODELS, METHODS, Preset, default_nets, preset_from_args
+from .presets import DIAM_QP_Q, LEWIS_P, MAX_MODELS, METHODS, Preset, check_dataset, default_nets, preset_from_args
 from .speed import Speed, speed_from_environment
 
 
@@ -61,13 +61,6 @@ def resolve_dataset(dataset: str) -> tuple[str, Optional[DatasetFile]]:
         return described.name, described
     check_dataset(dataset)
     return dataset, None
-
-
-def check_dataset(name: str) -> None:
-    """A built-in dataset's name; else a UserError listing them and pointing at dataset files."""
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset '{name}'. Choose one of: {', '.join(DATASETS)}, or give a .json file "
-                        "describing your own images (docs/own_data.md).")
 
 
 def check_method(method: str) -> None:

@@ -181,9 +181,8 @@ def main(argv=None) -> None:
     for dataset, mode, seed, methods in planned_pieces(planned):
         if REFERENCE in methods.split():
             planned_seeds.setdefault((dataset, mode), set()).add(seed)
-    parts = results.load_result_parts(args.results)
-    interim = results.interim_cells(args.interim, parts)
-    parts = dict(parts)
+    parts = dict(results.load_result_parts(args.results))
+    interim = results.interim_cells(args.interim, parts.items())
     shown = os.path.relpath(args.results.resolve(), HERE.parent)  # the same header however it is called
     lines = [f"Numbers for REPRODUCTION.md's reading, from {args.results if shown.startswith('..') else shown} "
              "(reproduction/reading.py).", ""]
