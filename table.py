@@ -161,6 +161,8 @@ def print_verdicts(tree, dataset, model_nums, methods, interim: bool) -> None:
     expected = tree.expected_iterations(dataset)
     rounds = expected[1:]
     reference = analysis.REFERENCE_METHOD
+    found_by_model_num = {model_num: analysis.verdicts(tree, model_num, dataset, methods) for model_num in model_nums}
+    exploratory = any(not verdict.in_family for found in found_by_model_num.values() for verdict in found)
     print(
         f"{results.dataset_display_name(dataset)}: {reference} against each other method, paired by seed."
         f" AULC diff: {reference} minus the method over al_iter {results.as_ranges(expected)}, with its 95% CI;"
@@ -170,10 +172,11 @@ def print_verdicts(tree, dataset, model_nums, methods, interim: bool) -> None:
         f" verdict: leads/trails where Holm p < {ALPHA}, 'within {statistics.SMALLEST_EFFECT:g}' where the whole"
         f" CI lies inside ±{statistics.SMALLEST_EFFECT:g}, else not resolved; rounds w/t/l: uncorrected paired"
         " t-tests per round (descriptive)"
+        + ("; (exploratory): a method outside the family, its word taken from the raw p, not corrected"
+           if exploratory else "")
         + ("; interim: verdict words withheld until the analysis plan's seeds of this cell have all run" if interim else "")
     )
-    for model_num in model_nums:
-        found = analysis.verdicts(tree, model_num, dataset, methods)
+    for model_num, found in found_by_model_num.items():
         if not found:
             if tree.methods(model_num, dataset):
                 print(f"T={model_num}: no verdict, {reference} has no results to pair with the others'")

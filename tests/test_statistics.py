@@ -404,6 +404,8 @@ def test_holm_runs_over_the_family_and_an_added_method_stays_outside_it(tmp_path
     assert qp.word == "leads" and found["random"].word == "leads"
     plain = run_script("table.py", "--results", str(root), "--model_nums", "2")
     assert "family of 4 comparisons" in plain.stdout and "leads (exploratory)" in plain.stdout
+    # The legend says where that word comes from, since its 'leads' rule is the family's Holm p.
+    assert "(exploratory): a method outside the family, its word taken from the raw p, not corrected" in plain.stdout
 
 
 def test_the_later_rounds_difference_scales_the_aulc_difference_when_iteration_0_is_shared(seed_tree):
