@@ -201,13 +201,14 @@ class Run:
             raise UserError(f"net {net_id} has not been trained for al_iter {self.al_iter} (no {path}). Run "
                             f"train_net.py --net_id {net_id} --al_iter {self.al_iter} with the same "
                             "--dataset, --method, --model_num and preset first.")
+        n_classes = self.data.n_classes  # loads and checks the dataset: its errors are not the checkpoint's
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             info = saved["info"]
             recorded = info.get("net", f"ofa{info['net_id']}")  # the paper's nets: OFA net n at place n
             if info["net_id"] != net_id or info["dataset"] != self.dataset or recorded != self.nets[net_id]:
                 raise ValueError(f"it holds net {info['net_id']} ({recorded}) of dataset {info['dataset']}")
-            net = models.build_target(self.nets[net_id], self.data.n_classes, self.preset.dropout)
+            net = models.build_target(self.nets[net_id], n_classes, self.preset.dropout)
             net.load_state_dict(saved["state_dict"])
         except Exception as err:  # unpickling, missing keys, shape mismatch: all mean a bad file
             raise UserError(f"the checkpoint {path} is damaged or belongs to another net ({err}). Delete it "

@@ -41,8 +41,10 @@ def read_rows(path: Path, what: str) -> list[tuple[int, str, str]]:
     rows, bad = [], []
     try:
         for fields in reader:
-            if not fields or fields == [""]:  # a blank line
+            if not any(f.strip() for f in fields):  # a blank line, or a spreadsheet's row of empty cells
                 continue
+            while len(fields) > len(HEADER) and not fields[-1].strip():  # empty columns a spreadsheet added
+                fields.pop()
             rows.append((reader.line_num, fields))
     except csv.Error as err:
         raise UserError(f"{what} {path} is not a valid CSV file at line {reader.line_num} ({err}); it may have "

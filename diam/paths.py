@@ -223,6 +223,15 @@ def check_run_config(paths: RunPaths, settings: dict, claim: bool = True) -> Non
     compared = set(settings) | (set(recorded) & set(ABSENT_IS_DEFAULT))
     differing = sorted(k for k in compared if k not in ("test_at_net0_size", "mode")
                        and recorded.get(k) != settings.get(k))
+    if differing == ["dataset_content"]:  # the same dataset file, its images or labels edited under a run
+        raise UserError(
+            f"the images or labels of dataset '{settings.get('dataset')}' are not those its run folder {paths.root} "
+            "was made with (its config.json records a fingerprint of the pool and test images, their labels, the "
+            "side and the classes). The folder's index files number the pool's images by position, so one run "
+            "folder holds one version of a dataset: put the files back as they were, or start a new run for the "
+            "changed dataset (another \"name\" in its dataset file, or another --work_dir). The labels of images a "
+            "run selected go in its label sheets (indices/T<T>/<method>/iter<I>_labels.csv), not in the pool "
+            "manifest.")
     if differing:
         shown = lambda values, k: repr(values[k]) if k in values else "the default"  # noqa: E731
         pairs = ", ".join(f"{k}: folder has {shown(recorded, k)}, you asked {shown(settings, k)}" for k in differing)

@@ -2,7 +2,7 @@
 run folder, the device's name, and the step's own choices. `cli.py` builds it from argparse;
 `experiment.py` receives it and knows nothing of the command line.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -88,6 +88,8 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
     """Check a parsed command line and resolve it; a UserError says what is wrong and how to fix it."""
     preset = preset_from_args(args)
     name, dataset_file = resolve_dataset(args.dataset)
+    if dataset_file is not None:  # a team's own pool and test set: used whole unless the flags ask for a subset
+        preset = replace(preset, pool_size=getattr(args, "pool_size", None), test_size=getattr(args, "test_size", None))
     method = getattr(args, "method", None)
     if method is not None:
         check_method(method)

@@ -9,7 +9,8 @@ import torch
 
 from conftest import assert_clean_error, folder_state, linked_copy, run_script_here
 from diam.data import load_dataset
-from diam.labels import write_sheet
+from diam.errors import UserError
+from diam.labels import read_rows, write_sheet
 from diam.paths import RunPaths, read_indices
 from png_datasets import write_png_dataset
 
@@ -170,3 +171,14 @@ def test_the_first_training_needs_as_many_known_labels_as_the_initial_set(loop, 
     assert_clean_error(result, f"only {INITIAL} of the pool's {POOL} images have a label",
                        f"--initial_labeled {INITIAL} or less")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_spreadsheets_empty_cells_are_not_rows_or_columns(tmp_path):
+    """A sheet saved by a spreadsheet may carry an empty column after the label, and rows of empty
+    cells below the last one; neither is a row of its own. A third field that holds something is still refused."""
+    sheet = tmp_path / "iter1_labels.csv"
+    sheet.write_bytes("\ufeffPath,Label,\r\npool/00001.png,3,\r\npool/00002.png,,\r\n,,\r\n, ,\r\n".encode())
+    assert read_rows(sheet, "the sheet") == [(2, "pool/00001.png", "3"), (3, "pool/00002.png", "")]
+    sheet.write_text("path,label\npool/00001.png,3,extra\n")
+    with pytest.raises(UserError, match=r"without exactly two fields .* at line\(s\) 2"):
+        read_rows(sheet, "the sheet")

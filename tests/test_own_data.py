@@ -281,10 +281,41 @@ def test_a_run_folder_refuses_other_images_under_the_same_name(tmp_path, monkeyp
             str(tmp_path / "runs"), *map(str, TINY)]
     settings = lambda: settings_from_args(cli.parser("t", method_required=False).parse_args(args))  # noqa: E731
     Run(settings()).claim_folder()
+    checkpoint = Run(settings()).checkpoint(0)
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"a checkpoint of the images as they were")
     pixels = np.asarray(Image.open(folder / "pool" / "00001.png")).copy()
     Image.fromarray(255 - pixels, "L").save(folder / "pool" / "00001.png")
-    with pytest.raises(UserError, match="dataset_content: folder has"):
+    changed = "the images or labels of dataset 'few_digits' are not those its run folder"
+    with pytest.raises(UserError, match=changed):
         Run(settings()).data
+    # Loading a checkpoint meets the same error, not a claim that the checkpoint is damaged.
+    with pytest.raises(UserError, match=changed) as refused:
+        Run(settings()).load_net(0)
+    assert "damaged" not in str(refused.value)
+
+
+def test_a_dataset_file_is_used_whole_unless_the_flags_ask_for_a_subset(tmp_path, monkeypatch):
+    """The presets' pool and test sizes subsample the built-in datasets; a team's own pool is not cut to them."""
+    from diam import cli
+    from diam.experiment import Run
+    from diam.settings import settings_from_args
+
+    monkeypatch.setenv("DIAM_CACHE", str(tmp_path / "cache"))
+    dataset = str(_digits_dataset(tmp_path / "d"))
+    settings = lambda *flags: settings_from_args(cli.parser("t", method_required=False).parse_args(  # noqa: E731
+        ["--dataset", dataset, "--al_iter", "0", "--model_num", "1", "--work_dir", str(tmp_path / "runs"),
+         "--preset", "repro", *flags]))
+    whole = settings()
+    assert (whole.preset.pool_size, whole.preset.test_size) == (None, None)
+    assert whole.preset.initial_labeled == 200  # the rest of the preset stands
+    part = settings("--pool_size", "20", "--test_size", "10")
+    assert (part.preset.pool_size, part.preset.test_size) == (20, 10)
+    data = Run(part).data
+    assert (len(data.pool_labels), len(data.test_labels)) == (20, 10)
+    builtin = settings_from_args(cli.parser("t", method_required=False).parse_args(
+        ["--dataset", "digits", "--al_iter", "0", "--model_num", "1", "--preset", "repro"]))
+    assert (builtin.preset.pool_size, builtin.preset.test_size) == (3000, 2000)
 
 
 def test_run_grid_takes_dataset_files_and_named_nets_as_iter_all_does(tmp_path):
