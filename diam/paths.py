@@ -240,7 +240,7 @@ def check_run_config(paths: RunPaths, settings: dict, claim: bool = True) -> Non
             mode = (f" It holds a run in '{recorded.get('mode')}' mode and you asked for '{settings['mode']}' "
                     "mode: the two behaviours never share a folder.")
         raise UserError(f"the run folder {paths.root} was made with other settings ({pairs}).{mode} Pass the "
-                        "same --preset, overrides and quirk flags to every script of one run, or use another "
+                        "same --preset, overrides, quirk flags and --nets to every script of one run, or use another "
                         "--work_dir.")
 
 
