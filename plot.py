@@ -71,8 +71,9 @@ def parse_args():
         " in models.json, else 1500)",
     )
     parser.add_argument(
-        "--out", default=str(HERE / "assets" / "lc"), metavar="PREFIX",
-        help="output path without extension; PREFIX.png and PREFIX.pdf are written (default assets/lc)",
+        "--out", type=Path, metavar="PREFIX",
+        help="output path without extension; PREFIX.png and PREFIX.pdf are written (default: assets/lc for"
+        " the paper's own results, the README's figure; else lc beside the results folder drawn, DIR/../lc)",
     )
     args = parser.parse_args()
     if args.model_num < 1 or (args.query_batch is not None and args.query_batch < 1):
@@ -294,6 +295,15 @@ def draw_and_save(trees, model_num: int, datasets, query_batch: int | None, out_
     return written
 
 
+def default_out(args) -> Path:
+    """assets/lc for the paper's own figure; a figure of other runs goes beside their results folder,
+    so that drawing one's own runs never overwrites the README's figure."""
+    own = args.compare if args.compare is not None else args.results
+    if own.resolve() == results.PAPER_RESULTS_DIR.resolve():
+        return HERE / "assets" / "lc"
+    return own.resolve().parent / "lc"
+
+
 def main() -> None:
     args = parse_args()
     trees = [tree for _, tree in results.load_result_parts(args.results)]
@@ -313,7 +323,7 @@ def main() -> None:
             f"no results for {', '.join(unknown)} at T={args.model_num}; there are results for"
             f" {', '.join(results.in_dataset_order(found))}."
         )
-    out_prefix = Path(args.out)
+    out_prefix = args.out or default_out(args)
     refuse_paper_results(out_prefix.parent.resolve(), "--out")
 
     if args.each_dataset:

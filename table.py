@@ -177,12 +177,13 @@ def print_verdicts(tree, dataset, model_nums, methods, interim: bool) -> None:
         + ("; interim: verdict words withheld until the analysis plan's seeds of this cell have all run" if interim else "")
     )
     for model_num, found in found_by_model_num.items():
+        family = sum(verdict.in_family for verdict in found)
         if not found:
             if tree.methods(model_num, dataset):
                 print(f"T={model_num}: no verdict, {reference} has no results to pair with the others'")
             continue
         print(f"T={model_num}: iteration 0 (the regime): {iteration0_text(tree, model_num, dataset)}"
-              f" mean top-1; family of {sum(v.in_family for v in found)} comparisons")
+              f" mean top-1; family of {family} comparison{'' if family == 1 else 's'}")
         rows = [[f"{reference} vs", "AULC diff", "95% CI", f"al_iter {results.as_ranges(rounds)}", "seeds", "p",
                  "Holm p", "verdict", "rounds w/t/l"]]
         rows += [verdict_row(verdict, expected, interim) for verdict in found]

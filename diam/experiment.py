@@ -28,7 +28,7 @@ from .errors import UserError
 from .labels import read_rows, read_sheet, write_sheet
 from .paths import (check_run_config, read_indices, refuse_paper_results, step_lock, write_indices, write_json,
                     write_npz, write_text, atomic_write)
-from .presets import MODEL_FEATURE_METHODS, PROBABILITY_METHODS, SNAPSHOT_METHODS, SUBSET_SEED
+from .presets import SUBSET_SEED
 from .settings import StepSettings, check_net_index, resolve_device
 from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, WeightedBatch, strategy_notes
 from .training import (Record, allow_tf32, backbone_features, evaluate, predict, set_batchnorm_statistics,
@@ -233,11 +233,14 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
         if ckpt.exists() and not run.redo:  # another process finished it while we waited
             return f"net {net_id} already trained: {ckpt}"
         preset, method, first = run.preset, run.method, run.al_iter == 0
-        # Iteration 0 is shared by every method, so it records what any of them reads.
-        record = Record(snapshots=record_snapshots or first or method in SNAPSHOT_METHODS,
-                        probs=first or method in PROBABILITY_METHODS,
-                        features=net_id == preset.coreset_feature_net and (first or method == "coreset")
-                        or method in MODEL_FEATURE_METHODS)
+        # Iteration 0 is shared by every method, so it records what any of them reads; a later one what
+        # this method's strategy reads (a one-shot strategy reads iteration 0's nets only).
+        strategy = STRATEGIES.get(method)
+        reads = (lambda what: False) if strategy is None or strategy.one_shot else strategy.reads
+        record = Record(snapshots=record_snapshots or first or reads("snapshots"),
+                        probs=first or reads("probs"),
+                        features=net_id == preset.coreset_feature_net and (first or reads("features"))
+                        or reads("model_features"))
         net, init, stream = run.initial_net(net_id)
         size = run.image_size(net_id)
         head_only = preset.linear_heads and not first
@@ -490,7 +493,7 @@ def select_step(run: Run, batch_size=None) -> str:
             return f"already selected: {out}"
         inputs = selection_inputs(run, strategy.needs, labeled, unlabeled)
         picked, seconds = _pick(run, inputs, batch_size)
-        positions = check_batch(_positions(picked), len(unlabeled), batch_size)
+        positions = check_batch(_positions(picked), len(unlabeled), batch_size, run.method)
         if isinstance(picked, WeightedBatch):
             _write_importance_weights(run, run.al_iter + 1, unlabeled[positions], picked.importance_weights,
                                       picked.lewis_weights)
@@ -521,7 +524,7 @@ def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
         inputs = selection_inputs(source, STRATEGIES[run.method].needs, labeled, unlabeled)
         budget = batch_size * n_selections
         picked, seconds = _pick(source, inputs, budget)
-        positions = check_batch(_positions(picked), len(unlabeled), budget)
+        positions = check_batch(_positions(picked), len(unlabeled), budget, run.method)
         written, sheets = [], []
         for k in range(n_selections, 0, -1):  # iteration 1's file, which marks al_iter 0 done, last
             index_file = run.paths.indices(run.model_num, run.method, k)
@@ -589,14 +592,30 @@ def _lewis_summary(run: Run, picked) -> str:
             f"(p = {run.settings.lewis_p:g}, {run.settings.lewis_representation} nets)")
 
 
-def check_batch(positions: np.ndarray, n_unlabeled: int, batch_size: int) -> np.ndarray:
-    """The batch lies inside the unlabeled set, has no duplicates and exactly min(B, U) members."""
+def check_batch(positions: np.ndarray, n_unlabeled: int, batch_size: int, method: str) -> np.ndarray:
+    """The batch lies inside the unlabeled set, has no duplicates and exactly min(B, U) members;
+    else a UserError says which of these a strategy (perhaps a user's own) broke."""
     expected = min(batch_size, n_unlabeled)
     if batch_size > n_unlabeled:
         print(f"note: only {n_unlabeled} unlabeled examples are left, fewer than the batch of {batch_size}; "
               "all of them are selected.", file=sys.stderr)
-    if positions.ndim != 1 or len(positions) != expected or len(np.unique(positions)) != expected \
-            or positions.min(initial=0) < 0 or positions.max(initial=0) >= n_unlabeled:
-        raise RuntimeError(f"the strategy returned an invalid batch ({len(positions)} positions, expected "
-                           f"{expected} distinct ones in 0..{n_unlabeled - 1}); nothing was written")
+    problem = _batch_problem(positions, n_unlabeled, expected)
+    if problem:
+        raise UserError(f"strategy '{method}' returned an invalid batch: {problem}. A strategy returns {expected} "
+                        f"distinct integer positions into the unlabeled set (0..{n_unlabeled - 1}), as a 1-d "
+                        "array (docs/layout.md, 'Adding a strategy'); nothing was written.")
     return positions
+
+
+def _batch_problem(positions: np.ndarray, n_unlabeled: int, expected: int) -> str:
+    """What is wrong with a strategy's batch, or "" when nothing is."""
+    if positions.ndim != 1:
+        return f"an array of shape {positions.shape}, not a 1-d array of positions"
+    if not np.issubdtype(positions.dtype, np.integer):
+        return f"positions of type {positions.dtype}, not integers"
+    if len(positions) != expected:
+        return f"{len(positions)} positions, not {expected}"
+    if len(positions) and (positions.min() < 0 or positions.max() >= n_unlabeled):
+        return f"positions from {positions.min()} to {positions.max()}, outside 0..{n_unlabeled - 1}"
+    repeated = len(positions) - len(np.unique(positions))
+    return f"{repeated} repeated position(s)" if repeated else ""

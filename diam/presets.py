@@ -21,13 +21,6 @@ METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM"
 DEFAULT_METHODS = PAPER_METHODS = METHODS[:7]
 # The paper's datasets: what a loop runs unless told otherwise, and the first of a table's rows.
 PAPER_DATASETS = ("mnist", "kmnist")
-# Methods whose selection reads the late-epoch snapshot labels of every model.
-SNAPSHOT_METHODS = ("CAL", "DIAM", "DIAM_qp")
-# Methods whose selection reads every model's penultimate features on the pool at every iteration
-# (lewis_oneshot reads iteration 0's only, which iteration 0's training leaves to selection).
-MODEL_FEATURE_METHODS = ("DIAM_qp", "lewis")
-# Methods whose selection reads the final models' softmax outputs on the pool.
-PROBABILITY_METHODS = ("least_conf", "margin", "entropy")
 MAX_MODELS = 12
 # The values of T in the paper's results (run_grid.py's default grid, table.py's default columns).
 PAPER_MODEL_NUMS = (2, 4, 6, 8, 12)

@@ -481,6 +481,11 @@ class Strategy:
     # One-shot: the whole budget is chosen at once from iteration 0's nets, not a batch per iteration.
     one_shot: bool = False
 
+    def reads(self, what: str) -> bool:
+        """Whether selection reads `what` ("probs", "features", "snapshots" or "model_features") from the
+        iteration's training: what a training step records for this strategy."""
+        return what in self.needs.split("_and_")
+
 
 def _lewis(inputs, batch_size, rng, options):
     return lewis_sampling(_required(inputs, "unlabeled_model_features", 1), batch_size, rng,

@@ -297,3 +297,12 @@ def test_plot_refuses_to_write_into_the_paper_results_folder(tmp_path):
         assert "Point --out at a folder outside it" in refused.stderr and "--results_dir" not in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
     assert not list(PAPER_TREE.glob("lc.*")) and not list(PAPER_TREE.glob("x.*"))
+
+
+def test_a_figure_of_ones_own_runs_goes_beside_them_not_over_the_readmes(small_tree):
+    readme_figure = (PROJECT_ROOT / "assets" / "lc.png").read_bytes()
+    drawn = run_script("plot.py", "--compare", str(small_tree), "--model_num", "2")
+    assert drawn.returncode == 0, drawn.stderr
+    beside = small_tree.resolve().parent / "lc.png"
+    assert f"wrote {beside}" in drawn.stdout and beside.read_bytes().startswith(b"\x89PNG")
+    assert (PROJECT_ROOT / "assets" / "lc.png").read_bytes() == readme_figure

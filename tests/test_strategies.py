@@ -11,6 +11,10 @@ import pytest
 import torch
 from alipy.query_strategy import QueryInstanceCoresetGreedy, QueryInstanceQBC
 
+from diam.errors import UserError
+from diam.experiment import check_batch
+from diam.presets import METHODS
+
 from diam.strategies import (
     STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, WeightedBatch, cal, coreset, diam,
     disagreement_count, entropy, least_confidence, margin, random_sampling, vote_entropy)
@@ -309,11 +313,45 @@ def test_cal_tops_up_from_the_rest_and_warns_when_union_is_too_small():
 
 # ------------------------------------------------------------------- registry
 
+SHIPPED_NEEDS = {
+    "random": "nothing", "least_conf": "probs", "margin": "probs", "entropy": "probs",
+    "coreset": "features", "CAL": "snapshots", "DIAM": "snapshots",
+    "DIAM_qp": "snapshots_and_model_features", "lewis": "model_features", "lewis_oneshot": "model_features"}
+
+
 def test_registry_has_every_command_line_method_with_its_needs():
-    assert {name: strategy.needs for name, strategy in STRATEGIES.items()} == {
-        "random": "nothing", "least_conf": "probs", "margin": "probs", "entropy": "probs",
-        "coreset": "features", "CAL": "snapshots", "DIAM": "snapshots",
-        "DIAM_qp": "snapshots_and_model_features", "lewis": "model_features", "lewis_oneshot": "model_features"}
+    # The command line's names (presets.METHODS, which the scripts check) and the registry are one list:
+    # a name in one only would pass every check and fail at its first selection.
+    assert list(STRATEGIES) == list(METHODS)
+    assert {name: STRATEGIES[name].needs for name in SHIPPED_NEEDS} == SHIPPED_NEEDS
+
+
+def test_training_records_what_each_strategy_reads():
+    reads = {name: [what for what in ("probs", "features", "snapshots", "model_features") if strategy.reads(what)]
+             for name, strategy in STRATEGIES.items()}
+    assert reads == {"random": [], "least_conf": ["probs"], "margin": ["probs"], "entropy": ["probs"],
+                     "coreset": ["features"], "CAL": ["snapshots"], "DIAM": ["snapshots"],
+                     "DIAM_qp": ["snapshots", "model_features"], "lewis": ["model_features"],
+                     "lewis_oneshot": ["model_features"]}
+
+
+@pytest.mark.parametrize("batch, problem", [
+    (np.array([[0], [1], [2]]), "an array of shape (3, 1), not a 1-d array of positions"),
+    (np.asarray(None), "an array of shape (), not a 1-d array of positions"),
+    (np.array([0.0, 1.0, 2.0]), "positions of type float64, not integers"),
+    (np.array([True, False, True]), "positions of type bool, not integers"),
+    (np.array([0, 1]), "2 positions, not 3"),
+    (np.array([0, 1, 2, 3]), "4 positions, not 3"),
+    (np.array([0, 1, 10]), "positions from 0 to 10, outside 0..9"),
+    (np.array([-1, 1, 2]), "positions from -1 to 2, outside 0..9"),
+    (np.array([4, 1, 4]), "1 repeated position(s)"),
+])
+def test_a_strategys_invalid_batch_is_refused_naming_what_is_wrong(batch, problem):
+    with pytest.raises(UserError) as refused:
+        check_batch(batch, 10, 3, "mine")
+    assert f"strategy 'mine' returned an invalid batch: {problem}." in str(refused.value)
+    assert "nothing was written" in str(refused.value)
+    assert list(check_batch(np.array([7, 0, 3], dtype=np.uint8), 10, 3, "mine")) == [7, 0, 3]
 
 
 def random_inputs(n_unlabeled, seed=0, n_models=3, n_snapshots=4, n_classes=5, dim=6):
