@@ -89,7 +89,8 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
     preset = preset_from_args(args)
     name, dataset_file = resolve_dataset(args.dataset)
     if dataset_file is not None:  # a team's own pool and test set: used whole unless the flags ask for a subset
-        preset = replace(preset, pool_size=getattr(args, "pool_size", None), test_size=getattr(args, "test_size", None))
+        preset = replace(preset, pool_size=getattr(args, "pool_size", None),
+                         test_size=getattr(args, "test_size", None))
     method = getattr(args, "method", None)
     if method is not None:
         check_method(method)
