@@ -149,6 +149,9 @@ def select_outputs(args) -> list[Path]:
 
 def run_select(args) -> bool:
     if not args.redo and finished(*select_outputs(args)):
+        sheet = settings_from_args(args).paths.label_sheet(args.model_num, args.method, args.al_iter + 1)
+        if sheet.exists():  # a person labels this run: asked again, say again where the images to label are
+            print(f"to label: {sheet}")
         return False
     from .experiment import Run, select_step  # loads torch: only when there is work to do
 

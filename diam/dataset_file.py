@@ -188,8 +188,9 @@ def _class_indices(listing: Listing, classes: tuple, split: str) -> np.ndarray:
     if unknown:
         where, label = unknown[0]
         raise UserError(f"the {split} has {len(unknown)} image(s) of a class the dataset does not have, the first "
-                        f"'{label}' ({where}). The classes are {', '.join(classes)}: fix the label, or list "
-                        "every class under 'classes' in the dataset file.")
+                        f"'{label}' ({where}). The classes are {', '.join(classes)} (the dataset file's "
+                        "'classes', else every class the test set has an image of: an empty class folder adds "
+                        "none): fix the label, or list every class under 'classes' in the dataset file.")
     return np.array([index[label] if label else -1 for label in listing.labels], dtype=np.int64)
 
 

@@ -91,6 +91,9 @@ def test_al_select_writes_the_selected_images_with_empty_labels_beside_its_index
     header, *rows = _rows(sheet)
     assert header == ["path", "label"]
     assert rows == [[f"pool/{i:05d}.png", ""] for i in labeled[INITIAL:]]
+    again = _ok(_step("al_select.py", loop["person_file"], loop["person"], "--method", "DIAM", "--al_iter", 0))
+    assert f"already done: {RunPaths(loop['person'], 'quick', 'hand').indices(2, 'DIAM', 1)}" in again.stdout
+    assert f"to label: {sheet}" in again.stdout  # asked again, it still says where the images to label are
 
 
 def test_labels_filled_in_from_the_truth_give_the_simulated_runs_files(loop, tmp_path):

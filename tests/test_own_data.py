@@ -233,7 +233,8 @@ def _test_manifest(folder, text):
 
 BAD_CONTENT = {
     "label not a class": (lambda f: (f / "pool.csv").write_text("path,label\npool/00000.png,7\npool/00001.png,x\n"),
-                          ["class the dataset does not have", "'x'", "line 3 of"]),
+                          ["class the dataset does not have", "'x'", "line 3 of",
+                           "every class the test set has an image of: an empty class folder adds none"]),
     "unlabelled test image": (lambda f: _test_manifest(f, "path,label\npool/00000.png,3\npool/00001.png,\n"),
                               ["test set needs a label", "line 3 of"]),
     "missing image": (lambda f: (f / "pool" / "00004.png").unlink(), ["00004.png", "line 6 of", "could not be read"]),
