@@ -9,8 +9,13 @@ each) and, when one dies, restarts it and retries its step; a step skips work
 whose outputs exist, so a retried step, or a rerun grid, ends with the same files.
 
 Ray stays in this module: the steps know nothing of it.
+
+With DIAM_PROFILE=DIR each step runs under cProfile (its statistics in DIR, named as its
+log) and the driver writes DIR/timeline.tsv: when each step held which worker. That is
+what bench/bench_piece.py reads to say where a piece's time goes.
 """
 import argparse
+import cProfile
 import heapq
 import logging
 import math
@@ -28,13 +33,15 @@ from typing import Callable, NamedTuple
 
 from . import cli
 from .errors import UserError
-from .paths import RunPaths, default_work_dir
+from .paths import RunPaths, default_work_dir, write_text
 from .presets import (DATASETS, DEFAULT_METHODS, MAX_MODELS, METHODS, PAPER_DATASETS, PAPER_MODEL_NUMS, Preset,
                       add_preset_arguments, preset_from_args)
 from .settings import check_method, resolve_dataset
 
 # How often Ray restarts a dead worker and resubmits the step it was running.
 RETRIES = 3
+# A folder: profile every step and record the grid's timeline there (bench/bench_piece.py).
+PROFILE_VARIABLE = "DIAM_PROFILE"
 
 
 class Script(NamedTuple):
@@ -134,9 +141,19 @@ class StepWorker:
         torch.set_num_threads(threads)
         self._blas_limit = threadpool_limits(threads)
         from . import experiment  # noqa: F401  (torch, torchvision, ofa: the start-up the grid saves)
+        self._profile_dir = os.environ.get(PROFILE_VARIABLE)
 
     def run(self, step: Step) -> tuple[str, str]:
         """('run' | 'skipped' | 'failed', what went wrong); the step's output goes to its log."""
+        if not self._profile_dir:
+            return self._run(step)
+        profile = cProfile.Profile()
+        try:
+            return profile.runcall(self._run, step)
+        finally:
+            profile.dump_stats(profile_path(self._profile_dir, step))
+
+    def _run(self, step: Step) -> tuple[str, str]:
         Path(step.log).parent.mkdir(parents=True, exist_ok=True)
         with open(step.log, "a") as log, redirect_stdout(log), redirect_stderr(log):
             print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()} pid {os.getpid()}: "
@@ -155,6 +172,15 @@ class StepWorker:
             return ("run" if did_work else "skipped"), ""
 
 
+def profile_path(folder, step: Step) -> Path:
+    """Where a profiled step's cProfile statistics go: its log's path below the run folder's logs."""
+    parts = Path(step.log).parts
+    relative = parts[parts.index("logs") + 1:] if "logs" in parts else parts[-1:]
+    path = Path(folder, *relative).with_suffix(".prof")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 # ---------------------------------------------------------------- the driver
 @dataclass
 class Summary:
@@ -165,6 +191,7 @@ class Summary:
     seconds: float = 0.0
     workers: int = 0
     busy_seconds: float = 0.0  # summed over workers: how long they held a step (Ray's overhead included)
+    timeline: list = field(default_factory=list)  # (step position, worker position, start s, end s, status)
 
     @property
     def not_reached(self) -> int:
@@ -183,6 +210,7 @@ def run_steps(steps: list[Step], workers: list, progress) -> Summary:
             dependents[need].append(i)
     ready = []  # a heap of (is a test, position): tests are leaves, training and selection keep chains moving
     idle, running = list(workers), {}  # running: object ref -> (step position, worker, start time)
+    began = time.perf_counter()
 
     def done(i, status, message=""):
         if status == "failed":
@@ -230,13 +258,15 @@ def run_steps(steps: list[Step], workers: list, progress) -> Summary:
         finished_refs, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
         for ref in finished_refs:
             i, worker, started = running.pop(ref)
-            summary.busy_seconds += time.perf_counter() - started
+            ended = time.perf_counter()
+            summary.busy_seconds += ended - started
             try:
                 status, message = ray.get(ref)
             except ray.exceptions.RayError as err:  # the worker died more often than Ray retries
                 status, message = "failed", f"its worker was lost: {str(err).splitlines()[0]}"
             else:
                 idle.append(worker)
+            summary.timeline.append((i, workers.index(worker), started - began, ended - began, status))
             done(i, status, message)
     show()
     return summary
@@ -409,9 +439,21 @@ def main(argv) -> None:
     finally:
         ray.shutdown()
     summary.seconds = time.perf_counter() - began
+    if os.environ.get(PROFILE_VARIABLE):
+        write_timeline(Path(os.environ[PROFILE_VARIABLE]) / "timeline.tsv", steps, summary)
     report(summary, work_dir / preset.name, model_nums)
     if summary.failed:
         raise SystemExit(1)
+
+
+def write_timeline(path: Path, steps: list[Step], summary: Summary) -> None:
+    """One line per step a worker held: seconds from the first step's start, Ray's overhead included."""
+    lines = ["step\tscript\tal_iter\tchain\tworker\tstart_s\tend_s\tstatus"]
+    for i, worker, start, end, status in sorted(summary.timeline, key=lambda row: row[2]):
+        step = steps[i]
+        lines.append(f"{i}\t{step.script}\t{step.al_iter}\t{step.chain}\t{worker}\t{start:.3f}\t{end:.3f}\t{status}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def report(summary: Summary, run_folder: Path, model_nums) -> None:
