@@ -233,14 +233,7 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
         if ckpt.exists() and not run.redo:  # another process finished it while we waited
             return f"net {net_id} already trained: {ckpt}"
         preset, method, first = run.preset, run.method, run.al_iter == 0
-        # Iteration 0 is shared by every method, so it records what any of them reads; a later one what
-        # this method's strategy reads (a one-shot strategy reads iteration 0's nets only).
-        strategy = STRATEGIES.get(method)
-        reads = (lambda what: False) if strategy is None or strategy.one_shot else strategy.reads
-        record = Record(snapshots=record_snapshots or first or reads("snapshots"),
-                        probs=first or reads("probs"),
-                        features=net_id == preset.coreset_feature_net and (first or reads("features"))
-                        or reads("model_features"))
+        record = _record(run, net_id, record_snapshots)
         net, init, stream = run.initial_net(net_id)
         size = run.image_size(net_id)
         head_only = preset.linear_heads and not first
@@ -265,6 +258,27 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
         state = {k: v.cpu() for k, v in net.state_dict().items()}
         atomic_write(ckpt, lambda f: torch.save({"state_dict": state, "info": info}, f))
     return f"net {net_id} trained on {len(labeled)} labeled examples ({init} init): {ckpt}"
+
+
+def _record(run: Run, net_id: int, record_snapshots: bool) -> Record:
+    """What training records on the pool: what the selection made from these nets reads.
+
+    Iteration 0 is shared by every method, so it records what any of them reads; a later one what
+    this method's strategy reads (a one-shot strategy reads iteration 0's nets only). The last
+    evaluation point's nets are tested, never selected from: their passes are skipped, unless
+    they draw from the net's training stream (--score_with_train_aug), where skipping them would
+    change the rest of its training. --mDIS records snapshots whatever the iteration.
+    """
+    preset = run.preset
+    if run.al_iter == preset.al_iters - 1 and not preset.score_with_train_aug:
+        return Record(snapshots=record_snapshots)
+    first = run.al_iter == 0
+    strategy = STRATEGIES.get(run.method)
+    reads = (lambda what: False) if strategy is None or strategy.one_shot else strategy.reads
+    return Record(snapshots=record_snapshots or first or reads("snapshots"),
+                  probs=first or reads("probs"),
+                  features=net_id == preset.coreset_feature_net and (first or reads("features"))
+                  or reads("model_features"))
 
 
 def _train_head(run: Run, net_id: int, initial_net, data: Data, labeled, unlabeled, record: Record, stream: int):

@@ -12,7 +12,7 @@ import torch
 from alipy.query_strategy import QueryInstanceCoresetGreedy, QueryInstanceQBC
 
 from diam.errors import UserError
-from diam.experiment import check_batch
+from diam.experiment import _record, check_batch
 from diam.presets import METHODS
 
 from diam.strategies import (
@@ -333,6 +333,27 @@ def test_training_records_what_each_strategy_reads():
                      "coreset": ["features"], "CAL": ["snapshots"], "DIAM": ["snapshots"],
                      "DIAM_qp": ["snapshots", "model_features"], "lewis": ["model_features"],
                      "lewis_oneshot": ["model_features"]}
+
+
+def test_the_last_evaluation_points_nets_record_only_what_their_training_stream_needs():
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from diam.presets import PRESETS
+    from diam.training import Record
+
+    quick = PRESETS["quick"]  # al_iters 4: al_iter 3 is tested, never selected from
+    at = lambda al_iter, preset=quick, method="DIAM": SimpleNamespace(preset=preset, al_iter=al_iter,  # noqa: E731
+                                                                      method=method)
+    assert _record(at(2), 1, False) == Record(snapshots=True)
+    assert _record(at(3), 1, False) == Record()  # no pass over the pool: nothing would read it
+    assert _record(at(3, method="entropy"), 0, False) == Record()
+    assert _record(at(3), 1, True) == Record(snapshots=True)  # --mDIS asks for them whatever the iteration
+    # The original's passes draw the augmentation from the net's training stream: they stay.
+    original = replace(quick, score_with_train_aug=True)
+    assert _record(at(3, original), 1, False) == Record(snapshots=True)
+    assert _record(at(0, replace(quick, al_iters=1)), 0, False) == Record()
+    assert _record(at(0), 0, False) == Record(snapshots=True, probs=True, features=True)
 
 
 @pytest.mark.parametrize("batch, problem", [
