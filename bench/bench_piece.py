@@ -220,7 +220,8 @@ def aulcs(work: Path, args) -> dict:
     result = {}
     for method in args.methods:
         points = sorted((root / method).glob("*/performances.txt"), key=lambda p: int(p.parent.name))
-        result[method] = float(np.mean([np.loadtxt(p, ndmin=2)[:, 0].mean() for p in points])) if points else float("nan")
+        top1 = [np.loadtxt(p, ndmin=2)[:, 0].mean() for p in points]
+        result[method] = float(np.mean(top1)) if top1 else float("nan")
     return result
 
 

@@ -58,32 +58,33 @@ def swap_hard_activations_(net: nn.Module) -> int:
     return swapped
 
 
-def _conv_input_sizes(net: nn.Module, size: int) -> dict:
-    """The spatial size (h, w) of every Conv2d's input when `net` sees size x size images."""
-    sizes, hooks = {}, []
+@torch.no_grad()
+def conv_input_sizes(net: nn.Module, size: int) -> dict:
+    """The spatial size (h, w) of every Conv2d's input when `net` sees size x size images. The probe
+    runs in eval mode (no dropout draw, no BatchNorm statistics updated); the net's mode is restored."""
+    sizes, hooks, training = {}, [], net.training
     for module in net.modules():
         if isinstance(module, nn.Conv2d):
             hooks.append(module.register_forward_pre_hook(
                 lambda m, args: sizes.__setitem__(m, tuple(args[0].shape[-2:]))))
     try:
+        net.eval()
         param = next(net.parameters())
-        with torch.no_grad():
-            net(torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device))
+        net(torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device))
     finally:
         for hook in hooks:
             hook.remove()
+        net.train(training)
     return sizes
 
 
-def _cropped(conv: nn.Conv2d, height: int, width: int):
-    """`conv` without the kernel taps that can only ever meet zero padding on an h x w input, or None.
+def kept_taps(conv: nn.Conv2d, height: int, width: int):
+    """(rows, cols, padding): the kernel taps of `conv` that can meet an h x w input and the padding left
+    around them; None when every tap can, or when the conv is not a centred, zero-padded, undilated one.
 
     An output position sees the input at offsets -p..+p of its centre; an offset larger
     than the input's extent minus one lands in the padding for every output, so its taps
     multiply zeros. Dropping them (and as much padding) keeps the output's size and values.
-    At the CPU presets' 32 px the last stages' inputs are 1 x 1 or 2 x 2 while their
-    depthwise kernels are 5 x 5 or 7 x 7, and oneDNN's depthwise kernel is slowest exactly
-    there (a 5 x 5 depthwise conv over 500 x 640 x 1 x 1 measured 64 ms; its centre tap alone 0.5 ms).
     """
     if conv.padding_mode != "zeros" or conv.dilation != (1, 1) or isinstance(conv.padding, str):
         return None
@@ -94,14 +95,28 @@ def _cropped(conv: nn.Conv2d, height: int, width: int):
         keep.append(min(p, extent - 1))
     if tuple(keep) == tuple(conv.padding):
         return None
+    (kh, kw), (rh, rw) = conv.kernel_size, keep
+    return slice(kh // 2 - rh, kh // 2 + rh + 1), slice(kw // 2 - rw, kw // 2 + rw + 1), tuple(keep)
+
+
+def _cropped(conv: nn.Conv2d, height: int, width: int):
+    """`conv` without the kernel taps that can only ever meet zero padding on an h x w input
+    (`kept_taps`), or None. At the CPU presets' 32 px the last stages' inputs are 1 x 1 or
+    2 x 2 while their depthwise kernels are 5 x 5 or 7 x 7, and oneDNN's depthwise kernel is
+    slowest exactly there (a 5 x 5 depthwise conv over 500 x 640 x 1 x 1 measured 64 ms; its
+    centre tap alone 0.5 ms).
+    """
+    kept = kept_taps(conv, height, width)
+    if kept is None:
+        return None
+    rows, cols, padding = kept
     # skip_init: a new module would otherwise draw its initial weights from torch's global generator,
     # the one dropout draws from during training, and so change the training run around the pass.
-    trimmed = skip_init(nn.Conv2d, conv.in_channels, conv.out_channels, tuple(2 * r + 1 for r in keep),
-                        conv.stride, tuple(keep), groups=conv.groups, bias=conv.bias is not None,
-                        device=conv.weight.device, dtype=conv.weight.dtype)
-    (kh, kw), (rh, rw) = conv.kernel_size, keep
+    trimmed = skip_init(nn.Conv2d, conv.in_channels, conv.out_channels, (rows.stop - rows.start,
+                        cols.stop - cols.start), conv.stride, padding, groups=conv.groups,
+                        bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
-        trimmed.weight.copy_(conv.weight[:, :, kh // 2 - rh:kh // 2 + rh + 1, kw // 2 - rw:kw // 2 + rw + 1])
+        trimmed.weight.copy_(conv.weight[:, :, rows, cols])
         if conv.bias is not None:
             trimmed.bias.copy_(conv.bias)
     trimmed.requires_grad_(conv.weight.requires_grad)
@@ -111,7 +126,7 @@ def _cropped(conv: nn.Conv2d, height: int, width: int):
 def crop_kernels_(net: nn.Module, size: int) -> int:
     """Crop every conv's kernel to the taps that can meet its input at size x size images
     (`_cropped`); returns how many convs were cropped. The copy then serves that size only."""
-    input_sizes = _conv_input_sizes(net, size)
+    input_sizes = conv_input_sizes(net, size)
     cropped = 0
     for module in list(net.modules()):
         for name, child in module.named_children():

@@ -21,15 +21,23 @@ rounding at most, not the experiment.
                                    streams[=K]      train_net.py with several --net_id trains K of them
                                                     at once (default 4), each on its own CUDA stream
                                    all              every piece above
+    DIAM_CPU_FAST=PIECE[,PIECE]  CPU-only pieces of the training step, off by default (each
+                                 changes float rounding: docs/benchmarks.md says what they gain
+                                 and what the 5-seed check found; ignored on CUDA):
+                                   crop_taps  depthwise kernels cropped to the taps that can meet
+                                              their input (diam/cpu_fast.py)
+                                   compile    the forward and loss through torch.compile
+                                   all        both
 """
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
 from .errors import UserError
 
 SCORING_MODES = ("fused", "plain")
 CUDA_PIECES = ("benchmark", "scoring_graphs", "training_graphs", "streams")
+CPU_PIECES = ("crop_taps", "compile")
 DEFAULT_CONCURRENT_NETS = 4
 
 
@@ -41,6 +49,8 @@ class Speed:
     scoring_graphs: bool = False
     training_graphs: bool = False
     concurrent_nets: int = 1  # nets of one train_net.py call trained at once (CUDA streams)
+    crop_taps: bool = False  # CPU: depthwise taps that meet only padding are not computed
+    compile: bool = False  # CPU: the training forward and loss through torch.compile
 
     @property
     def fused(self) -> bool:
@@ -52,11 +62,17 @@ class Speed:
                                         ("training_graphs", self.training_graphs)) if on]
         return pieces + ([f"streams={self.concurrent_nets}"] if self.concurrent_nets > 1 else [])
 
+    def cpu_pieces(self) -> list[str]:
+        """The CPU-only pieces switched on, by name."""
+        return [name for name in CPU_PIECES if getattr(self, name)]
+
     def on_device(self, device_type: str) -> "Speed":
-        """These settings as they act on a device: the CUDA-only pieces off anywhere else."""
+        """These settings as they act on a device: the CUDA-only pieces off anywhere but CUDA, the
+        CPU-only pieces off anywhere but the CPU."""
         if device_type == "cuda":
-            return self
-        return Speed(scoring=self.scoring, scoring_batch=self.scoring_batch)
+            return replace(self, crop_taps=False, compile=False)
+        return Speed(scoring=self.scoring, scoring_batch=self.scoring_batch,
+                     **({name: getattr(self, name) for name in CPU_PIECES} if device_type == "cpu" else {}))
 
 
 def _positive_int(name: str, text: str) -> int:
@@ -91,6 +107,13 @@ def speed_from_environment(environ: Mapping[str, str] = os.environ) -> Speed:
                             f"{', '.join(CUDA_PIECES)} (streams=K for K nets at once) or 'all'.")
     if concurrent is None:
         concurrent = DEFAULT_CONCURRENT_NETS
+    cpu = set()
+    for item in filter(None, (p.strip() for p in environ.get("DIAM_CPU_FAST", "").split(","))):
+        if item not in (*CPU_PIECES, "all"):
+            raise UserError(f"DIAM_CPU_FAST has an unknown piece '{item}': give a comma-separated list of "
+                            f"{', '.join(CPU_PIECES)}, or 'all'.")
+        cpu.update(CPU_PIECES if item == "all" else [item])
     return Speed(scoring=scoring, scoring_batch=scoring_batch, cudnn_benchmark="benchmark" in pieces,
                  scoring_graphs="scoring_graphs" in pieces, training_graphs="training_graphs" in pieces,
-                 concurrent_nets=concurrent if "streams" in pieces else 1)
+                 concurrent_nets=concurrent if "streams" in pieces else 1,
+                 **{name: name in cpu for name in CPU_PIECES})

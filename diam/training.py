@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .augment import eval_transform, train_transform
+from .cpu_fast import compiled_forward_loss, crop_taps_
 from .cuda_graphs import ReplayedStep, ScoringGraphs
 from .data import Data
 from .errors import UserError
@@ -230,19 +231,21 @@ def training_step(net: nn.Module, preset: Preset, total_steps: int, speed: Speed
 
     By default the eager step: foreach SGD (asked for: torch picks it by itself on CUDA only,
     and on the CPU its per-tensor loop in Python cost ~8% of a step at batch 25; the same
-    arithmetic, weights bit for bit), its rate set by CosineAnnealingLR after each step. With DIAM_CUDA_FAST=training_graphs: fused SGD reading its rate from a tensor,
-    replayed from a CUDA graph on CUDA (cuda_graphs.ReplayedStep); the same update up to
-    float rounding.
+    arithmetic, weights bit for bit), its rate set by CosineAnnealingLR after each step;
+    with DIAM_CPU_FAST=compile on the CPU, its forward and loss compiled (diam/cpu_fast.py).
+    With DIAM_CUDA_FAST=training_graphs: fused SGD reading its rate from a tensor, replayed
+    from a CUDA graph on CUDA (cuda_graphs.ReplayedStep); the same update up to float rounding.
     """
     criterion = nn.CrossEntropyLoss(label_smoothing=preset.label_smoothing)
     groups = parameter_groups(net, preset.weight_decay)
     if not speed.training_graphs:
         optimizer = torch.optim.SGD(groups, lr=preset.lr, momentum=preset.momentum, nesterov=True, foreach=True)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        compiled = compiled_forward_loss() if speed.compile else None
 
         def step(x, y):
             with autocast(device, preset.bf16):
-                loss = criterion(net(x).float(), y)
+                loss = compiled(net, x, y, preset.label_smoothing) if compiled else criterion(net(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -322,6 +325,8 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
     """
     device = data.pool_images.device
     to_device(net, device)
+    if speed.crop_taps:
+        crop_taps_(net, size)
     generator = torch.Generator(device=device).manual_seed(stream)
     labeled = labeled.to(device)
     steps_per_epoch = _steps_per_epoch(labeled, preset.train_batch)

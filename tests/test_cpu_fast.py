@@ -1,0 +1,102 @@
+"""DIAM_CPU_FAST: the training step's CPU pieces compute what the plain step computes, up to rounding."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from diam import cpu_fast, models
+from diam.errors import UserError
+from diam.inference import inference_copy
+from diam.speed import Speed, speed_from_environment
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    net = models.build_net(0, 10, 0.1)
+    models.initialise(net, 0)
+    return net
+
+
+def test_cropped_taps_compute_the_same_forward_and_keep_the_nets_parameters():
+    plain = _net()
+    cropped = copy.deepcopy(plain)
+    changed = cpu_fast.crop_taps_(cropped, 32)
+    # At 32 px the last stages see 2 x 2 and 1 x 1 inputs with 3 x 3 to 7 x 7 depthwise kernels.
+    assert changed >= 4 and sum(isinstance(m, cpu_fast.TapCroppedConv2d) for m in cropped.modules()) == changed
+    assert {k: v.shape for k, v in cropped.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(6) % 10
+    losses = []
+    for net in (plain, cropped):
+        net.train()
+        torch.manual_seed(2)  # the same dropout mask for both
+        out = net(x)
+        losses.append(nn.functional.cross_entropy(out, y))
+        losses[-1].backward()
+    assert torch.equal(losses[0], losses[1])  # the dropped taps only ever multiplied zeros
+    for (name, p), q in zip(plain.named_parameters(), cropped.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)  # another order of sums
+    tap = next(m for m in cropped.modules() if isinstance(m, cpu_fast.TapCroppedConv2d))
+    outside = torch.ones_like(tap.weight.grad, dtype=torch.bool)
+    outside[:, :, tap.rows, tap.cols] = False
+    assert outside.any() and (tap.weight.grad[outside] == 0).all()
+    # Passes over images (an inference copy at the same size) give what the plain net's copy gives.
+    x_eval = torch.randn(4, 3, 32, 32)
+    assert torch.equal(inference_copy(cropped.eval(), 32)(x_eval), inference_copy(plain.eval(), 32)(x_eval))
+
+
+def test_cropping_leaves_a_net_whose_every_tap_meets_its_input_as_it_is():
+    net = _net()
+    assert cpu_fast.crop_taps_(net, 224) == 0 and not any(isinstance(m, cpu_fast.TapCroppedConv2d)
+                                                          for m in net.modules())
+
+
+class _Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.head(self.drop(torch.relu(self.bn(self.conv(x))).mean((2, 3))))
+
+
+def test_the_compiled_loss_is_the_eager_loss_with_the_same_dropout_and_compiles_once_per_architecture(tmp_path,
+                                                                                                      monkeypatch):
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setattr(cpu_fast, "_compiled_forward_loss", None)
+    compiled = cpu_fast.compiled_forward_loss()
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    frames = None
+    for seed in (0, 1):  # two nets of one architecture: the second one reuses the first one's code
+        torch.manual_seed(seed)
+        net = _Small().train()
+        twin = copy.deepcopy(net)
+        torch.manual_seed(5)
+        eager = nn.functional.cross_entropy(net(x), y, label_smoothing=0.1)
+        torch.manual_seed(5)
+        fast = compiled(twin, x, y, 0.1)
+        torch.testing.assert_close(fast, eager)  # the same dropout mask: a different one moves the loss far
+        eager.backward()
+        fast.backward()
+        for p, q in zip(net.parameters(), twin.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(twin.bn.running_mean, net.bn.running_mean)  # buffers updated as in eager mode
+        if frames is None:
+            frames = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == frames
+
+
+def test_the_cpu_pieces_are_read_from_the_environment_and_act_on_the_cpu_only():
+    assert speed_from_environment({"DIAM_CPU_FAST": "crop_taps"}) == Speed(crop_taps=True)
+    both = speed_from_environment({"DIAM_CPU_FAST": "all"})
+    assert both == speed_from_environment({"DIAM_CPU_FAST": " compile, crop_taps "}) == Speed(crop_taps=True,
+                                                                                             compile=True)
+    assert both.on_device("cpu") == both and both.on_device("cuda") == Speed()
+    with pytest.raises(UserError, match="unknown piece 'jit'"):
+        speed_from_environment({"DIAM_CPU_FAST": "jit"})
