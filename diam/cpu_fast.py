@@ -12,18 +12,15 @@ crop_taps  At the CPU presets' 32 px the last stages' inputs are 1 x 1 or 2 x 2 
            The net's parameters, and so its checkpoint, keep their full shape.
 compile    The forward and the loss of a training step through torch.compile (Inductor's C++
            kernels; the backward through AOTAutograd), compiled once per architecture and
-           input shape in a process and kept on disk ($TORCHINDUCTOR_CACHE_DIR, default
-           <cache>/inductor), so that a later process loads it in seconds. Dropout keeps
+           input shape in a process and kept on disk by Inductor ($TORCHINDUCTOR_CACHE_DIR,
+           default /tmp/torchinductor_<user>), so that a later process loads it in seconds. Dropout keeps
            torch's own random numbers (fallback_random), so the masks are eager mode's.
 """
-import os
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .inference import conv_input_sizes, kept_taps
-from .paths import cache_dir
 
 
 class TapCroppedConv2d(nn.Conv2d):
@@ -69,7 +66,6 @@ def compiled_forward_loss():
     (the net is an argument: a new net of an architecture already seen does not compile again)."""
     global _compiled_forward_loss
     if _compiled_forward_loss is None:
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
         import torch._inductor.config as inductor_config
 
         inductor_config.fallback_random = True  # dropout draws as in eager mode, from torch's generator
