@@ -5,8 +5,9 @@ files that has colour images; the augmentation module turns batches of them into
 3-channel float inputs on the model's device. Files come through torchvision (which
 downloads where there is internet); the MNIST-family .gz files alone, and Debian's
 Fashion-MNIST location, are accepted too, and scikit-learn's handwritten digits are
-embedded for fully offline runs. Your own images come through a dataset file
-(dataset_file.py).
+embedded for fully offline runs. `mnist10k` and `kmnist10k` are MNIST and KMNIST made
+from their official test splits alone (the t10k files), split once into a pool and a
+test set. Your own images come through a dataset file (dataset_file.py).
 """
 import gzip
 import os
@@ -36,6 +37,10 @@ TORCHVISION_DATASETS = {
 # Where Debian's dataset-fashion-mnist package puts the .gz files.
 SYSTEM_LOCATIONS = {"fmnist": [Path("/usr/share/datasets/fashion-mnist")]}
 DIGITS_TEST_SIZE = 500  # scikit-learn's digits has no official split: a fixed stratified one
+# name -> the torchvision dataset whose official test split (10,000 images) it is made from. The split
+# into 8,000 pool and 2,000 test images is stratified by class and fixed by the subset seed.
+TEST_SPLIT_DATASETS = {"mnist10k": "mnist", "kmnist10k": "kmnist"}
+TEST_SPLIT_TEST_SIZE = 2000
 
 
 class DatasetMissing(UserError):
@@ -84,8 +89,13 @@ def load_dataset(dataset: Union[str, DatasetFile], data_root=None, pool_size=Non
         data = _load_files(dataset)
     else:
         check_dataset(dataset)
-        data = _load_digits(seed) if dataset == "digits" else \
-            _load_torchvision(dataset, Path(data_root) if data_root else default_data_root())
+        root = Path(data_root) if data_root else default_data_root()
+        if dataset == "digits":
+            data = _load_digits(seed)
+        elif dataset in TEST_SPLIT_DATASETS:
+            data = _load_test_split(dataset, root, seed)
+        else:
+            data = _load_torchvision(dataset, root)
     rng = np.random.default_rng(seed)
     pool = _subset(len(data.pool_labels), pool_size, rng)
     test = _subset(len(data.test_labels), test_size, rng)
@@ -129,6 +139,40 @@ def _load_digits(seed: int) -> Data:
                 as_t(test_y, torch.int64), 10)
 
 
+def _load_test_split(name: str, root: Path, seed: int) -> Data:
+    """A torchvision dataset's official test split alone, split into a pool and a test set (stratified)."""
+    from sklearn.model_selection import train_test_split
+
+    source = TEST_SPLIT_DATASETS[name]
+    cls = TORCHVISION_DATASETS[source][0]
+    files = [f for f in _expected_files(source) if f.startswith("t10k")]
+    try:
+        raw = _place_gz_files(source, root, files) / cls.__name__ / "raw"
+    except (OSError, EOFError) as err:
+        raise UserError(f"found compressed {source} test files but could not unpack them ({err}). Check that the "
+                        ".gz files are complete.") from None
+    if not all((raw / f).exists() for f in files):
+        raise DatasetMissing(
+            f"dataset '{name}' is made from {source.upper()}'s official test split, whose files are not in "
+            f"{(root / cls.__name__ / 'raw').resolve()}. Put {' and '.join(files)} there (each optionally .gz; "
+            "the project's ../shared/datasets has them), or point --data_root (or the environment variable "
+            "DIAM_DATA_ROOT) at a folder that holds them.")
+    try:
+        images = tv.mnist.read_image_file(str(raw / files[0]))
+        labels = tv.mnist.read_label_file(str(raw / files[1]))
+    except (OSError, ValueError, RuntimeError, AssertionError) as err:
+        raise UserError(f"the {source} test files in {raw} cannot be read ({err}): they should be the official "
+                        "t10k idx files. Replace them.") from None
+    if len(images) != len(labels):
+        raise UserError(f"the {source} test files in {raw} hold {len(images)} images but {len(labels)} labels: "
+                        "replace them with the official t10k files.")
+    pool_x, test_x, pool_y, test_y = train_test_split(
+        images.numpy(), labels.numpy(), test_size=TEST_SPLIT_TEST_SIZE, stratify=labels.numpy(), random_state=seed)
+    as_t = lambda a, dtype: torch.from_numpy(np.ascontiguousarray(a)).to(dtype)  # noqa: E731
+    return Data(name, as_t(pool_x, torch.uint8), as_t(pool_y, torch.int64), as_t(test_x, torch.uint8),
+                as_t(test_y, torch.int64), 10)
+
+
 def _expected_files(name: str):
     cls, split, _, _ = TORCHVISION_DATASETS[name]
     if split is not None:
@@ -137,14 +181,15 @@ def _expected_files(name: str):
     return [Path(filename).stem for filename, _ in cls.resources]
 
 
-def _place_gz_files(name: str, root: Path) -> Path:
-    """Decompress .gz files found in the usual places into torchvision's raw folder.
+def _place_gz_files(name: str, root: Path, files=None) -> Path:
+    """Decompress .gz files found in the usual places into torchvision's raw folder (`files`:
+    those of both splits unless given).
 
     Returns the root torchvision should read: `root` itself, or a cache folder when
     `root` is read-only (a shared dataset folder, say).
     """
     cls = TORCHVISION_DATASETS[name][0]
-    files = _expected_files(name)
+    files = files or _expected_files(name)
     places = [root / cls.__name__ / "raw", root, root / cls.__name__, *SYSTEM_LOCATIONS.get(name, [])]
     if all((places[0] / filename).exists() for filename in files):
         return root  # unpacked already, as torchvision leaves a folder it downloaded into

@@ -46,6 +46,8 @@ DATASET_DISPLAY_NAMES = {
     "fmnist": "Fashion-MNIST",
     "emnistlet": "EMNIST letters",
     "emnistdig": "EMNIST digits",
+    "mnist10k": "MNIST (test split)",
+    "kmnist10k": "Kuzushiji-MNIST (test split)",
 }
 PAPER_QUERY_BATCH = 1500
 # The paper's own numbers, shipped with the project: the tree table.py and plot.py read by default.

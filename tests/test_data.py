@@ -94,6 +94,54 @@ def test_missing_dataset_names_the_files_and_where_to_put_them(tmp_path, monkeyp
     assert looked_up and not root.exists()  # the failed download leaves no folder behind
 
 
+def _write_test_split(root, folder, n=10_000):
+    """An official-looking t10k split of `n` images, 1,000 per class in random order, each image
+    carrying its own index in its first two pixels (so a split can be traced back)."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    labels = rng.permutation(np.arange(n) % 10)
+    images = rng.integers(0, 256, (n, 28, 28))
+    images[:, 0, 0], images[:, 0, 1] = np.arange(n) // 256, np.arange(n) % 256
+    _write_idx(raw / "t10k-images-idx3-ubyte.gz", images, 0x803)
+    _write_idx(raw / "t10k-labels-idx1-ubyte.gz", labels, 0x801)
+    return labels
+
+
+def _indices(images: torch.Tensor) -> np.ndarray:
+    return (images[:, 0, 0].long() * 256 + images[:, 0, 1].long()).numpy()
+
+
+@pytest.mark.parametrize("name, folder", [("mnist10k", "MNIST"), ("kmnist10k", "KMNIST")])
+def test_a_test_split_dataset_splits_the_t10k_files_once_stratified_by_class(tmp_path, name, folder):
+    labels = _write_test_split(tmp_path, folder)  # the training split's files are absent, as offline
+    d = data.load_dataset(name, tmp_path)
+    assert d.pool_images.shape == (8000, 28, 28) and d.test_images.shape == (2000, 28, 28) and d.n_classes == 10
+    pool, test = _indices(d.pool_images), _indices(d.test_images)
+    assert len(np.union1d(pool, test)) == 10_000  # every image once, in one part only
+    assert np.array_equal(labels[pool], d.pool_labels.numpy()) and np.array_equal(labels[test], d.test_labels.numpy())
+    assert np.bincount(d.test_labels.numpy(), minlength=10).tolist() == [200] * 10  # stratified
+    again = data.load_dataset(name, tmp_path)
+    assert np.array_equal(_indices(again.test_images), test)  # fixed: every run and repeat the same
+    assert not np.array_equal(_indices(data.load_dataset(name, tmp_path, seed=1).test_images), test)
+    with pytest.raises(UserError, match="train-images"):  # the full dataset still needs its training split
+        data.load_dataset(name.removesuffix("10k"), tmp_path)
+
+
+def test_a_test_split_dataset_without_its_files_is_refused_naming_them(tmp_path):
+    with pytest.raises(data.DatasetMissing) as err:
+        data.load_dataset("kmnist10k", tmp_path)
+    message = str(err.value)
+    assert "t10k-images-idx3-ubyte" in message and "t10k-labels-idx1-ubyte" in message
+    assert str(tmp_path / "KMNIST" / "raw") in message and "--data_root" in message and "train-" not in message
+    _write_test_split(tmp_path, "KMNIST")
+    (tmp_path / "KMNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").unlink()
+    for unpacked in (tmp_path / "KMNIST" / "raw").glob("*-ubyte"):
+        unpacked.unlink()
+    with pytest.raises(data.DatasetMissing, match="t10k-labels-idx1-ubyte"):
+        data.load_dataset("kmnist10k", tmp_path)
+
+
 def test_unknown_dataset_is_refused():
     with pytest.raises(UserError, match="digits"):
         data.load_dataset("cifar10")
