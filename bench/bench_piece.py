@@ -35,9 +35,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_model, load_average_lines  # noqa: E402
+from machine import PROJECT, cpu_model, export, git, load_average_lines  # noqa: E402
 
 PAPER_SEVEN = ["random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM"]
 
@@ -61,19 +60,6 @@ def parse_args(argv=None):
     if not args.profile and not args.commits:
         p.error("say what to do: --profile, --commits A B, or both")
     return args
-
-
-def git(*argv) -> str:
-    return subprocess.run(["git", "-C", str(PROJECT), *argv], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def export(commit: str, destination: Path) -> str:
-    full = git("rev-parse", "--verify", f"{commit}^{{commit}}")
-    destination.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(PROJECT), "archive", full], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)
-    return full
 
 
 def run_piece(tree: Path, work: Path, args, profile_dir=None, variables=None) -> tuple[float, str]:

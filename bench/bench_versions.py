@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_model, load_average_lines  # noqa: E402
+from machine import cpu_model, export, git, load_average_lines  # noqa: E402
 
 
 def parse_args():
@@ -54,20 +53,6 @@ def parse_args():
     if args.dataset != "digits" and not args.data_root:
         p.error(f"--dataset {args.dataset} needs --data_root or $DIAM_DATA_ROOT (a folder holding its raw files)")
     return args
-
-
-def git(*argv) -> str:
-    return subprocess.run(["git", "-C", str(PROJECT), *argv], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def export(commit: str, destination: Path) -> str:
-    """The tree of `commit` written into `destination`; returns the commit's full hash."""
-    full = git("rev-parse", "--verify", f"{commit}^{{commit}}")
-    destination.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(PROJECT), "archive", full], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)
-    return full
 
 
 NET_ID = 0  # model_num 1: the test step then needs no other net

@@ -1,7 +1,11 @@
 """What the benchmarks share: the machine they ran on, the device, the nets they time."""
 import os
 import platform
+import subprocess
 import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
 
 
 def cpu_model() -> str:
@@ -54,3 +58,19 @@ def net_ids(values: list[str]) -> list[int]:
         if not 0 <= net_id < len(OFA_IDS):
             raise ValueError(f"there is no net {net_id}: the target nets are 0..{len(OFA_IDS) - 1}")
     return ids
+
+
+def git(*argv) -> str:
+    """A git command's output in this project's repository."""
+    return subprocess.run(["git", "-C", str(PROJECT), *argv], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def export(commit: str, destination: Path) -> str:
+    """The tree of `commit` written into `destination` (the repository is not touched); returns the
+    commit's full hash."""
+    full = git("rev-parse", "--verify", f"{commit}^{{commit}}")
+    destination.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(PROJECT), "archive", full], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)
+    return full
