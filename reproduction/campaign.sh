@@ -162,6 +162,8 @@ record_environment() {
         echo "torch: $("$PYTHON" -c 'import torch; print(torch.__version__, "threads", torch.get_num_threads())')"
         echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) CPUs"
         echo "os: $(uname -srm)"
+        # The speed switches (diam/speed.py): they change rounding at most, but a piece's record says which ran.
+        echo "speed switches: $(env | grep -E '^DIAM_(SCORING|SCORING_BATCH|CUDA_FAST|CPU_FAST)=' | sort | tr '\n' ' ')"
         echo "# pip freeze"
         "$PYTHON" -m pip freeze --all 2>/dev/null
     } > "$ENVIRONMENT.tmp" && mv "$ENVIRONMENT.tmp" "$ENVIRONMENT"
