@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import UserError
 from .paths import refuse_paper_results
 from .presets import (DATASETS, DEFAULT_METHODS, DIAM_QP_Q, LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS,
-                      METHODS, PAPER_DATASETS, add_preset_arguments, preset_from_args)
+                      LEWIS_SAMPLERS, METHODS, PAPER_DATASETS, add_preset_arguments, preset_from_args)
 from .settings import check_method, check_net_index, resolve_dataset, resolve_nets, settings_from_args
 
 
@@ -132,6 +132,11 @@ def select_args(argv=None, description="Select the next batch of examples to lab
                    help="lewis and lewis_oneshot only: whose penultimate features represent the pool: the trained "
                         "nets of the iteration (lewis_oneshot: iteration 0's; default), or the same nets at their "
                         "initial weights (with --init pretrained, OFA's ImageNet backbones)")
+    p.add_argument("--lewis_sampler", choices=LEWIS_SAMPLERS, default=None,
+                   help="lewis and lewis_oneshot only: how the sample is drawn from the Lewis weights: "
+                        "with_replacement, the paper's (i.i.d. draws until the budget's distinct examples; "
+                        "lewis_oneshot's default), or systematic, exactly the batch with inclusion probabilities "
+                        "(lewis's default)")
     args = p.parse_args(argv)
     if args.batch_size is not None and args.batch_size <= 0:
         p.error("--batch_size must be positive")

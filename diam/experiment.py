@@ -240,9 +240,10 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
         if head_only:
             net, predictions = _train_head(run, net_id, net, data, labeled, unlabeled, record, stream)
         else:
+            weights = torch.from_numpy(importance_loss_weights(run, labeled)) if _one_shot(run) and not first else None
             predictions = train_target_net(
                 net, data, torch.from_numpy(labeled), torch.from_numpy(unlabeled).to(run.device), preset, size,
-                record, stream, desc=f"net {net_id} iter {run.al_iter}", speed=run.speed)
+                record, stream, desc=f"net {net_id} iter {run.al_iter}", speed=run.speed, loss_weights=weights)
         ofa = models.ofa_number(name)
         info = {"net_id": net_id, "ofa_id": None if ofa is None else models.OFA_IDS[ofa], "dataset": run.dataset,
                 "init": init, "image_size": size, "n_labeled": int(len(labeled)), "al_iter": run.al_iter,
@@ -284,29 +285,35 @@ def _record(run: Run, net_id: int, record_snapshots: bool) -> Record:
 def _train_head(run: Run, net_id: int, initial_net, data: Data, labeled, unlabeled, record: Record, stream: int):
     """--linear_heads after iteration 0: iteration 0's net (trained on the initial labels) with its
     classifier reset to the net's initial weights and retrained alone on the backbone's features
-    of the pool, the loss weighted by `head_loss_weights`. Returns (net, what `record` asks for)."""
+    of the pool, the loss weighted by `importance_loss_weights`. Returns (net, what `record` asks for)."""
     net, _ = run.at_iteration(0).load_net(net_id)
     head = models.classifier(net)
     head.load_state_dict(models.classifier(initial_net).state_dict())
     features = backbone_features(net, data.pool_images, run.image_size(net_id), run.preset.eval_batch,
                                  bf16=run.preset.bf16)
     predictions = train_linear_head(head, features, data.pool_labels, torch.from_numpy(labeled),
-                                    torch.from_numpy(unlabeled), torch.from_numpy(head_loss_weights(run, labeled)),
+                                    torch.from_numpy(unlabeled), torch.from_numpy(importance_loss_weights(run, labeled)),
                                     run.preset, record, stream)
     return net, predictions
 
 
-def head_loss_weights(run: Run, labeled: np.ndarray) -> np.ndarray:
-    """Each labeled example's weight in a linear head's loss, scaled to mean 1 (float32).
+def _one_shot(run: Run) -> bool:
+    strategy = STRATEGIES.get(run.method)
+    return strategy is not None and strategy.one_shot
 
-    A one-shot method's picks weigh 1 / (their probability of having been picked), the importance
-    weights its selection recorded beside the iteration's index file: the paper's reweighting, so
-    that the picks stand for the whole unlabeled pool they were drawn from. The initial labeled set
-    is part of the pool itself and weighs 1. Other methods' picks weigh 1: a per-iteration batch's
-    weights describe one draw from one iteration's pool, and do not add up to an estimate of anything.
+
+def importance_loss_weights(run: Run, labeled: np.ndarray) -> np.ndarray:
+    """Each labeled example's weight in the loss of a net or a linear head, scaled to mean 1 (float32).
+
+    A one-shot method's picks weigh what its selection recorded beside the iteration's index file
+    (the paper's reweighting, so that the picks' loss estimates the whole unlabeled pool's they were
+    drawn from); whole nets and linear heads alike, as the paper trains on its reweighted sample. The
+    initial labeled set is part of the pool itself and weighs 1. Other methods' picks weigh 1: a
+    per-iteration batch's weights describe one draw from one iteration's pool, and do not add up to an
+    estimate of anything.
     """
     weights = np.ones(len(labeled))
-    if STRATEGIES[run.method].one_shot:
+    if _one_shot(run):
         path = run.paths.importance_weights(run.model_num, run.method, run.al_iter)
         try:
             with np.load(path) as z:
@@ -378,7 +385,7 @@ def selection_rng(run: Run) -> np.random.Generator:
 
 def selection_options(run: Run) -> SelectionOptions:
     return SelectionOptions(device=str(run.device), original_uncertainty=run.preset.original_uncertainty,
-                            diam_q=run.diam_q, lewis_p=run.settings.lewis_p)
+                            diam_q=run.diam_q, lewis_p=run.settings.lewis_p, lewis_sampler=run.settings.lewis_sampler)
 
 
 def _scoring_generator(run: Run, net_id: int):
@@ -510,7 +517,7 @@ def select_step(run: Run, batch_size=None) -> str:
         positions = check_batch(_positions(picked), len(unlabeled), batch_size, run.method)
         if isinstance(picked, WeightedBatch):
             _write_importance_weights(run, run.al_iter + 1, unlabeled[positions], picked.importance_weights,
-                                      picked.lewis_weights)
+                                      picked.lewis_weights, picked.sampler)
         sheet = run.write_label_sheet(run.al_iter + 1, unlabeled[positions])  # before the index file that marks done
         _write_selection(run, out, labeled, unlabeled, positions)
     done = (f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s"
@@ -546,9 +553,8 @@ def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
                 continue
             size = min(k * batch_size, len(positions))
             if isinstance(picked, WeightedBatch):
-                share = size / len(positions)
-                _write_importance_weights(run, k, unlabeled[positions[:size]],
-                                          picked.importance_weights[:size] / share, picked.lewis_weights[:size])
+                _write_importance_weights(run, k, unlabeled[positions[:size]], picked.prefix_weights(size),
+                                          picked.lewis_weights[:size], picked.sampler)
             sheet = run.write_label_sheet(k, unlabeled[positions[min((k - 1) * batch_size, size):size]])
             _write_selection(run, index_file, labeled, unlabeled, positions[:size])
             written.append(k)
@@ -590,20 +596,24 @@ def _write_selection(run: Run, index_file, labeled, unlabeled, positions) -> Non
     read_indices(index_file, run.dataset, run.pool_size)  # labeled + unlabeled is exactly the pool
 
 
-def _write_importance_weights(run: Run, al_iter: int, selected, importance_weights, lewis_weights) -> None:
+def _write_importance_weights(run: Run, al_iter: int, selected, importance_weights, lewis_weights,
+                              sampler: str) -> None:
     """Beside iteration al_iter's index file, before it: the pool indices the sampling chose, and each
-    one's importance weight (1 / its probability of being chosen) and maximum Lewis weight."""
+    one's importance weight (its weight in a loss that estimates the pool's) and maximum Lewis weight."""
     write_npz(run.paths.importance_weights(run.model_num, run.method, al_iter),
               selected=np.asarray(selected, dtype=np.int64), importance_weights=np.asarray(importance_weights),
               lewis_weights=np.asarray(lewis_weights), lewis_p=np.array(run.settings.lewis_p),
-              representation=np.array(run.settings.lewis_representation))
+              representation=np.array(run.settings.lewis_representation), sampler=np.array(sampler))
 
 
 def _lewis_summary(run: Run, picked) -> str:
     if not isinstance(picked, WeightedBatch):
         return ""
-    return (f"; sum of maximum Lewis weights over the unlabeled pool {picked.lewis_weight_sum:.1f} "
-            f"(p = {run.settings.lewis_p:g}, {run.settings.lewis_representation} nets)")
+    draws = "" if picked.draws is None else f", {len(picked.draws)} draws"
+    # Against the sample's size: near it, the weights are close to uniform (the regime of a small pool).
+    return (f"; sum of maximum Lewis weights over the unlabeled pool {picked.lewis_weight_sum:.1f} for a sample "
+            f"of {len(picked.positions)} (p = {run.settings.lewis_p:g}, {run.settings.lewis_representation} nets, "
+            f"{picked.sampler} sampler{draws})")
 
 
 def check_batch(positions: np.ndarray, n_unlabeled: int, batch_size: int, method: str) -> np.ndarray:

@@ -19,7 +19,14 @@ module is that sampling, as pure functions over arrays:
   singular vectors).
 - `inclusion_probabilities(w, m)` and `sample_with_probabilities(pi, rng)`: m rows drawn
   without replacement, row i with probability pi_i = min(1, beta w_i), beta set so that the
-  pi sum to m; the importance weight of a sampled row is 1 / pi_i.
+  pi sum to m; the importance weight of a sampled row is 1 / pi_i (the project's sampler).
+- `draw_with_replacement(q, n_distinct, rng)` and `with_replacement_sample(draws, q, n)`: the
+  paper's sampler. Rows are drawn i.i.d. with replacement, row i with probability
+  q_i = w_i / sum(w), until n distinct rows have come; m is the number of draws that took. The
+  paper rescales each drawn row by (m q_i)^(-1/p), so an lp loss over the drawn rows weighs
+  each draw 1 / (m q_i), whatever p: a row drawn c_i times has loss weight c_i / (m q_i).
+  These weights sum, in expectation, to the number of rows of the pool (for a fixed m exactly
+  so: the sampled loss estimates the whole pool's), and exactly so when the q_i are all equal.
 
 Which choices are the paper's and which are ours (docs/lewis.md says the same):
 - the paper's: the representation of each model's backbone, lp Lewis weights per
@@ -34,7 +41,7 @@ Which choices are the paper's and which are ours (docs/lewis.md says the same):
     weights grows slowly with T) reads as one about the raw maximum;
   * a column of ones beside the features, so that the weights do not depend on where the
     features' origin lies (the linear layer has a bias);
-  * a fixed sample size m: Lewis-weight sampling in the literature it builds on is an
+  * the project's sampler (`sample_with_probabilities`), a fixed sample size m: Lewis-weight sampling in the literature it builds on is an
     independent coin per row with pi_i = min(1, beta w_i) and rescaling by pi_i^(-1/p)
     (a loss weight of 1 / pi_i). A label budget is a number of labels, so we keep those
     inclusion probabilities and weights but draw exactly m rows, by systematic sampling over
@@ -229,3 +236,61 @@ def sample_with_probabilities(probabilities, rng: np.random.Generator) -> np.nda
     if len(np.unique(sample)) != sample_size:
         raise RuntimeError("systematic sampling drew a row twice; the probabilities are not valid")
     return rng.permutation(sample)
+
+
+# The with-replacement sampler refuses when this many draws per pool row have not found the
+# sample's distinct rows: the weights then leave too little mass outside the rows already drawn.
+MAX_DRAWS_PER_ROW = 1000
+
+
+def sampling_distribution(weights) -> np.ndarray:
+    """q_i = w_i / sum(w): the paper's distribution of a single draw (float64)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 1 or (weights < 0).any() or not np.isfinite(weights).all() or weights.sum() <= 0:
+        raise ValueError("weights must be a 1-D array of finite non-negative numbers, not all 0")
+    return weights / weights.sum()
+
+
+def draw_with_replacement(distribution, n_distinct: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows drawn i.i.d. from `distribution` (q, summing to 1) until `n_distinct` distinct rows have
+    come: the whole sequence of draws (int64), its last draw the n-th new row. Each draw is one
+    uniform number from `rng` through q's cumulative sum, so any prefix of the sequence is the
+    draw a smaller sample would have made with the same rng."""
+    distribution = np.asarray(distribution, dtype=np.float64)
+    n_rows = len(distribution)
+    if not 0 <= n_distinct <= int((distribution > 0).sum()):
+        raise ValueError(f"cannot draw {n_distinct} distinct rows: {int((distribution > 0).sum())} of the "
+                         f"{n_rows} rows have a positive probability")
+    cumulative = np.cumsum(distribution)
+    draws, seen, n_seen = [], np.zeros(n_rows, dtype=bool), 0
+    while n_seen < n_distinct:
+        if sum(map(len, draws)) >= MAX_DRAWS_PER_ROW * n_rows:
+            raise ValueError(f"{MAX_DRAWS_PER_ROW * n_rows} draws found only {n_seen} of the {n_distinct} distinct "
+                             "rows asked for: the sampling weights leave almost nothing outside the rows drawn")
+        chunk = np.searchsorted(cumulative, rng.random(max(n_distinct - n_seen, 64)) * cumulative[-1], side="right")
+        chunk = np.minimum(chunk, n_rows - 1)  # a uniform number at the very top of the last interval
+        for position, row in enumerate(chunk):
+            if not seen[row]:
+                seen[row] = True
+                n_seen += 1
+                if n_seen == n_distinct:
+                    chunk = chunk[:position + 1]
+                    break
+        draws.append(chunk)
+    return np.concatenate(draws).astype(np.int64) if draws else np.empty(0, dtype=np.int64)
+
+
+def with_replacement_sample(draws, distribution, n_distinct: int) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's sample of `n_distinct` rows from a sequence of i.i.d. draws: the first n distinct
+    rows in the order they came, and each one's loss weight c_i / (m q_i), with m the draws up to the
+    n-th new row and c_i how often row i came among them."""
+    draws = np.asarray(draws, dtype=np.int64)
+    rows, first = np.unique(draws, return_index=True)
+    if len(rows) < n_distinct:
+        raise ValueError(f"the draws hold {len(rows)} distinct rows, fewer than the {n_distinct} asked for")
+    in_order = rows[np.argsort(first, kind="stable")][:n_distinct]
+    if n_distinct == 0:
+        return in_order, np.empty(0)
+    n_draws = int(np.sort(first)[n_distinct - 1]) + 1
+    counts = np.bincount(draws[:n_draws], minlength=len(distribution))
+    return in_order, counts[in_order] / (n_draws * np.asarray(distribution, dtype=np.float64)[in_order])

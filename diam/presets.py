@@ -84,6 +84,11 @@ LEWIS_MIN_P, LEWIS_MAX_P = 1.0, 4.0
 # (iteration 0's for lewis_oneshot); "initial", the same nets at their initial weights, before any
 # training (with --init pretrained: OFA's ImageNet backbones, the paper's pretrained representations).
 LEWIS_REPRESENTATIONS = ("trained", "initial")
+# How the sample is drawn from the weights (docs/lewis.md): "with_replacement", the paper's (i.i.d.
+# draws by w / sum(w) until the budget's distinct examples, loss weights c / (m q); lewis_oneshot's
+# default), or "systematic", the project's (exactly B, inclusion probability min(1, beta w), weight
+# 1 / pi; the per-iteration lewis's default, what the third edition ran).
+LEWIS_SAMPLERS = ("with_replacement", "systematic")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ class StepSettings:
     diam_q: float = DIAM_QP_Q  # DIAM_qp's weight of the disagreement score (only selection sets it)
     lewis_p: float = LEWIS_P  # lewis, lewis_oneshot: the p of the lp Lewis weights (only selection sets it)
     lewis_representation: str = "trained"  # lewis, lewis_oneshot: one of presets.LEWIS_REPRESENTATIONS
+    lewis_sampler: Optional[str] = None  # lewis, lewis_oneshot: one of presets.LEWIS_SAMPLERS; None: the method's own
     speed: Speed = Speed()  # how passes and steps run, never what they compute (DIAM_* variables, diam/speed.py)
     nets: tuple = ()  # the T target models by name (models.py); () for the paper's, ofa0..ofa<T-1>
     dataset_file: Optional[DatasetFile] = None  # the dataset made from files, when it is one
@@ -108,7 +109,8 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
                         redo=args.redo, diam_q=getattr(args, "DIAMq", DIAM_QP_Q), nets=nets,
                         dataset_file=dataset_file, speed=speed_from_environment(),
                         lewis_p=getattr(args, "lewis_p", LEWIS_P),
-                        lewis_representation=getattr(args, "lewis_representation", "trained"))
+                        lewis_representation=getattr(args, "lewis_representation", "trained"),
+                        lewis_sampler=getattr(args, "lewis_sampler", None))
 
 
 def check_net_index(net_id: int, model_num: int) -> None:

@@ -23,8 +23,10 @@ import torch
 from sklearn.preprocessing import MinMaxScaler
 
 from .diversity_qp import knn_cooccurrence, nearest_psd, solve_selection_qp
-from .lewis import inclusion_probabilities, maximum_lewis_weights, sample_with_probabilities
-from .presets import DIAM_QP_MAX_SUBSAMPLE, DIAM_QP_NEIGHBOUR_FRACTION, DIAM_QP_Q, DIAM_QP_SUBSAMPLE_DIVISOR, LEWIS_P
+from .lewis import (draw_with_replacement, inclusion_probabilities, maximum_lewis_weights, sample_with_probabilities,
+                    sampling_distribution, with_replacement_sample)
+from .presets import (DIAM_QP_MAX_SUBSAMPLE, DIAM_QP_NEIGHBOUR_FRACTION, DIAM_QP_Q, DIAM_QP_SUBSAMPLE_DIVISOR, LEWIS_P,
+                      LEWIS_SAMPLERS)
 
 # What a strategy did that its batch does not show (DIAM_qp: which route solved the QP), as
 # INFO records; the selection step prints them as notes (`strategy_notes`).
@@ -417,30 +419,58 @@ def diam_qp(snapshot_labels, model_features, batch_size: int, rng: np.random.Gen
 
 @dataclass(frozen=True)
 class WeightedBatch:
-    """A batch with the importance weight of each pick: 1 / (its probability of being picked)."""
+    """A batch with the importance weight of each pick: its weight in a loss that estimates the
+    whole unlabeled set's (1 / its inclusion probability, or the paper's c / (m q))."""
     positions: np.ndarray  # (B,) int64 positions into the unlabeled set
     importance_weights: np.ndarray  # (B,) float64
     lewis_weights: np.ndarray  # (B,) float64: each pick's maximum Lewis weight
     lewis_weight_sum: float  # the sum of the maximum Lewis weights over the whole unlabeled set
+    # The with-replacement sampler's whole sequence of draws and their distribution q, from which
+    # the weights of any prefix of the picks follow; None for the systematic sampler.
+    draws: np.ndarray | None = None
+    distribution: np.ndarray | None = None
+
+    @property
+    def sampler(self) -> str:
+        return "systematic" if self.draws is None else "with_replacement"
+
+    def prefix_weights(self, size: int) -> np.ndarray:
+        """The importance weights of the first `size` picks as a sample of that size. Systematic: the
+        picks come in a random order, so a prefix is a sample at size / B of the rate (weights scaled by
+        B / size). With replacement: the paper's weights of the draws up to the size-th new row."""
+        if self.draws is None:
+            return self.importance_weights[:size] / (size / len(self.positions))
+        return with_replacement_sample(self.draws, self.distribution, size)[1]
 
 
 def lewis_sampling(model_features, batch_size: int, rng: np.random.Generator, p: float = LEWIS_P,
-                   device: str = "cpu") -> WeightedBatch:
+                   device: str = "cpu", sampler: str = "systematic") -> WeightedBatch:
     """Huang, Li, Sun and Tang (ICLR 2024): sample the pool by the maximum over the T models'
-    representations of each example's lp Lewis weight, and weight each pick by 1 / its inclusion
-    probability (diam/lewis.py says how, and which choices are the paper's and which are ours).
+    representations of each example's lp Lewis weight, and weight each pick so that the picks'
+    loss estimates the whole pool's (diam/lewis.py says how, and which choices are the paper's
+    and which are ours).
 
     `model_features` has shape (T, U, dim): every model's penultimate features on the unlabeled
     pool. w_i is the maximum over the models of the Lewis weights of their top-B principal parts
     (the whole representation when B is at least its rank: diam/lewis.py says why). Exactly
-    min(B, U) distinct positions, example i taken with probability pi_i = min(1, beta w_i)
-    (sum pi = B), in a random order; the rng decides everything random.
+    min(B, U) distinct positions; the rng decides everything random. `sampler`:
+    - "systematic" (ours): example i taken with probability pi_i = min(1, beta w_i) (sum pi = B),
+      weight 1 / pi_i, the picks in a random order;
+    - "with_replacement" (the paper's): i.i.d. draws with probability w_i / sum(w) until B distinct
+      examples have come, in the order they came, weight c_i / (m q_i).
     """
     shape = tuple(model_features.shape)
     if len(shape) != 3 or shape[0] < 1:
         raise ValueError(f"model_features must have shape (models, unlabeled, dim), got {shape}")
+    if sampler not in LEWIS_SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(LEWIS_SAMPLERS)}, got {sampler!r}")
     n_picks = _batch_length(shape[1], batch_size)
     weights = maximum_lewis_weights(model_features, p, device, rank=n_picks)
+    if sampler == "with_replacement":
+        distribution = sampling_distribution(weights)
+        draws = draw_with_replacement(distribution, n_picks, rng)
+        positions, importance = with_replacement_sample(draws, distribution, n_picks)
+        return WeightedBatch(positions, importance, weights[positions], float(weights.sum()), draws, distribution)
     probabilities = inclusion_probabilities(weights, n_picks)
     positions = sample_with_probabilities(probabilities, rng)
     return WeightedBatch(positions, 1.0 / probabilities[positions], weights[positions], float(weights.sum()))
@@ -467,6 +497,7 @@ class SelectionOptions:
     original_uncertainty: bool = False  # least_conf/margin/entropy as the original ranked them
     diam_q: float = DIAM_QP_Q  # DIAM_qp's weight q of the first-order score (--DIAMq)
     lewis_p: float = LEWIS_P  # the p of the lp Lewis weights (--lewis_p)
+    lewis_sampler: str | None = None  # --lewis_sampler; None: each Lewis method's own (below)
 
 
 def _original_scaling_rng(options: SelectionOptions, rng: np.random.Generator):
@@ -487,9 +518,13 @@ class Strategy:
         return what in self.needs.split("_and_")
 
 
-def _lewis(inputs, batch_size, rng, options):
-    return lewis_sampling(_required(inputs, "unlabeled_model_features", 1), batch_size, rng,
-                          p=options.lewis_p, device=options.device)
+def _lewis_with(default_sampler: str):
+    """A Lewis-weight strategy whose sampler is `default_sampler` unless the options name another: the
+    one-shot method the paper's (with replacement), the per-iteration one the project's (systematic)."""
+    def select(inputs, batch_size, rng, options):
+        return lewis_sampling(_required(inputs, "unlabeled_model_features", 1), batch_size, rng, p=options.lewis_p,
+                              device=options.device, sampler=options.lewis_sampler or default_sampler)
+    return select
 
 
 def _required(inputs: SelectionInputs, name: str, unlabeled_axis: int):
@@ -533,6 +568,6 @@ STRATEGIES: dict[str, Strategy] = {
                         diam_qp(_required(inputs, "snapshot_labels", 2),
                                 _required(inputs, "unlabeled_model_features", 1), batch_size, rng,
                                 q=options.diam_q, device=options.device)),
-    "lewis": Strategy("model_features", _lewis),
-    "lewis_oneshot": Strategy("model_features", _lewis, one_shot=True),
+    "lewis": Strategy("model_features", _lewis_with("systematic")),
+    "lewis_oneshot": Strategy("model_features", _lewis_with("with_replacement"), one_shot=True),
 }

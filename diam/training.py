@@ -226,8 +226,11 @@ def cosine_rates(lr: float, total_steps: int) -> list[float]:
     return rates
 
 
-def training_step(net: nn.Module, preset: Preset, total_steps: int, speed: Speed, device: torch.device):
-    """`step(x, y) -> loss`: one SGD step of the paper's settings (SPEC 4) on a batch.
+def training_step(net: nn.Module, preset: Preset, total_steps: int, speed: Speed, device: torch.device,
+                  weighted: bool = False):
+    """`step(x, y) -> loss`: one SGD step of the paper's settings (SPEC 4) on a batch; `weighted`:
+    `step(x, y, w)`, the mean of the examples' losses each times its weight w (one-shot picks' importance
+    weights), always the eager step (the speed switches serve the plain loss of every other method).
 
     By default the eager step: foreach SGD (asked for: torch picks it by itself on CUDA only,
     and on the CPU its per-tensor loop in Python cost ~8% of a step at batch 25; the same
@@ -238,6 +241,20 @@ def training_step(net: nn.Module, preset: Preset, total_steps: int, speed: Speed
     """
     criterion = nn.CrossEntropyLoss(label_smoothing=preset.label_smoothing)
     groups = parameter_groups(net, preset.weight_decay)
+    if weighted:
+        per_example = nn.CrossEntropyLoss(label_smoothing=preset.label_smoothing, reduction="none")
+        optimizer = torch.optim.SGD(groups, lr=preset.lr, momentum=preset.momentum, nesterov=True, foreach=True)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+        def weighted_step(x, y, w):
+            with autocast(device, preset.bf16):
+                loss = (per_example(net(x).float(), y) * w).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            return loss
+        return weighted_step
     if not speed.training_graphs:
         optimizer = torch.optim.SGD(groups, lr=preset.lr, momentum=preset.momentum, nesterov=True, foreach=True)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
@@ -316,8 +333,10 @@ def train_linear_head(head: nn.Module, pool_features: torch.Tensor, pool_labels:
 
 def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabeled: torch.Tensor,
                      preset: Preset, size: int, record: Record, stream: int,
-                     desc: str = "train", speed: Speed = Speed()) -> PoolPredictions:
-    """Train `net` in place on data.pool[labeled]; return what `record` asks for.
+                     desc: str = "train", speed: Speed = Speed(),
+                     loss_weights: torch.Tensor | None = None) -> PoolPredictions:
+    """Train `net` in place on data.pool[labeled]; return what `record` asks for. With `loss_weights`
+    (one per labeled example, in `labeled`'s order) each example's loss is weighted by its own.
 
     `stream` seeds this net's own generator (`stream_seed`): epoch order, augmentation
     and, with the score_with_train_aug quirk, the augmentation of its passes over the pool.
@@ -330,7 +349,11 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
     generator = torch.Generator(device=device).manual_seed(stream)
     labeled = labeled.to(device)
     steps_per_epoch = _steps_per_epoch(labeled, preset.train_batch)
-    step = training_step(net, preset, preset.epochs * steps_per_epoch, speed, device)
+    step = training_step(net, preset, preset.epochs * steps_per_epoch, speed, device, weighted=loss_weights is not None)
+    if loss_weights is not None:
+        loss_weights = loss_weights.to(device)
+        slot = torch.empty(len(data.pool_images), dtype=torch.long, device=device)  # pool index -> place in `labeled`
+        slot[labeled] = torch.arange(len(labeled), device=device)
     graphs = ScoringGraphs() if speed.scoring_graphs and device.type == "cuda" else None
     first_snapshot = preset.epochs - preset.snapshot_epochs
     snapshots = []
@@ -344,7 +367,10 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
             if preset.shuffle_epochs else labeled
         for idx in _batches(order, preset.train_batch):
             x = train_transform(data.pool_images[idx], size, generator, preset.crop_scale_min)
-            loss = step(to_input_layout(x), data.pool_labels[idx])
+            if loss_weights is None:
+                loss = step(to_input_layout(x), data.pool_labels[idx])
+            else:
+                loss = step(to_input_layout(x), data.pool_labels[idx], loss_weights[slot[idx]])
         if not math.isfinite(loss.item()):
             raise diverged(loss.item(), epoch, preset)
         bar.set_postfix(loss=f"{loss.item():.3f}")

@@ -14,15 +14,15 @@ import torch
 from conftest import PROJECT, linked_copy, run_script, run_script_here
 from diam import cli
 from diam.data import load_dataset
-from diam.experiment import Run, head_loss_weights, initial_features, selection_options, selection_rng
+from diam.experiment import Run, importance_loss_weights, initial_features, selection_options, selection_rng
 from diam.labels import read_rows
-from diam.lewis import (inclusion_probabilities, lewis_weights, maximum_lewis_weights, sample_with_probabilities,
-                        with_bias_column)
+from diam.lewis import (draw_with_replacement, inclusion_probabilities, lewis_weights, maximum_lewis_weights,
+                        sample_with_probabilities, sampling_distribution, with_bias_column, with_replacement_sample)
 from diam.paths import RunPaths, read_indices, write_json
 from diam.presets import PRESETS
 from diam.settings import settings_from_args
 from diam.strategies import STRATEGIES, WeightedBatch, lewis_sampling
-from diam.training import Record, train_linear_head
+from diam.training import Record, train_linear_head, training_step
 from png_datasets import write_png_dataset
 
 
@@ -136,6 +136,77 @@ def test_sampling_takes_each_row_with_its_probability_exactly_the_sample_size_an
     # Each frequency within 5 standard errors of its probability.
     error = np.sqrt(probabilities * (1 - probabilities) / n_draws)
     assert np.all(np.abs(counts / n_draws - probabilities) <= 5 * error + 1e-12)
+
+
+# ------------------------------------------------- the paper's sampler (with replacement)
+
+def test_the_papers_sampler_draws_with_replacement_until_the_budgets_distinct_rows():
+    distribution = sampling_distribution([50.0] + [1.0] * 99)  # row 0 holds a third of the mass
+    draws = draw_with_replacement(distribution, 20, np.random.default_rng(3))
+    rows, counts = np.unique(draws, return_counts=True)
+    assert len(rows) == 20 and draws[-1] not in draws[:-1]  # it stops at the 20th new row
+    assert counts[rows == 0][0] > 1  # drawn again and again: with replacement
+    picks, weights = with_replacement_sample(draws, distribution, 20)
+    first_seen = [int(row) for i, row in enumerate(draws) if row not in draws[:i]]
+    np.testing.assert_array_equal(picks, first_seen)  # in the order they came
+    # The paper's rescaling (m q_i)^(-1/p) of each draw weighs it 1 / (m q_i) in an lp loss.
+    m = len(draws)
+    np.testing.assert_allclose(weights, [np.sum(draws == row) / (m * distribution[row]) for row in picks])
+    # A prefix of the draws is the sample a smaller budget draws from the same seed.
+    smaller = draw_with_replacement(distribution, 8, np.random.default_rng(3))
+    np.testing.assert_array_equal(smaller, draws[:len(smaller)])
+    np.testing.assert_array_equal(with_replacement_sample(draws, distribution, 8)[0], picks[:8])
+
+
+def test_the_papers_weights_sum_to_the_number_of_rows():
+    # Equal probabilities: every draw weighs n / m, so the weights sum to n exactly.
+    uniform = sampling_distribution(np.ones(60))
+    _, weights = with_replacement_sample(draw_with_replacement(uniform, 25, np.random.default_rng(0)), uniform, 25)
+    assert weights.sum() == pytest.approx(60.0)
+    # Unequal ones: the sum estimates n, the sampled loss the whole pool's.
+    skewed = sampling_distribution(np.random.default_rng(1).uniform(0.05, 1.0, size=200) ** 3)
+    sums = [with_replacement_sample(draw_with_replacement(skewed, 40, np.random.default_rng(seed)), skewed, 40)[1].sum()
+            for seed in range(3000)]
+    assert np.mean(sums) == pytest.approx(200.0, rel=0.03) and np.std(sums) > 1.0
+
+
+def test_lewis_sampling_with_replacement_is_the_paper_sampler_on_the_maximum_weights():
+    features = np.random.default_rng(7).normal(size=(2, 300, 6))
+    picked = lewis_sampling(features, 25, np.random.default_rng(11), sampler="with_replacement")
+    weights = maximum_lewis_weights(features)
+    distribution = sampling_distribution(weights)
+    draws = draw_with_replacement(distribution, 25, np.random.default_rng(11))
+    positions, importance = with_replacement_sample(draws, distribution, 25)
+    np.testing.assert_array_equal(picked.positions, positions)
+    np.testing.assert_array_equal(picked.importance_weights, importance)
+    np.testing.assert_array_equal(picked.draws, draws)
+    assert picked.sampler == "with_replacement" and len(set(picked.positions.tolist())) == 25
+    np.testing.assert_allclose(picked.prefix_weights(10), with_replacement_sample(draws, distribution, 10)[1])
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        lewis_sampling(features, 5, np.random.default_rng(0), sampler="bernoulli")
+    with pytest.raises(ValueError, match="cannot draw 3 distinct rows"):
+        draw_with_replacement(sampling_distribution([1.0, 1.0, 0.0]), 3, np.random.default_rng(0))
+
+
+def test_a_weighted_training_step_weighs_each_examples_loss():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    preset = PRESETS["quick"]
+    device = torch.device("cpu")
+    x = torch.randn(4, 3)
+
+    def after_one_step(labels, weights):
+        copy = __import__("copy").deepcopy(net)
+        step = training_step(copy, preset, 1, __import__("diam.speed", fromlist=["Speed"]).Speed(), device,
+                             weighted=True)
+        step(x, torch.tensor(labels), torch.tensor(weights))
+        return torch.cat([p.detach().flatten() for p in copy.parameters()])
+
+    # An example of weight 0 does not count, whatever its label; with weight 1 its label counts.
+    ignored = after_one_step([0, 1, 1, 0], [2.0, 1.0, 1.0, 0.0])
+    torch.testing.assert_close(ignored, after_one_step([0, 1, 1, 1], [2.0, 1.0, 1.0, 0.0]), rtol=0, atol=0)
+    assert not torch.equal(after_one_step([0, 1, 1, 0], [1.0, 1.0, 1.0, 1.0]),
+                           after_one_step([0, 1, 1, 1], [1.0, 1.0, 1.0, 1.0]))
 
 
 def test_sampling_and_weights_are_reproducible_from_the_seed():
@@ -271,17 +342,29 @@ def test_one_shot_writes_every_later_iteration_as_nested_prefixes_of_one_draw(ti
     result = run_script_here("al_select.py", *args)
     assert result.returncode == 0, result.stderr
     labeled, unlabeled = read_indices(paths.indices(T, "lewis_oneshot", 0), "digits", POOL)
-    # quick: al_iters = 4, so three selections of 10: 30 picks at once from iteration 0's nets.
-    whole = lewis_sampling(recorded_features(paths, unlabeled), 30, selection_rng(the_run(args)))
+    # quick: al_iters = 4, so three selections of 10: 30 picks at once from iteration 0's nets, by the
+    # paper's sampler (lewis_oneshot's default): each prefix is the paper's sample of its own size.
+    features = recorded_features(paths, unlabeled)
+    whole = lewis_sampling(features, 30, selection_rng(the_run(args)), sampler="with_replacement")
     for k in (1, 2, 3):
         new_labeled, new_unlabeled = read_indices(paths.indices(T, "lewis_oneshot", k), "digits", POOL)
         prefix = whole.positions[:10 * k]
         np.testing.assert_array_equal(new_labeled, np.concatenate([labeled, unlabeled[prefix]]))
         assert len(new_unlabeled) == len(unlabeled) - 10 * k
+        # The draws up to the (10 k)-th new example, weighed as the paper's sample of that size (from the
+        # whole budget's Lewis weights).
+        positions, weights = with_replacement_sample(whole.draws, whole.distribution, 10 * k)
+        np.testing.assert_array_equal(positions, prefix)
         with np.load(paths.importance_weights(T, "lewis_oneshot", k)) as z:
             np.testing.assert_array_equal(z["selected"], unlabeled[prefix])
-            # In a uniformly random 10k of the 30 picks with probability pi * 10k / 30.
-            np.testing.assert_allclose(z["importance_weights"], whole.importance_weights[:10 * k] * 30 / (10 * k))
+            np.testing.assert_allclose(z["importance_weights"], weights)
+            assert str(z["sampler"]) == "with_replacement"
+    # The project's sampler on request: a prefix is a uniformly random 10k of the 30 picks, with
+    # probability pi * 10k / 30.
+    systematic = the_run([*args, "--lewis_sampler", "systematic"])
+    assert selection_options(systematic).lewis_sampler == "systematic"
+    ours = lewis_sampling(features, 30, selection_rng(systematic), sampler="systematic")
+    np.testing.assert_allclose(ours.prefix_weights(20), ours.importance_weights[:20] * 30 / 20)
     # Later iterations find their selection done; a lost file is redrawn identically.
     later = run_script_here("al_select.py", *tiny_args(tiny_runs, "--method", "lewis_oneshot", "--al_iter", 1))
     assert later.returncode == 0 and "already done" in later.stdout
@@ -380,13 +463,41 @@ def test_linear_heads_retrain_the_classifier_alone_with_the_one_shot_importance_
     # The loss weights: 1 for the initial labels, the recorded importance weights for the picks, mean 1.
     at_one = Run(settings_from_args(cli.train_args(list(map(str, train)))))
     labeled, _ = read_indices(paths.indices(T, "lewis_oneshot", 1), "digits", POOL)
-    weights = head_loss_weights(at_one, labeled)
+    weights = importance_loss_weights(at_one, labeled)
     with np.load(paths.importance_weights(T, "lewis_oneshot", 1)) as z:
         importance = z["importance_weights"]
     n_initial = len(labeled) - 10
     assert weights.mean() == pytest.approx(1.0)
     np.testing.assert_allclose(weights[n_initial:] / weights[0], importance, rtol=1e-6)
     assert np.all(weights[:n_initial] == weights[0])
+
+
+def test_whole_nets_of_a_one_shot_method_train_on_its_importance_weights(tiny_runs, monkeypatch):
+    from diam import experiment
+    assert run_script_here("al_select.py", *tiny_args(tiny_runs, "--method", "lewis_oneshot", "--al_iter", 0)) \
+        .returncode == 0
+    assert run_script_here("al_select.py", *tiny_args(tiny_runs, "--method", "random", "--al_iter", 0)).returncode == 0
+    given = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(*args, loss_weights=None, **kwargs):
+        given["weights"] = loss_weights
+        raise Stop
+
+    monkeypatch.setattr(experiment, "train_target_net", capture)
+    for method in ("lewis_oneshot", "random"):
+        run = Run(settings_from_args(cli.train_args(list(map(str, tiny_args(
+            tiny_runs, "--method", method, "--al_iter", 1, "--net_id", 0))))))
+        with pytest.raises(Stop):
+            experiment.train_step(run, 0)
+        labeled, _ = run.split()
+        if method == "random":
+            assert given["weights"] is None  # every other method's loss as before
+        else:
+            np.testing.assert_array_equal(given["weights"].numpy(), importance_loss_weights(run, labeled))
+            assert given["weights"].std() > 0
 
 
 def test_without_linear_heads_the_config_records_nothing_new(tiny_iteration):
