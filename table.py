@@ -141,8 +141,9 @@ def print_plain(tree, table, iterations, seeds) -> None:
 def verdict_word(verdict, interim: bool) -> str:
     """The verdict word the analysis plan allows, or 'interim' when the cell's planned seeds have not all run
     (a pair too short of seeds to test says so either way)."""
-    word = "interim" if interim and verdict.p_value is not None else verdict.word
-    return word if verdict.in_family else f"{word} (exploratory)"
+    if not verdict.in_family:  # the plan defines its words for the family's Holm p only
+        return "- (exploratory)"
+    return "interim" if interim and verdict.p_value is not None else verdict.word
 
 
 def verdict_row(verdict, expected_iterations, interim: bool) -> list[str]:
@@ -172,7 +173,7 @@ def print_verdicts(tree, dataset, model_nums, methods, interim: bool) -> None:
         f" verdict: leads/trails where Holm p < {ALPHA}, 'within {statistics.SMALLEST_EFFECT:g}' where the whole"
         f" CI lies inside ±{statistics.SMALLEST_EFFECT:g}, else not resolved; rounds w/t/l: uncorrected paired"
         " t-tests per round (descriptive)"
-        + ("; (exploratory): a method outside the family, its word taken from the raw p, not corrected"
+        + ("; (exploratory): a method outside the family: its difference, CI and raw p, no verdict word"
            if exploratory else "")
         + ("; interim: verdict words withheld until the analysis plan's seeds of this cell have all run" if interim else "")
     )

@@ -31,8 +31,10 @@ DISPLAY_ORDER = ("DIAM", "CAL", "entropy", "margin", "least_conf", "coreset", "r
 METHOD_DISPLAY_NAMES = {
     "DIAM": "DIAM",
     "DIAM_qp": "DIAM_qp",
-    "lewis": "Lewis",
-    "lewis_oneshot": "Lewis one-shot",
+    # What ran under each name: the third edition's lewis rows are the project's per-iteration,
+    # rank-B extension, not the paper's method; lewis_oneshot is the paper's (docs/lewis.md).
+    "lewis": "Lewis per-iter. rank-B (ours)",
+    "lewis_oneshot": "Lewis one-shot (paper)",
     "CAL": "CAL",
     "entropy": "Entropy",
     "margin": "Margin",

@@ -165,8 +165,11 @@ def test_the_reading_gives_each_seeds_difference_and_what_the_spread_implies(tmp
     assert line.endswith("; " + ", ".join(f"{s}: {v:+.2f}" for s, v in leads.items()))
     assert line.startswith(f"  random: {sd.mean:+.2f} [{sd.low:+.2f}, {sd.high:+.2f}] (4 seeds); positive in 4 of 4")
     spread = float(np.std(list(leads.values()), ddof=1))
+    # The power line clears Holm's strictest step over the family (DIAM against the 4 others: 0.05 / 4).
     assert (f"a 95% CI half-width of {statistics.expected_half_width(spread, 6):.2f} at the planned 6 seeds; "
-            f"80% power for a 1-point lead at {statistics.seeds_for_power(spread, 1.0)} seeds") in found.stdout
+            f"80% power for a 1-point lead at {statistics.seeds_for_power(spread, 1.0, alpha=0.0125)} seeds; "
+            f"80% power for a 0.5-point lead at {statistics.seeds_for_power(spread, 0.5, alpha=0.0125)} seeds "
+            "(two-sided 0.05/4, Holm's strictest step over the family)") in found.stdout
     # With the paper's numbers: its own AULC over the same four points, DIAM's lead taken unrounded.
     paper = reading("--results", str(tmp_path), "--model_num", "2", "--planned", "")
     assert paper.returncode == 0, paper.stderr

@@ -400,12 +400,13 @@ def test_holm_runs_over_the_family_and_an_added_method_stays_outside_it(tmp_path
         assert found[method].p_holm == pytest.approx(running, rel=1e-9, abs=1e-15)
     qp = found["DIAM_qp"]
     assert (qp.in_family, qp.p_holm) == (False, None)
-    # DIAM_qp equals random here, so DIAM leads it on the raw p; the table marks it exploratory.
+    # DIAM_qp equals random here, so DIAM would lead it on the raw p; the table gives it no verdict word,
+    # since the plan defines its words for the family's Holm-adjusted p only.
     assert qp.word == "leads" and found["random"].word == "leads"
     plain = run_script("table.py", "--results", str(root), "--model_nums", "2")
-    assert "family of 4 comparisons" in plain.stdout and "leads (exploratory)" in plain.stdout
-    # The legend says where that word comes from, since its 'leads' rule is the family's Holm p.
-    assert "(exploratory): a method outside the family, its word taken from the raw p, not corrected" in plain.stdout
+    row = next(line for line in plain.stdout.splitlines() if line.startswith("DIAM_qp") and "[" in line)
+    assert "family of 4 comparisons" in plain.stdout and "- (exploratory)" in row and "leads" not in row
+    assert "(exploratory): a method outside the family: its difference, CI and raw p, no verdict word" in plain.stdout
 
 
 def test_the_later_rounds_difference_scales_the_aulc_difference_when_iteration_0_is_shared(seed_tree):
