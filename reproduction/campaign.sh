@@ -19,7 +19,8 @@
 # The code that runs is this script's own checkout; RESULTS_DIR may sit in another checkout (a
 # campaign pinned to one commit in a git worktree, writing into the main tree): each piece is then
 # committed in the repository that holds the results.
-# Also from the environment: PYTHON, WORK_DIR (runs/reproduction), RESULTS_DIR (reproduction/extracted_results;
+# Also from the environment: PRESET (repro; the fourth edition's cells name theirs, reproduction/fourth_edition.sh),
+# PYTHON, WORK_DIR (runs/reproduction), RESULTS_DIR (reproduction/extracted_results;
 # its wall_times.tsv and environment.txt sit beside it), MODEL_NUM (4), CORRECTED_METHODS, ORIGINAL_METHODS,
 # the seed counts of the plan (DIGITS_CORRECTED_SEEDS 15, DIGITS_ORIGINAL_SEEDS 10, FMNIST_SEEDS 10), the
 # exploratory methods run beside the plan's (EXPLORATORY_METHODS, default lewis) and the corrected-mode seeds
@@ -35,6 +36,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python}
+PRESET=${PRESET:-repro}
 WORK_DIR=${WORK_DIR:-runs/reproduction}
 RESULTS=${RESULTS_DIR:-reproduction/extracted_results}
 TIMES=$(dirname "$RESULTS")/wall_times.tsv
@@ -117,7 +119,7 @@ run_piece() {
     paused=
     local work="$WORK_DIR/$mode"
     # shellcheck disable=SC2086  # the method lists are meant to split
-    local cmd=("$PYTHON" run_grid.py --preset repro --datasets "$dataset" --model_nums "$MODEL_NUM"
+    local cmd=("$PYTHON" run_grid.py --preset "$PRESET" --datasets "$dataset" --model_nums "$MODEL_NUM"
                --methods $methods --seeds "$seed" "${flags[@]}" "${EXTRA[@]}" --work_dir "$work")
     local started machine load_start commit
     commit=$(code_commit)
@@ -131,7 +133,7 @@ run_piece() {
     local wall=$SECONDS
 
     local seed_dir="" ; [ "$seed" -eq 0 ] || seed_dir="seed$seed/"
-    local from="$work/repro/extracted_results/${seed_dir}$MODEL_NUM/$dataset"
+    local from="$work/$PRESET/extracted_results/${seed_dir}$MODEL_NUM/$dataset"
     local to="$RESULTS/$mode/${seed_dir}$MODEL_NUM/$dataset"
     mkdir -p "$(dirname "$to")"
     rm -rf "$to.tmp" && cp -r "$from" "$to.tmp" && rm -rf "$to" && mv "$to.tmp" "$to"

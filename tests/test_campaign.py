@@ -194,3 +194,15 @@ def test_embedding_refuses_an_unclosed_block_and_leaves_the_report_as_it_was(tmp
     report.write_text(text.replace("table.tx ", "table.txt "))
     assert subprocess.run(embed, capture_output=True).returncode == 0
     assert "```text\nnumbers\n```\n" in report.read_text() and "old" not in report.read_text()
+
+
+def test_a_campaign_runs_the_preset_it_is_given(tmp_path):
+    # The fourth edition's cells run other presets than repro (reproduction/fourth_edition.sh).
+    done = campaign(tmp_path, "digits:corrected:0:random", PRESET="quick")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "runs" / "corrected" / "quick" / "digits" / "config.json").is_file()
+    assert not (tmp_path / "runs" / "corrected" / "repro").exists()
+    results = tmp_path / "repro" / "extracted_results" / "corrected" / "2" / "digits" / "random"
+    assert (results / "1" / "performances.txt").is_file()
+    row = (tmp_path / "repro" / "wall_times.tsv").read_text().splitlines()[-1].split("\t")
+    assert "--preset quick" in row[-1]
