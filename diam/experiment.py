@@ -602,8 +602,9 @@ def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
             f"nets in {seconds:.2f}s ({batch_size} more for each of al_iter 1-{n_selections}; wrote "
             f"iteration(s) {', '.join(map(str, sorted(written)))}){_lewis_summary(run, picked)}: {out.parent}")
     to_label = [str(sheet) for sheet in reversed(sheets) if sheet]
+    tasks = [str(run.paths.label_studio_tasks(run.model_num, run.method, k)) for k in sorted(written)]
     return done + (f"\nto label: {', '.join(to_label)} (fill in the label column of each before training its "
-                   "iteration)" if to_label else "")
+                   f"iteration), or in Label Studio: {', '.join(tasks)} (docs/own_data.md)" if to_label else "")
 
 
 def _pick(run: Run, inputs: SelectionInputs, batch_size: int):
