@@ -1,9 +1,10 @@
 """Labelling a selection in Label Studio: its import file and labelling configuration out, its export in.
 
 Out, beside each selection's label sheet: `iter<I>_label_studio.json`, one task per selected image.
-A task's `image` is a Label Studio local-files address, `/data/local-files/?d=<path>`, where the
-path is the image's path in the sheet (relative to the dataset file's folder): Label Studio serves
-it when started with LOCAL_FILES_DOCUMENT_ROOT set to that folder. The task's data also carries
+A task's `image` is a Label Studio local-files address, `/data/local-files/?d=<folder>/<path>`:
+the dataset file's folder by name, then the image's path in the sheet. Label Studio serves it when
+started with LOCAL_FILES_DOCUMENT_ROOT set to the folder that holds the dataset file's folder, and
+given a local storage on the dataset file's folder (docs/own_data.md). The task's data also carries
 the pool path (how the export is matched back to the selection), each target model's predicted
 class (`votes`), their majority class and how much they disagree; the majority is the task's
 prediction, with the disagreement as its score, so the Data Manager sorts by it. The labelling
