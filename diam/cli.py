@@ -154,9 +154,11 @@ def select_outputs(args) -> list[Path]:
 
 def run_select(args) -> bool:
     if not args.redo and finished(*select_outputs(args)):
-        sheet = settings_from_args(args).paths.label_sheet(args.model_num, args.method, args.al_iter + 1)
+        paths = settings_from_args(args).paths
+        sheet = paths.label_sheet(args.model_num, args.method, args.al_iter + 1)
         if sheet.exists():  # a person labels this run: asked again, say again where the images to label are
-            print(f"to label: {sheet}")
+            print(f"to label: {sheet}, or in Label Studio: "
+                  f"{paths.label_studio_tasks(args.model_num, args.method, args.al_iter + 1)}")
         return False
     from .experiment import Run, select_step  # loads torch: only when there is work to do
 

@@ -22,7 +22,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from . import models
+from . import label_studio, models
 from .data import Data, load_dataset
 from .errors import UserError
 from .labels import read_rows, read_sheet, write_sheet
@@ -145,9 +145,7 @@ class Run:
         for al_iter in range(1, self.al_iter + 1):
             after, _ = self.split(al_iter)
             batch = after[~np.isin(after, before)]
-            sheet = self.paths.label_sheet(self.model_num, self.method, al_iter)
-            given = read_sheet(sheet, [data.pool_paths[i] for i in batch], data.classes,
-                               f"al_select.py --al_iter {al_iter - 1} --redo (and this step's other flags)")
+            given = self._given_labels(al_iter, [data.pool_paths[i] for i in batch])
             labels[torch.from_numpy(batch).to(labels.device)] = torch.tensor(given, device=labels.device)
             before = after
         unlabelled = labeled[(labels[torch.from_numpy(labeled).to(labels.device)] < 0).cpu().numpy()]
@@ -157,25 +155,49 @@ class Run:
                             "chose them with --redo.")
         return dataclasses.replace(data, pool_labels=labels)
 
-    def write_label_sheet(self, al_iter: int, batch: np.ndarray):
-        """The sheet of the images selected for `al_iter`, for a person to label (None in a simulation).
+    def _given_labels(self, al_iter: int, images: list) -> list:
+        """The class index of each image selected for `al_iter`: from the Label Studio export beside
+        the sheet when there is one (label_studio.py), else from the sheet."""
+        sheet = self.paths.label_sheet(self.model_num, self.method, al_iter)
+        exports = [p for p in self.paths.label_studio_exports(self.model_num, self.method, al_iter) if p.exists()]
+        if len(exports) > 1:
+            raise UserError(f"there are two Label Studio exports for al_iter {al_iter}, {exports[0]} and "
+                            f"{exports[1]}, and only one can be read. Move away the one you do not mean, then run "
+                            "this command again.")
+        if exports:
+            return label_studio.read_export(exports[0], images, self.data.classes)
+        return read_sheet(sheet, images, self.data.classes,
+                          f"al_select.py --al_iter {al_iter - 1} --redo (and this step's other flags)")
+
+    def write_label_sheet(self, al_iter: int, batch: np.ndarray, votes):
+        """The sheet of the images selected for `al_iter`, for a person to label (None in a simulation),
+        and the same images as Label Studio tasks beside it, with `votes()`: (T, B), each target
+        model's predicted class for each image.
 
         An existing sheet that lists the same images is kept as it is (it may hold labels already);
-        one that lists others is refused, never overwritten."""
+        one that lists others is refused, never overwritten. The tasks hold nobody's work: they are
+        written again."""
         data = self.data
         if data.labels_known:
             return None
         sheet = self.paths.label_sheet(self.model_num, self.method, al_iter)
         images = [data.pool_paths[i] for i in batch]
+        known = [data.classes[k] if k >= 0 else ""
+                 for k in data.pool_labels[torch.from_numpy(batch).to(data.pool_labels.device)].tolist()]
         if sheet.exists():
             listed = [image for _, image, _ in read_rows(sheet, "the label sheet")]
             if sorted(listed) != sorted(images):
                 raise UserError(f"the label sheet {sheet} lists other images than this selection picked, and may "
                                 "hold labels typed for them, so it is not overwritten. Move it away (or delete it), "
                                 "then run the same command again.")
-            return sheet
-        known = data.pool_labels[torch.from_numpy(batch).to(data.pool_labels.device)].tolist()
-        write_sheet(sheet, images, [data.classes[k] if k >= 0 else "" for k in known])
+        else:
+            write_sheet(sheet, images, known)
+        version = f"{self.method}: the T = {self.model_num} target models of al_iter {al_iter - 1}"
+        addresses = label_studio.image_addresses(images, self.settings.dataset_file.base, data.pool_paths)
+        label_studio.write_tasks(self.paths.label_studio_tasks(self.model_num, self.method, al_iter),
+                                 label_studio.tasks(images, addresses, votes(), self.nets, data.classes, known,
+                                                    version))
+        label_studio.write_config(self.paths.label_studio_config, data.classes)
         return sheet
 
     # ------------------------------------------------------------ checkpoints
@@ -428,6 +450,26 @@ def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str)
     return stored
 
 
+def model_votes(run: Run, unlabeled: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """(T, B): each target net's predicted class for the images unlabeled[positions], from what its
+    training recorded on the unlabeled pool (the final epoch's probabilities, else its last
+    snapshot), so no pass is added where the selection's strategy read them. A net that recorded
+    neither (random, coreset or lewis after iteration 0) predicts the B images themselves."""
+    votes = []
+    for n in range(run.model_num):
+        stored = _pool_predictions(run, n, unlabeled, "")
+        if "unlabeled_probs" in stored:
+            votes.append(stored["unlabeled_probs"][positions].argmax(1))
+        elif "snapshot_labels" in stored:
+            votes.append(stored["snapshot_labels"][-1][positions])
+        else:
+            net, _ = run.load_net(n)
+            images = run.data.pool_images[torch.from_numpy(unlabeled[positions]).to(run.device)]
+            votes.append(predict(net, images, run.image_size(n), run.preset.eval_batch, bf16=run.preset.bf16,
+                                 speed=run.speed)[0])
+    return np.stack(votes).astype(np.int64)
+
+
 def initial_features(run: Run, net_id: int, unlabeled: np.ndarray) -> np.ndarray:
     """Penultimate features of the unlabeled pool under net `net_id`'s initial weights (before any
     training: he_fout's or PyTorch's random ones, with BatchNorm statistics set from the unlabeled
@@ -518,12 +560,14 @@ def select_step(run: Run, batch_size=None) -> str:
         if isinstance(picked, WeightedBatch):
             _write_importance_weights(run, run.al_iter + 1, unlabeled[positions], picked.importance_weights,
                                       picked.lewis_weights, picked.sampler)
-        sheet = run.write_label_sheet(run.al_iter + 1, unlabeled[positions])  # before the index file that marks done
+        sheet = run.write_label_sheet(run.al_iter + 1, unlabeled[positions],  # before the index file (marks done)
+                                      lambda: model_votes(run, unlabeled, positions))
         _write_selection(run, out, labeled, unlabeled, positions)
     done = (f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s"
             f"{_lewis_summary(run, picked)}: {out}")
-    return done + (f"\nto label: {sheet} (fill in the label column, then train al_iter {run.al_iter + 1})"
-                   if sheet else "")
+    return done + (f"\nto label: {sheet} (fill in the label column, then train al_iter {run.al_iter + 1}), or in "
+                   f"Label Studio: {run.paths.label_studio_tasks(run.model_num, run.method, run.al_iter + 1)} "
+                   "(docs/own_data.md)" if sheet else "")
 
 
 def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
@@ -555,7 +599,8 @@ def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
             if isinstance(picked, WeightedBatch):
                 _write_importance_weights(run, k, unlabeled[positions[:size]], picked.prefix_weights(size),
                                           picked.lewis_weights[:size], picked.sampler)
-            sheet = run.write_label_sheet(k, unlabeled[positions[min((k - 1) * batch_size, size):size]])
+            part = positions[min((k - 1) * batch_size, size):size]
+            sheet = run.write_label_sheet(k, unlabeled[part], lambda: model_votes(source, unlabeled, part))
             _write_selection(run, index_file, labeled, unlabeled, positions[:size])
             written.append(k)
             sheets.append(sheet)
@@ -563,8 +608,9 @@ def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
             f"nets in {seconds:.2f}s ({batch_size} more for each of al_iter 1-{n_selections}; wrote "
             f"iteration(s) {', '.join(map(str, sorted(written)))}){_lewis_summary(run, picked)}: {out.parent}")
     to_label = [str(sheet) for sheet in reversed(sheets) if sheet]
+    tasks = [str(run.paths.label_studio_tasks(run.model_num, run.method, k)) for k in sorted(written)]
     return done + (f"\nto label: {', '.join(to_label)} (fill in the label column of each before training its "
-                   "iteration)" if to_label else "")
+                   f"iteration), or in Label Studio: {', '.join(tasks)} (docs/own_data.md)" if to_label else "")
 
 
 def _pick(run: Run, inputs: SelectionInputs, batch_size: int):

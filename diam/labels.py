@@ -17,7 +17,7 @@ HEADER = ("path", "label")
 SHOWN = 5  # rows or images named in an error message before "and N more"
 
 
-def _some(items) -> str:
+def some_of(items) -> str:
     items = list(items)
     shown = ", ".join(str(i) for i in items[:SHOWN])
     return shown + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
@@ -59,7 +59,7 @@ def read_rows(path: Path, what: str) -> list[tuple[int, str, str]]:
             bad.append(line)
     if bad:
         raise UserError(f"{what} {path} has rows without exactly two fields (path,label) at line(s) "
-                        f"{_some(bad)}; the file may have been cut short, or a path holds a comma without "
+                        f"{some_of(bad)}; the file may have been cut short, or a path holds a comma without "
                         "quotes. Fix or restore it, then run the same command again.")
     return [(line, fields[0], fields[1].strip()) for line, fields in rows[1:]]
 
@@ -105,16 +105,16 @@ def read_sheet(path: Path, image_paths: Sequence[str], classes: Sequence[str], h
     missing = [p for p in image_paths if p not in found]
     problems = []
     if empty:
-        problems.append(f"no label at line(s) {_some(empty)}")
+        problems.append(f"no label at line(s) {some_of(empty)}")
     if unknown:
-        problems.append(f"labels that are not classes at {_some(unknown)} (the classes: {', '.join(classes)})")
+        problems.append(f"labels that are not classes at {some_of(unknown)} (the classes: {', '.join(classes)})")
     if missing:
-        problems.append(f"no row for {len(missing)} selected image(s): {_some(missing)} (the file may have been "
+        problems.append(f"no row for {len(missing)} selected image(s): {some_of(missing)} (the file may have been "
                         "cut short)")
     if foreign:
-        problems.append(f"rows for images that were not selected at line(s) {_some(foreign)}")
+        problems.append(f"rows for images that were not selected at line(s) {some_of(foreign)}")
     if repeated:
-        problems.append(f"a second row for the same image at line(s) {_some(repeated)}")
+        problems.append(f"a second row for the same image at line(s) {some_of(repeated)}")
     if problems:
         raise UserError(f"the label sheet {path} is not complete: {'; '.join(problems)}. Each of the "
                         f"{len(image_paths)} selected images needs one row with its class in the label column. "

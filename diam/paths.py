@@ -7,6 +7,11 @@
                                                                  examples the selection sampled (lewis*)
     <work_dir>/<preset>/<dataset>/indices/T<T>/<method>/iter<I>_labels.csv   its images, for a person to
                                                                 label (a pool whose labels are unknown)
+    <work_dir>/<preset>/<dataset>/indices/T<T>/<method>/iter<I>_label_studio.json   the same images as
+                                                                Label Studio tasks; a Label Studio export of
+                                                                them, iter<I>_label_studio_export.{json,csv},
+                                                                is read instead of the sheet
+    <work_dir>/<preset>/<dataset>/label_studio.xml              Label Studio's labelling configuration
     <work_dir>/<preset>/<dataset>/models/iter0/net<N>.{pt,json,npz}   iteration 0 (shared by all T, methods)
     <work_dir>/<preset>/<dataset>/models/T<T>/<method>/iter<I>/net<N>.{pt,json,npz}
     <work_dir>/<preset>/extracted_results/<T>/<dataset>/<method>/<I>/performances.txt
@@ -80,6 +85,20 @@ class RunPaths:
     def label_sheet(self, model_num: int, method: str, al_iter: int) -> Path:
         """The images selected for iteration `al_iter` (al_iter >= 1), as path,label rows a person fills in."""
         return self.root / "indices" / f"T{model_num}" / method / f"iter{al_iter}_labels.csv"
+
+    def label_studio_tasks(self, model_num: int, method: str, al_iter: int) -> Path:
+        """The same images as Label Studio tasks, to import into a project (diam/label_studio.py)."""
+        return self.label_sheet(model_num, method, al_iter).with_name(f"iter{al_iter}_label_studio.json")
+
+    def label_studio_exports(self, model_num: int, method: str, al_iter: int) -> tuple[Path, Path]:
+        """Where a person puts the project's Label Studio export (JSON or JSON-MIN; CSV) of those tasks."""
+        sheet = self.label_sheet(model_num, method, al_iter)
+        return tuple(sheet.with_name(f"iter{al_iter}_label_studio_export{ext}") for ext in (".json", ".csv"))
+
+    @property
+    def label_studio_config(self) -> Path:
+        """Label Studio's labelling configuration for the dataset's classes (one per run folder)."""
+        return self.root / "label_studio.xml"
 
     def model_dir(self, model_num: int, method: str, al_iter: int) -> Path:
         if al_iter == 0:

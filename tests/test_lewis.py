@@ -535,4 +535,11 @@ def test_one_shot_writes_each_iterations_label_sheet_when_a_person_labels(tmp_pa
         after, _ = read_indices(paths.indices(T, "lewis_oneshot", k), "hand", 200)
         listed = [image for _, image, _ in read_rows(paths.label_sheet(T, "lewis_oneshot", k), "the label sheet")]
         assert sorted(listed) == sorted(f"pool/{i:05d}.png" for i in after[len(before):]) and len(listed) == 10
+        # The same images as Label Studio tasks, a label the manifest knows carried along (issue 35).
+        rows = read_rows(paths.label_sheet(T, "lewis_oneshot", k), "the label sheet")
+        tasks = json.loads(paths.label_studio_tasks(T, "lewis_oneshot", k).read_text())
+        assert [t["data"]["pool_path"] for t in tasks] == listed
+        assert [t["data"].get("manifest_label", "") for t in tasks] == [label for _, _, label in rows]
         before = after
+    assert any(label for _, _, label in rows)  # the case is exercised: a selected image the person had labelled
+    assert str(paths.label_studio_tasks(T, "lewis_oneshot", 2)) in result.stdout
