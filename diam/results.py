@@ -33,6 +33,8 @@ METHOD_DISPLAY_NAMES = {
     "DIAM_qp": "DIAM_qp",
     "lewis": "Lewis",
     "lewis_oneshot": "Lewis one-shot",
+    "badge": "BADGE",
+    "bald": "BALD",
     "CAL": "CAL",
     "entropy": "Entropy",
     "margin": "Margin",

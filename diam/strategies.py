@@ -9,6 +9,7 @@ lower position first; DIAM, as the original, breaks them at random.
 `STRATEGIES` maps the command-line method names to what each strategy needs and
 to a `select(inputs, batch_size, rng, options)` with one signature for all
 (`options` is a `SelectionOptions`: the device and the strategies' own settings).
+BADGE and BALD live in `badge_bald.py`.
 A strategy that attaches importance weights to its picks (Lewis-weight sampling) returns
 a `WeightedBatch`; the others return the positions alone.
 """
@@ -22,9 +23,11 @@ import numpy as np
 import torch
 from sklearn.preprocessing import MinMaxScaler
 
+from .badge_bald import badge, bald
 from .diversity_qp import knn_cooccurrence, nearest_psd, solve_selection_qp
 from .lewis import inclusion_probabilities, maximum_lewis_weights, sample_with_probabilities
-from .presets import DIAM_QP_MAX_SUBSAMPLE, DIAM_QP_NEIGHBOUR_FRACTION, DIAM_QP_Q, DIAM_QP_SUBSAMPLE_DIVISOR, LEWIS_P
+from .presets import (BADGE_FEATURE_WIDTH, DIAM_QP_MAX_SUBSAMPLE, DIAM_QP_NEIGHBOUR_FRACTION, DIAM_QP_Q,
+                      DIAM_QP_SUBSAMPLE_DIVISOR, LEWIS_P)
 
 # What a strategy did that its batch does not show (DIAM_qp: which route solved the QP), as
 # INFO records; the selection step prints them as notes (`strategy_notes`).
@@ -458,6 +461,7 @@ class SelectionInputs:
     labeled_features: np.ndarray | torch.Tensor | None = None    # (L, dim); L may be 0
     snapshot_labels: np.ndarray | None = None      # (T, K, U) predicted labels
     unlabeled_model_features: np.ndarray | None = None  # (T, U, dim): every model's own features
+    dropout_probs: np.ndarray | None = None  # (T, K, U, C): K MC-dropout softmax outputs of each model
 
 
 @dataclass(frozen=True)
@@ -467,6 +471,7 @@ class SelectionOptions:
     original_uncertainty: bool = False  # least_conf/margin/entropy as the original ranked them
     diam_q: float = DIAM_QP_Q  # DIAM_qp's weight q of the first-order score (--DIAMq)
     lewis_p: float = LEWIS_P  # the p of the lp Lewis weights (--lewis_p)
+    badge_width: int = BADGE_FEATURE_WIDTH  # BADGE sketches wider features to this width; 0: exact (--badge_width)
 
 
 def _original_scaling_rng(options: SelectionOptions, rng: np.random.Generator):
@@ -475,7 +480,8 @@ def _original_scaling_rng(options: SelectionOptions, rng: np.random.Generator):
 
 @dataclass(frozen=True)
 class Strategy:
-    # "nothing", "probs", "features", "snapshots", "model_features" or "snapshots_and_model_features"
+    # "nothing", "probs", "features", "snapshots", "model_features", "snapshots_and_model_features",
+    # "probs_and_model_features" or "dropout_probs" (computed at selection from the checkpoints)
     needs: str
     select: Callable[[SelectionInputs, int, np.random.Generator, SelectionOptions], np.ndarray | WeightedBatch]
     # One-shot: the whole budget is chosen at once from iteration 0's nets, not a batch per iteration.
@@ -535,4 +541,9 @@ STRATEGIES: dict[str, Strategy] = {
                                 q=options.diam_q, device=options.device)),
     "lewis": Strategy("model_features", _lewis),
     "lewis_oneshot": Strategy("model_features", _lewis, one_shot=True),
+    "badge": Strategy("probs_and_model_features", lambda inputs, batch_size, rng, options:
+                      badge(_required(inputs, "unlabeled_probs", 1), _required(inputs, "unlabeled_model_features", 1),
+                            batch_size, rng, width=options.badge_width, device=options.device)),
+    "bald": Strategy("dropout_probs", lambda inputs, batch_size, rng, options:
+                     bald(_required(inputs, "dropout_probs", 2), batch_size)),
 }
