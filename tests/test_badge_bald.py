@@ -17,8 +17,9 @@ from skactiveml.pool import Badge, batch_bald
 from conftest import assert_clean_error, run_script_here
 from diam import cli, models
 from diam.badge_bald import badge, bald, committee_mutual_information, probability_residuals, sketched_features
-from diam.experiment import Run
+from diam.experiment import Run, selection_options
 from diam.mc_dropout import dropout_probs, mc_dropout_probs
+from diam.presets import BADGE_FEATURE_WIDTH, BALD_PASSES
 from diam.settings import settings_from_args
 from diam.training import set_batchnorm_statistics
 
@@ -262,3 +263,17 @@ def test_bald_refuses_a_target_model_without_dropout(workdir):
     Run(settings_from_args(cli.parser("test").parse_args(args))).split(make_initial=True)
     result = run_script_here("al_select.py", *args)
     assert_clean_error(result, "target model 'resnet18' (net 1) has none on its penultimate features", "--nets")
+
+
+def test_the_flags_reach_the_strategies_and_bad_ones_are_refused(workdir, capsys):
+    args = ["--dataset", "digits", "--model_num", "2", "--preset", "quick", "--al_iter", "0", "--method", "badge",
+            "--device", "cpu"]
+    settings = settings_from_args(cli.select_args(args + ["--badge_width", "0", "--bald_passes", "50"]))
+    assert settings.bald_passes == 50 and selection_options(Run(settings)).badge_width == 0
+    defaults = settings_from_args(cli.select_args(args))
+    assert (defaults.bald_passes, selection_options(Run(defaults)).badge_width) == (BALD_PASSES, BADGE_FEATURE_WIDTH)
+    for flag, value, message in (("--bald_passes", "1", "--bald_passes must be at least 2"),
+                                 ("--badge_width", "-1", "--badge_width must be 0")):
+        with pytest.raises(SystemExit) as refused:
+            cli.select_args(args + [flag, value])
+        assert refused.value.code == 2 and message in capsys.readouterr().err
