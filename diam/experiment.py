@@ -470,11 +470,11 @@ def dropout_probs(run: Run, unlabeled: np.ndarray) -> np.ndarray:
                             f"construction. Name models with one in --nets (the OFA nets, mobilenet_v3_small, "
                             f"efficientnet_b0, ...), or choose another method.")
     per_net = []
+    images = run.data.pool_images[torch.from_numpy(unlabeled).to(run.device)]
+    key = zlib.crc32(f"{run.dataset}|{run.method}|{run.al_iter}|mc_dropout".encode())
     for n in range(run.model_num):
         net, _ = run.load_net(n)
-        key = zlib.crc32(f"{run.dataset}|{run.method}|{run.al_iter}|mc_dropout".encode())
         seed = int(np.random.SeedSequence([run.preset.seed, key, n]).generate_state(1)[0])
-        images = run.data.pool_images[torch.from_numpy(unlabeled).to(run.device)]
         per_net.append(mc_dropout_probs(net, images, run.image_size(n), run.preset.eval_batch,
                                         run.settings.bald_passes, seed, generator=_scoring_generator(run, n),
                                         crop_scale_min=run.preset.crop_scale_min, bf16=run.preset.bf16,
