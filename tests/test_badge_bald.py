@@ -277,3 +277,14 @@ def test_the_flags_reach_the_strategies_and_bad_ones_are_refused(workdir, capsys
         with pytest.raises(SystemExit) as refused:
             cli.select_args(args + [flag, value])
         assert refused.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_both_are_in_every_comparison_and_outside_diams_family():
+    from diam import analysis, grid, results
+
+    help_text = run_script_here("al_select.py", "--help").stdout
+    assert "badge, bald" in help_text and "--bald_passes" in help_text and "--badge_width" in help_text
+    assert cli.iter_all_plan(["2", "digits", "badge bald", "", "--preset", "quick"]).splitlines()[2] == "badge bald"
+    grid.check_args(grid.parse_args(["--methods", "badge", "bald", "--datasets", "digits"])[0])
+    assert [results.method_display_name(m) for m in ("badge", "bald")] == ["BADGE", "BALD"]
+    assert not {"badge", "bald"} & set(analysis.FAMILY_METHODS)  # exploratory: raw p, marked so
