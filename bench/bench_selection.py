@@ -30,6 +30,14 @@ where n <= --osqp-max-n.
 lewis and lewis_oneshot are left out of the default list too: lewis times the Lewis-weight
 sampling of one batch from every model's features (lewis_oneshot's draw is the same function
 with a larger sample).
+
+badge and bald are left out of the default list too; named, each gets its own section. badge runs
+once from every model's probabilities and features at its default --badge_width, then with exact
+features (width 0) for --badge-exact-batch picks only (its cost per pick is what matters: the same
+for every pick). bald runs once from T x --passes MC-dropout outputs (scoring and ranking), then its
+passes themselves: the K dropout passes of each model's last layer (1,280 -> C) over the pool's
+features; the one pass of each net that computes those features is entropy's, timed by
+bench_inference.py.
 """
 import argparse
 import dataclasses
@@ -53,6 +61,9 @@ from sklearn.metrics import pairwise_distances
 # Runs as a plain script from any directory: make the `diam` package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import diam.strategies as strategies  # noqa: E402
+from diam.badge_bald import badge  # noqa: E402
+from diam.mc_dropout import dropout_probs  # noqa: E402
+from diam.presets import BADGE_FEATURE_WIDTH, BALD_PASSES  # noqa: E402
 from diam.presets import DIAM_QP_MAX_SOLVER_ITERATIONS, DIAM_QP_SOLVER_TOLERANCE  # noqa: E402
 from diam.strategies import (STRATEGIES, SelectionInputs, SelectionOptions, WeightedBatch, coreset,  # noqa: E402
                              vote_entropy)
@@ -68,7 +79,9 @@ SNAPSHOT_NOISE = 0.4
 # much of each model's own, so that the models' nearest neighbours overlap in part.
 MODEL_FEATURE_NOISE = 0.5
 # Methods left out unless named in --strategies.
-OPT_IN_STRATEGIES = ("DIAM_qp", "lewis", "lewis_oneshot")
+OPT_IN_STRATEGIES = ("DIAM_qp", "lewis", "lewis_oneshot", "badge", "bald")
+# The OFA nets' dropout rate on their penultimate features (the paper's 0.1).
+DROPOUT_RATE = 0.1
 
 
 @dataclass
@@ -82,6 +95,7 @@ class Config:
     classes: int
     batch: int
     repeats: int
+    passes: int = BALD_PASSES  # bald's MC-dropout passes per model
 
 
 @dataclass
@@ -152,6 +166,18 @@ def synthetic_model_features(config: Config) -> np.ndarray:
     return features
 
 
+def synthetic_dropout_probs(config: Config) -> np.ndarray:
+    """(T, K, U, C) float32: each model's K passes scatter around its own softmax output."""
+    rng = np.random.default_rng([SEED, 6])
+    logits = 3.0 * rng.standard_normal((config.models, 1, config.unlabeled, config.classes), dtype=np.float32)
+    passes = logits + rng.standard_normal((config.models, config.passes, config.unlabeled, config.classes),
+                                          dtype=np.float32)
+    passes -= passes.max(axis=3, keepdims=True)
+    np.exp(passes, out=passes)
+    passes /= passes.sum(axis=3, keepdims=True)
+    return passes
+
+
 def synthetic_inputs(config: Config, needs: str) -> SelectionInputs:
     if needs == "probs":
         return SelectionInputs(config.unlabeled, unlabeled_probs=synthetic_probs(config))
@@ -164,6 +190,11 @@ def synthetic_inputs(config: Config, needs: str) -> SelectionInputs:
                                snapshot_labels=synthetic_snapshot_labels(config))
     if needs == "model_features":
         return SelectionInputs(config.unlabeled, unlabeled_model_features=synthetic_model_features(config))
+    if needs == "probs_and_model_features":
+        return SelectionInputs(config.unlabeled, unlabeled_probs=synthetic_probs(config),
+                               unlabeled_model_features=synthetic_model_features(config))
+    if needs == "dropout_probs":
+        return SelectionInputs(config.unlabeled, dropout_probs=synthetic_dropout_probs(config))
     if needs == "snapshots_and_model_features":
         return SelectionInputs(config.unlabeled, snapshot_labels=synthetic_snapshot_labels(config),
                                unlabeled_model_features=synthetic_model_features(config))
@@ -292,6 +323,49 @@ def measure_our_diam_qp(config: Config, pool: int, qp_method: str = "certified")
     return measurement
 
 
+def measure_badge(config: Config, width: int, batch: int) -> Measurement:
+    inputs = synthetic_inputs(config, "probs_and_model_features")
+    return _timed(f"badge (width {width})", config.unlabeled, config,
+                  lambda: badge(inputs.unlabeled_probs, inputs.unlabeled_model_features, batch,
+                                np.random.default_rng([SEED, 4]), width=width, device=config.device), 1)
+
+
+def measure_dropout_passes(config: Config) -> Measurement:
+    """The K MC-dropout passes of every model's last layer over its float32 features (one model's
+    features at a time, as selection holds them)."""
+    rng = np.random.default_rng([SEED, 7])
+    features = torch.from_numpy(rng.standard_normal((config.unlabeled, config.dim), dtype=np.float32)).to(config.device)
+    last_layer = torch.nn.Linear(config.dim, config.classes).to(config.device)
+
+    def run():
+        return np.stack([dropout_probs(features, DROPOUT_RATE, last_layer, config.passes, seed=model)
+                         for model in range(config.models)])
+    return _timed(f"bald's {config.passes} passes", config.unlabeled, config, run, 1)
+
+
+def report_badge_bald(config: Config, methods: list, exact_batch: int) -> None:
+    if "badge" in methods:
+        print(f"\nbadge, one run each: T={config.models} models' {config.dim}-d float16 features (as for DIAM_qp) "
+              f"and C={config.classes} softmax outputs; k-means++ over B={config.batch} picks with the features "
+              f"sketched to the default width, then exact (width 0) for {exact_batch} picks")
+        print(table_header(config.device))
+        sketched = in_fresh_process(measure_badge, config, BADGE_FEATURE_WIDTH, config.batch)
+        print(table_row(sketched), flush=True)
+        exact = in_fresh_process(measure_badge, config, 0, exact_batch)
+        print(table_row(exact), flush=True)
+        print(f"badge per pick: {sketched.seconds[0] / config.batch:.3f} s sketched to {BADGE_FEATURE_WIDTH}, "
+              f"{exact.seconds[0] / exact_batch:.3f} s exact; {config.batch} exact picks would take about "
+              f"{exact.seconds[0] / exact_batch * config.batch:.0f} s", flush=True)
+    if "bald" in methods:
+        print(f"\nbald, one run each: scoring and ranking T={config.models} x K={config.passes} MC-dropout outputs "
+              f"(float32), then the passes: K dropout masks (rate {DROPOUT_RATE}) on each model's "
+              f"{config.dim}-d features and its last layer")
+        print(table_header(config.device))
+        print(table_row(in_fresh_process(measure_strategy, "bald", dataclasses.replace(config, repeats=1))),
+              flush=True)
+        print(table_row(in_fresh_process(measure_dropout_passes, config)), flush=True)
+
+
 def authors_dense_route(snapshot_labels, model_features, batch_size, stages, device, rng):
     """The authors' DIAM_qp steps on dense matrices (written from SPEC section 5 and their
     al_select.py). Two changes make it faster than theirs, so the ratio to ours is a lower
@@ -413,6 +487,9 @@ def parse_args() -> argparse.Namespace:
                              "phase by phase, instead of the strategies table (e.g. 1000,2000,3000,6000,11400)")
     parser.add_argument("--osqp-max-n", type=int, default=3000,
                         help="with --scaling, also time the OSQP route up to this n and compare picks")
+    parser.add_argument("--passes", type=int, default=BALD_PASSES, help="bald's MC-dropout passes per model K")
+    parser.add_argument("--badge-exact-batch", type=int, default=100,
+                        help="picks of badge's exact (width 0) run, timed for its cost per pick")
     parser.add_argument("--alipy-unlabeled", type=int, default=57000,
                         help="pool size for the alipy baseline (0: skip it); alipy's "
                              "coreset costs about 0.3 s per pick at 57,000 x 1,280 here")
@@ -426,7 +503,7 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
     config = Config(args.device, args.unlabeled, args.labeled, args.dim, args.models,
-                    args.snapshots, args.classes, args.batch, args.repeats)
+                    args.snapshots, args.classes, args.batch, args.repeats, args.passes)
 
     print("\n".join(machine_description(config.device)))
     print(f"inputs: U={config.unlabeled} unlabeled, L={config.labeled} labeled, "
@@ -448,15 +525,16 @@ def main() -> None:
         report_diam_qp_scaling(config, [int(n) for n in args.scaling.split(",")], args.osqp_max_n)
         return
 
-    if any(method != "DIAM_qp" for method in methods):
+    own_sections = ("DIAM_qp", "badge", "bald")  # measured once each, in sections of their own below
+    if any(method not in own_sections for method in methods):
         print(table_header(config.device))
     for method in methods:
-        if method == "DIAM_qp":
-            continue  # measured once, in its own section below
-        print(table_row(in_fresh_process(measure_strategy, method, config)), flush=True)
+        if method not in own_sections:
+            print(table_row(in_fresh_process(measure_strategy, method, config)), flush=True)
 
     if "DIAM_qp" in methods:
         report_diam_qp(config, args.dense_unlabeled)
+    report_badge_bald(config, methods, args.badge_exact_batch)
 
     if args.alipy_unlabeled <= 0:
         return

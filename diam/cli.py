@@ -9,8 +9,9 @@ from pathlib import Path
 
 from .errors import UserError
 from .paths import refuse_paper_results
-from .presets import (DATASETS, DEFAULT_METHODS, DIAM_QP_Q, LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS,
-                      LEWIS_SAMPLERS, METHODS, PAPER_DATASETS, add_preset_arguments, preset_from_args)
+from .presets import (BADGE_FEATURE_WIDTH, BALD_MIN_PASSES, BALD_PASSES, DATASETS, DEFAULT_METHODS, DIAM_QP_Q,
+                      LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS, LEWIS_SAMPLERS,
+                      METHODS, PAPER_DATASETS, add_preset_arguments, preset_from_args)
 from .settings import check_method, check_net_index, resolve_dataset, resolve_nets, settings_from_args
 
 
@@ -137,6 +138,13 @@ def select_args(argv=None, description="Select the next batch of examples to lab
                         "with_replacement, the paper's (i.i.d. draws until the budget's distinct examples; "
                         "lewis_oneshot's default), or systematic, exactly the batch with inclusion probabilities "
                         "(lewis's default)")
+    p.add_argument("--badge_width", type=int, default=BADGE_FEATURE_WIDTH,
+                   help=f"badge only: each model's penultimate features wider than this are multiplied by a "
+                        f"Gaussian matrix to this width before k-means++ (default {BADGE_FEATURE_WIDTH}; 0: exact, "
+                        "slower at paper scale; docs/badge_bald.md)")
+    p.add_argument("--bald_passes", type=int, default=BALD_PASSES,
+                   help=f"bald only: MC-dropout passes of each model over the pool, K (default {BALD_PASSES}, "
+                        f"at least {BALD_MIN_PASSES})")
     args = p.parse_args(argv)
     if args.batch_size is not None and args.batch_size <= 0:
         p.error("--batch_size must be positive")
@@ -145,6 +153,11 @@ def select_args(argv=None, description="Select the next batch of examples to lab
     if not LEWIS_MIN_P <= args.lewis_p < LEWIS_MAX_P:
         p.error(f"--lewis_p must be in [{LEWIS_MIN_P:g}, {LEWIS_MAX_P:g}): the fixed-point iteration of the "
                 "Lewis weights converges there (2 gives the leverage scores)")
+    if args.badge_width < 0:
+        p.error("--badge_width must be 0 (exact features) or a positive width")
+    if args.bald_passes < BALD_MIN_PASSES:
+        p.error(f"--bald_passes must be at least {BALD_MIN_PASSES}: with one pass a model's dropout outputs have "
+                "no spread to measure")
     return args
 
 

@@ -26,6 +26,7 @@ from . import label_studio, models
 from .data import Data, load_dataset
 from .errors import UserError
 from .labels import read_rows, read_sheet, write_sheet
+from .mc_dropout import mc_dropout_probs
 from .paths import (check_run_config, read_indices, refuse_paper_results, step_lock, write_indices, write_json,
                     write_npz, write_text, atomic_write)
 from .presets import SUBSET_SEED
@@ -407,7 +408,8 @@ def selection_rng(run: Run) -> np.random.Generator:
 
 def selection_options(run: Run) -> SelectionOptions:
     return SelectionOptions(device=str(run.device), original_uncertainty=run.preset.original_uncertainty,
-                            diam_q=run.diam_q, lewis_p=run.settings.lewis_p, lewis_sampler=run.settings.lewis_sampler)
+                            diam_q=run.diam_q, lewis_p=run.settings.lewis_p, lewis_sampler=run.settings.lewis_sampler,
+                            badge_width=run.settings.badge_width)
 
 
 def _scoring_generator(run: Run, net_id: int):
@@ -485,14 +487,15 @@ def initial_features(run: Run, net_id: int, unlabeled: np.ndarray) -> np.ndarray
     return feats
 
 
-def model_features(run: Run, unlabeled: np.ndarray) -> np.ndarray:
+def model_features(run: Run, unlabeled: np.ndarray, representation=None) -> np.ndarray:
     """(T, U, dim) float16: every net's penultimate features of the unlabeled pool, from the nets
-    the run's --lewis_representation names (trained ones: what training recorded, or computed
-    once from the checkpoint and kept beside it). Narrower features are padded with zero columns,
-    which change no Lewis weight (they add nothing to the column space)."""
+    `representation` names (default: the run's --lewis_representation; trained ones: what training
+    recorded, or computed once from the checkpoint and kept beside it). Narrower features are padded
+    with zero columns, which change no Lewis weight (they add nothing to the column space) and no
+    inner product (BADGE)."""
     per_net = []
     for n in range(run.model_num):
-        if run.settings.lewis_representation == "initial":
+        if (representation or run.settings.lewis_representation) == "initial":
             per_net.append(initial_features(run, n, unlabeled))
         else:
             per_net.append(_pool_predictions(run, n, unlabeled, "pool_features")["pool_features"][unlabeled])
@@ -500,6 +503,33 @@ def model_features(run: Run, unlabeled: np.ndarray) -> np.ndarray:
     for n, net_features in enumerate(per_net):
         feats[n, :, :net_features.shape[1]] = net_features
     return feats
+
+
+def dropout_probs(run: Run, unlabeled: np.ndarray) -> np.ndarray:
+    """(T, K, U, C) float32: K = --bald_passes MC-dropout softmax outputs of every trained net on the
+    unlabeled pool, through each net's own dropout (diam/mc_dropout.py). Computed here, from the
+    checkpoints (training records nothing for them), with masks from a generator seeded by the repeat,
+    dataset, iteration and net: the same picks on a rerun, and no draw from any training stream.
+    A net without dropout on its penultimate features is refused before any pass."""
+    for n, name in enumerate(run.nets):
+        rate, _ = models.dropout_on_features(models.build_target(name, run.data.n_classes, run.preset.dropout))
+        if rate <= 0:
+            raise UserError(f"bald draws MC-dropout passes through each target model's own dropout, and target model "
+                            f"'{name}' (net {n}) has none on its penultimate features (no dropout layer right before "
+                            f"its last linear layer), so its passes would all agree and its score would be 0 by "
+                            f"construction. Name models with one in --nets (the OFA nets, mobilenet_v3_small, "
+                            f"efficientnet_b0, ...), or choose another method.")
+    per_net = []
+    images = run.data.pool_images[torch.from_numpy(unlabeled).to(run.device)]
+    key = zlib.crc32(f"{run.dataset}|{run.method}|{run.al_iter}|mc_dropout".encode())
+    for n in range(run.model_num):
+        net, _ = run.load_net(n)
+        seed = int(np.random.SeedSequence([run.preset.seed, key, n]).generate_state(1)[0])
+        per_net.append(mc_dropout_probs(net, images, run.image_size(n), run.preset.eval_batch,
+                                        run.settings.bald_passes, seed, generator=_scoring_generator(run, n),
+                                        crop_scale_min=run.preset.crop_scale_min, bf16=run.preset.bf16,
+                                        speed=run.speed))
+    return np.stack(per_net)
 
 
 def selection_inputs(run: Run, needs: str, labeled: np.ndarray, unlabeled: np.ndarray) -> SelectionInputs:
@@ -530,6 +560,13 @@ def selection_inputs(run: Run, needs: str, labeled: np.ndarray, unlabeled: np.nd
         return SelectionInputs(len(unlabeled), snapshot_labels=np.stack(snaps), unlabeled_model_features=feats)
     if needs == "model_features":
         return SelectionInputs(len(unlabeled), unlabeled_model_features=model_features(run, unlabeled))
+    if needs == "probs_and_model_features":
+        probs = [_pool_predictions(run, n, unlabeled, "unlabeled_probs")["unlabeled_probs"]
+                 for n in range(run.model_num)]
+        return SelectionInputs(len(unlabeled), unlabeled_probs=np.stack(probs),
+                               unlabeled_model_features=model_features(run, unlabeled, "trained"))
+    if needs == "dropout_probs":
+        return SelectionInputs(len(unlabeled), dropout_probs=dropout_probs(run, unlabeled))
     if needs == "features":
         feats = _pool_predictions(run, run.preset.coreset_feature_net, unlabeled, "pool_features")["pool_features"]
         return SelectionInputs(len(unlabeled), unlabeled_features=feats[unlabeled], labeled_features=feats[labeled])

@@ -160,6 +160,26 @@ def classifier(net: torch.nn.Module) -> torch.nn.Module:
     return net.classifier if isinstance(net, MobileNetV3) else _head(net, type(net).__name__)[1]
 
 
+def dropout_on_features(net: torch.nn.Module):
+    """(rate, final linear layer) of the dropout that acts on the net's penultimate features just before
+    its last linear layer: an OFA net's classifier (dropout, then linear), or a torchvision model whose
+    last linear layer comes right after an nn.Dropout in the same Sequential (MobileNet, EfficientNet,
+    VGG's last one). Rate 0 when there is none (ResNet-18), or when it is set to 0."""
+    if isinstance(net, MobileNetV3):
+        dropout = getattr(net.classifier, "dropout", None)
+        return (dropout.p if dropout is not None else 0.0), net.classifier.linear
+    head_name, head = _head(net, type(net).__name__)
+    parent_name, _, child_name = head_name.rpartition(".")
+    parent = net.get_submodule(parent_name) if parent_name else net
+    if isinstance(parent, torch.nn.Sequential):
+        names = [name for name, _ in parent.named_children()]
+        place = names.index(child_name)
+        before = parent.get_submodule(names[place - 1]) if place > 0 else None
+        if isinstance(before, torch.nn.Dropout):
+            return before.p, head
+    return 0.0, head
+
+
 # ---------------------------------------------------------------- target models by name
 # A run's T target models may be named (--nets): "ofa<N>" is OFA net N above, any other name
 # a torchvision classification model, built with weights=None (nothing is downloaded). Without

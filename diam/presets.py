@@ -16,8 +16,10 @@ from .errors import UserError
 DATASETS = ("mnist", "kmnist", "fmnist", "emnistlet", "emnistdig", "digits", "mnist10k", "kmnist10k")
 # The paper's seven, then DIAM_qp (the extended paper's batch-diverse DIAM; not in the paper's table),
 # then the authors' next method, Lewis-weight sampling (ICLR 2024): a batch per iteration, and
-# one-shot (the whole budget chosen at iteration 0, docs/lewis.md).
-METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM", "DIAM_qp", "lewis", "lewis_oneshot")
+# one-shot (the whole budget chosen at iteration 0, docs/lewis.md); then the deep active-learning
+# baselines every benchmark carries, BADGE and BALD, for T models (docs/badge_bald.md).
+METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM", "DIAM_qp", "lewis", "lewis_oneshot",
+           "badge", "bald")
 # What a loop runs unless told otherwise (iter_all.sh's list, the grid, the benchmarks): the paper's
 # seven, in the order the original scripts run them.
 DEFAULT_METHODS = PAPER_METHODS = METHODS[:7]
@@ -89,6 +91,18 @@ LEWIS_REPRESENTATIONS = ("trained", "initial")
 # default), or "systematic", the project's (exactly B, inclusion probability min(1, beta w), weight
 # 1 / pi; the per-iteration lewis's default, what the third edition ran).
 LEWIS_SAMPLERS = ("with_replacement", "systematic")
+
+# BADGE and BALD for T models (docs/badge_bald.md).
+# BADGE's k-means++ reads every model's features once per pick: at paper scale (U = 57,000, T = 12,
+# 1,280-d) that is ~0.9 GB a pick, 1,500 times. Each model's features wider than this are first
+# multiplied by a Gaussian matrix to this width (--badge_width; 0 keeps them exact), which keeps
+# the embeddings' inner products in expectation and costs ~10x less per pick (docs/deviations.md).
+BADGE_FEATURE_WIDTH = 128
+# BALD's MC-dropout passes per model over the pool (--bald_passes). K = 20 is our choice: the
+# papers leave it open, and the OFA nets' dropout acts on the classifier's input only, so a pass
+# after the first costs one linear layer (diam/mc_dropout.py).
+BALD_PASSES = 20
+BALD_MIN_PASSES = 2  # one pass has no spread: each model's own mutual information would be 0
 
 
 @dataclass(frozen=True)

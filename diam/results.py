@@ -35,6 +35,8 @@ METHOD_DISPLAY_NAMES = {
     # rank-B extension, not the paper's method; lewis_oneshot is the paper's (docs/lewis.md).
     "lewis": "Lewis per-iter. rank-B (ours)",
     "lewis_oneshot": "Lewis one-shot (paper)",
+    "badge": "BADGE",
+    "bald": "BALD",
     "CAL": "CAL",
     "entropy": "Entropy",
     "margin": "Margin",

@@ -9,7 +9,7 @@ from typing import Optional
 from .dataset_file import DatasetFile, is_dataset_file, read_dataset_file
 from .errors import UserError
 from .paths import RunPaths, check_run_config, default_work_dir, refuse_paper_results
-from .presets import DIAM_QP_Q, LEWIS_P, MAX_MODELS, METHODS, Preset, check_dataset, default_nets, preset_from_args
+from .presets import BADGE_FEATURE_WIDTH, BALD_PASSES, DIAM_QP_Q, LEWIS_P, MAX_MODELS, METHODS, Preset, check_dataset, default_nets, preset_from_args
 from .speed import Speed, speed_from_environment
 
 
@@ -28,6 +28,8 @@ class StepSettings:
     lewis_p: float = LEWIS_P  # lewis, lewis_oneshot: the p of the lp Lewis weights (only selection sets it)
     lewis_representation: str = "trained"  # lewis, lewis_oneshot: one of presets.LEWIS_REPRESENTATIONS
     lewis_sampler: Optional[str] = None  # lewis, lewis_oneshot: one of presets.LEWIS_SAMPLERS; None: the method's own
+    badge_width: int = BADGE_FEATURE_WIDTH  # badge: features wider than this are sketched to it; 0: exact
+    bald_passes: int = BALD_PASSES  # bald: MC-dropout passes per model over the pool
     speed: Speed = Speed()  # how passes and steps run, never what they compute (DIAM_* variables, diam/speed.py)
     nets: tuple = ()  # the T target models by name (models.py); () for the paper's, ofa0..ofa<T-1>
     dataset_file: Optional[DatasetFile] = None  # the dataset made from files, when it is one
@@ -110,7 +112,9 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
                         dataset_file=dataset_file, speed=speed_from_environment(),
                         lewis_p=getattr(args, "lewis_p", LEWIS_P),
                         lewis_representation=getattr(args, "lewis_representation", "trained"),
-                        lewis_sampler=getattr(args, "lewis_sampler", None))
+                        lewis_sampler=getattr(args, "lewis_sampler", None),
+                        badge_width=getattr(args, "badge_width", BADGE_FEATURE_WIDTH),
+                        bald_passes=getattr(args, "bald_passes", BALD_PASSES))
 
 
 def check_net_index(net_id: int, model_num: int) -> None:

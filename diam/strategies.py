@@ -9,6 +9,7 @@ lower position first; DIAM, as the original, breaks them at random.
 `STRATEGIES` maps the command-line method names to what each strategy needs and
 to a `select(inputs, batch_size, rng, options)` with one signature for all
 (`options` is a `SelectionOptions`: the device and the strategies' own settings).
+BADGE and BALD live in `badge_bald.py`.
 A strategy that attaches importance weights to its picks (Lewis-weight sampling) returns
 a `WeightedBatch`; the others return the positions alone.
 """
@@ -22,11 +23,12 @@ import numpy as np
 import torch
 from sklearn.preprocessing import MinMaxScaler
 
+from .badge_bald import badge, bald
 from .diversity_qp import knn_cooccurrence, nearest_psd, solve_selection_qp
 from .lewis import (draw_with_replacement, inclusion_probabilities, maximum_lewis_weights, sample_with_probabilities,
                     sampling_distribution, with_replacement_sample)
-from .presets import (DIAM_QP_MAX_SUBSAMPLE, DIAM_QP_NEIGHBOUR_FRACTION, DIAM_QP_Q, DIAM_QP_SUBSAMPLE_DIVISOR, LEWIS_P,
-                      LEWIS_SAMPLERS)
+from .presets import (BADGE_FEATURE_WIDTH, DIAM_QP_MAX_SUBSAMPLE, DIAM_QP_NEIGHBOUR_FRACTION, DIAM_QP_Q,
+                      DIAM_QP_SUBSAMPLE_DIVISOR, LEWIS_P, LEWIS_SAMPLERS)
 
 # What a strategy did that its batch does not show (DIAM_qp: which route solved the QP), as
 # INFO records; the selection step prints them as notes (`strategy_notes`).
@@ -467,6 +469,9 @@ def lewis_sampling(model_features, batch_size: int, rng: np.random.Generator, p:
     n_picks = _batch_length(shape[1], batch_size)
     weights = maximum_lewis_weights(model_features, p, device, rank=n_picks)
     if sampler == "with_replacement":
+        if n_picks == 0:  # nothing to draw (and a rank-0 part has no weights to draw by)
+            empty = np.empty(0, dtype=np.int64)
+            return WeightedBatch(empty, np.empty(0), np.empty(0), float(weights.sum()), empty, np.zeros(len(weights)))
         distribution = sampling_distribution(weights)
         draws = draw_with_replacement(distribution, n_picks, rng)
         positions, importance = with_replacement_sample(draws, distribution, n_picks)
@@ -488,6 +493,7 @@ class SelectionInputs:
     labeled_features: np.ndarray | torch.Tensor | None = None    # (L, dim); L may be 0
     snapshot_labels: np.ndarray | None = None      # (T, K, U) predicted labels
     unlabeled_model_features: np.ndarray | None = None  # (T, U, dim): every model's own features
+    dropout_probs: np.ndarray | None = None  # (T, K, U, C): K MC-dropout softmax outputs of each model
 
 
 @dataclass(frozen=True)
@@ -498,6 +504,7 @@ class SelectionOptions:
     diam_q: float = DIAM_QP_Q  # DIAM_qp's weight q of the first-order score (--DIAMq)
     lewis_p: float = LEWIS_P  # the p of the lp Lewis weights (--lewis_p)
     lewis_sampler: str | None = None  # --lewis_sampler; None: each Lewis method's own (below)
+    badge_width: int = BADGE_FEATURE_WIDTH  # BADGE sketches wider features to this width; 0: exact (--badge_width)
 
 
 def _original_scaling_rng(options: SelectionOptions, rng: np.random.Generator):
@@ -506,7 +513,8 @@ def _original_scaling_rng(options: SelectionOptions, rng: np.random.Generator):
 
 @dataclass(frozen=True)
 class Strategy:
-    # "nothing", "probs", "features", "snapshots", "model_features" or "snapshots_and_model_features"
+    # "nothing", "probs", "features", "snapshots", "model_features", "snapshots_and_model_features",
+    # "probs_and_model_features" or "dropout_probs" (computed at selection from the checkpoints)
     needs: str
     select: Callable[[SelectionInputs, int, np.random.Generator, SelectionOptions], np.ndarray | WeightedBatch]
     # One-shot: the whole budget is chosen at once from iteration 0's nets, not a batch per iteration.
@@ -570,4 +578,9 @@ STRATEGIES: dict[str, Strategy] = {
                                 q=options.diam_q, device=options.device)),
     "lewis": Strategy("model_features", _lewis_with("systematic")),
     "lewis_oneshot": Strategy("model_features", _lewis_with("with_replacement"), one_shot=True),
+    "badge": Strategy("probs_and_model_features", lambda inputs, batch_size, rng, options:
+                      badge(_required(inputs, "unlabeled_probs", 1), _required(inputs, "unlabeled_model_features", 1),
+                            batch_size, rng, width=options.badge_width, device=options.device)),
+    "bald": Strategy("dropout_probs", lambda inputs, batch_size, rng, options:
+                     bald(_required(inputs, "dropout_probs", 2), batch_size)),
 }

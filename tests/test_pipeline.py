@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import PROJECT, assert_clean_error, linked_copy, run_script, run_script_here
-from diam import cli, models, strategies
+from diam import cli, experiment, models, strategies
 from diam.settings import run_config, settings_from_args
 from diam.experiment import Run, selection_rng
 from diam.paths import RunPaths, read_indices, write_json
@@ -139,9 +139,16 @@ def _recorded(paths, method):
     return labeled, unlabeled, records
 
 
-def _strategy_batch(method, labeled, unlabeled, records, rng):
-    """Positions into the unlabeled set that the pure strategy picks from those arrays."""
+def _strategy_batch(method, labeled, unlabeled, records, rng, run=None):
+    """Positions into the unlabeled set that the pure strategy picks from those arrays (bald: from the
+    MC-dropout passes the selection step computes from the checkpoints, which training does not record)."""
     batch = TINY["query_batch"]
+    if method == "bald":
+        return strategies.bald(experiment.dropout_probs(run, unlabeled), batch)
+    if method == "badge":  # every net's probabilities and penultimate features of the unlabeled pool
+        probs = np.stack([r["unlabeled_probs"] for r in records])
+        features = np.stack([r["pool_features"][unlabeled] for r in records])
+        return strategies.badge(probs, features, batch, rng)
     if method == "random":
         return strategies.random_sampling(len(unlabeled), batch, rng)
     if method in ("least_conf", "margin", "entropy"):
@@ -192,8 +199,8 @@ def test_al_select_writes_the_batch_the_strategy_picks_from_the_recorded_arrays(
     _, _, records = _recorded(paths, method)
     for before, after in zip(recorded, records):
         assert all(np.array_equal(before[k], after[k]) for k in before)
-    rng = selection_rng(Run(settings_from_args(cli.parser("test").parse_args(map(str, args)))))
-    positions = _strategy_batch(method, labeled, unlabeled, records, rng)
+    run = Run(settings_from_args(cli.parser("test").parse_args(map(str, args))))
+    positions = _strategy_batch(method, labeled, unlabeled, records, selection_rng(run), run)
     assert len(positions) == TINY["query_batch"]
     with np.load(paths.indices(T, method, 1)) as z:
         # The new labeled set is the old one, then the batch in the order the strategy picked it.

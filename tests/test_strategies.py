@@ -316,7 +316,8 @@ def test_cal_tops_up_from_the_rest_and_warns_when_union_is_too_small():
 SHIPPED_NEEDS = {
     "random": "nothing", "least_conf": "probs", "margin": "probs", "entropy": "probs",
     "coreset": "features", "CAL": "snapshots", "DIAM": "snapshots",
-    "DIAM_qp": "snapshots_and_model_features", "lewis": "model_features", "lewis_oneshot": "model_features"}
+    "DIAM_qp": "snapshots_and_model_features", "lewis": "model_features", "lewis_oneshot": "model_features",
+    "badge": "probs_and_model_features", "bald": "dropout_probs"}
 
 
 def test_registry_has_every_command_line_method_with_its_needs():
@@ -332,7 +333,7 @@ def test_training_records_what_each_strategy_reads():
     assert reads == {"random": [], "least_conf": ["probs"], "margin": ["probs"], "entropy": ["probs"],
                      "coreset": ["features"], "CAL": ["snapshots"], "DIAM": ["snapshots"],
                      "DIAM_qp": ["snapshots", "model_features"], "lewis": ["model_features"],
-                     "lewis_oneshot": ["model_features"]}
+                     "lewis_oneshot": ["model_features"], "badge": ["probs", "model_features"], "bald": []}
 
 
 def test_the_last_evaluation_points_nets_record_only_what_their_training_stream_needs():
@@ -388,14 +389,18 @@ def random_inputs(n_unlabeled, seed=0, n_models=3, n_snapshots=4, n_classes=5, d
         unlabeled_features=rng.normal(size=(n_unlabeled, dim)).astype(np.float32),
         labeled_features=rng.normal(size=(7, dim)).astype(np.float32),
         snapshot_labels=snapshot_labels,
-        unlabeled_model_features=rng.normal(size=(n_models, n_unlabeled, dim)).astype(np.float16))
+        unlabeled_model_features=rng.normal(size=(n_models, n_unlabeled, dim)).astype(np.float16),
+        dropout_probs=rng.dirichlet(np.ones(n_classes), size=(n_models, n_snapshots, n_unlabeled)).astype(np.float32))
 
 
 def positions_of(picked):
     """The positions a strategy picked; a weighted batch's weights checked to go with them."""
     if isinstance(picked, WeightedBatch):
         assert picked.importance_weights.shape == picked.positions.shape == picked.lewis_weights.shape
-        assert np.all(picked.importance_weights >= 1)  # 1 / a probability
+        if picked.sampler == "systematic":
+            assert np.all(picked.importance_weights >= 1)  # 1 / a probability
+        else:  # the paper's c / (m q): an estimate of how many pool rows a pick stands for
+            assert np.all(picked.importance_weights > 0) and len(picked.draws) >= len(picked.positions)
         return picked.positions
     return picked
 
@@ -422,7 +427,7 @@ def test_same_seed_gives_same_batch(method):
     assert first.tolist() == second.tolist()
 
 
-@pytest.mark.parametrize("method", ["random", "CAL", "DIAM", "lewis"])
+@pytest.mark.parametrize("method", ["random", "CAL", "DIAM", "lewis", "badge"])
 def test_random_strategies_follow_the_seed(method):
     inputs = random_inputs(200, seed=6)
     batches = {tuple(positions_of(STRATEGIES[method].select(inputs, 20, np.random.default_rng(seed),
