@@ -206,3 +206,28 @@ def test_a_campaign_runs_the_preset_it_is_given(tmp_path):
     assert (results / "1" / "performances.txt").is_file()
     row = (tmp_path / "repro" / "wall_times.tsv").read_text().splitlines()[-1].split("\t")
     assert "--preset quick" in row[-1]
+
+
+def test_the_fourth_editions_driver_lists_the_plans_pieces_in_its_order():
+    listed = subprocess.run(["bash", str(PROJECT / "reproduction" / "fourth_edition.sh")],
+                            env={**os.environ, "LIST": "1"}, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    seeds = {}
+    for cell, preset, piece in rows:
+        dataset, mode, seed, methods = piece.split(":")
+        seeds.setdefault((cell, preset, dataset, methods), []).append(int(seed))
+        assert mode == "corrected"
+    paper_seven = "random,least_conf,margin,entropy,coreset,CAL,DIAM"
+    assert seeds == {("a", "budget", "kmnist10k", paper_seven): list(range(16)),
+                     ("a", "budget", "kmnist10k", "lewis_oneshot"): list(range(16)),
+                     ("c", "repro", "kmnist10k", "random,entropy,CAL,DIAM"): list(range(14)),
+                     ("c", "repro", "kmnist10k", "badge,bald"): list(range(14)),
+                     ("b", "budget", "mnist10k", "random,entropy,CAL,DIAM"): list(range(10)),
+                     ("d", "paper32", "fmnist", "random,CAL,DIAM"): list(range(5))}
+    # Seeds outer over the primary cell and the low-budget one, then (b), then (d).
+    assert [row[0] for row in rows[:4]] == ["a", "a", "c", "c"] and rows[4][2].startswith("kmnist10k:corrected:1:")
+    assert [row[0] for row in rows[-15:]] == ["b"] * 10 + ["d"] * 5
+    refused = subprocess.run(["bash", str(PROJECT / "reproduction" / "fourth_edition.sh")],
+                             env={**os.environ, "CELLS": "a e"}, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "unknown cell 'e'" in refused.stderr
