@@ -128,9 +128,21 @@ run_piece() {
     machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) CPUs"
     echo "campaign.sh: $dataset $mode seed $seed: ${cmd[*]}"
     mkdir -p "$work"
+    # A piece stopped part-way (a session's end) goes on where it stopped when started again; its wall
+    # time is the sum of its runs: the time so far is kept beside it, a minute at a time.
+    local elapsed="$work/.elapsed_${dataset}_seed${seed}_${methods// /_}"
     SECONDS=0
+    if [ -f "$elapsed" ]; then
+        SECONDS=$(cat "$elapsed")
+        echo "campaign.sh: resumed; $SECONDS s of this piece ran before"
+    fi
+    ( while sleep 60; do echo "$SECONDS" > "$elapsed.tmp" && mv "$elapsed.tmp" "$elapsed"; done ) &
+    local heartbeat=$!
     "${cmd[@]}" 2>&1 | tee -a "$work/campaign_${dataset}_seed${seed}.log"
     local wall=$SECONDS
+    kill "$heartbeat" 2>/dev/null || true
+    wait "$heartbeat" 2>/dev/null || true
+    rm -f "$elapsed" "$elapsed.tmp"
 
     local seed_dir="" ; [ "$seed" -eq 0 ] || seed_dir="seed$seed/"
     local from="$work/$PRESET/extracted_results/${seed_dir}$MODEL_NUM/$dataset"

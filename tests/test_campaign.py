@@ -197,7 +197,11 @@ def test_embedding_refuses_an_unclosed_block_and_leaves_the_report_as_it_was(tmp
 
 
 def test_a_campaign_runs_the_preset_it_is_given(tmp_path):
-    # The fourth edition's cells run other presets than repro (reproduction/fourth_edition.sh).
+    # The fourth edition's cells run other presets than repro (reproduction/fourth_edition.sh). This piece
+    # was stopped part-way before, after 1,000 s: its wall time goes on from there.
+    (tmp_path / "runs" / "corrected").mkdir(parents=True)
+    elapsed = tmp_path / "runs" / "corrected" / ".elapsed_digits_seed0_random"
+    elapsed.write_text("1000\n")
     done = campaign(tmp_path, "digits:corrected:0:random", PRESET="quick")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "runs" / "corrected" / "quick" / "digits" / "config.json").is_file()
@@ -206,6 +210,8 @@ def test_a_campaign_runs_the_preset_it_is_given(tmp_path):
     assert (results / "1" / "performances.txt").is_file()
     row = (tmp_path / "repro" / "wall_times.tsv").read_text().splitlines()[-1].split("\t")
     assert "--preset quick" in row[-1]
+    assert "resumed; 1000 s of this piece ran before" in done.stdout and int(row[3]) >= 1000
+    assert not elapsed.exists()
 
 
 def test_the_fourth_editions_driver_lists_the_plans_pieces_in_its_order():
