@@ -241,28 +241,18 @@ def training_step(net: nn.Module, preset: Preset, total_steps: int, speed: Speed
     """
     criterion = nn.CrossEntropyLoss(label_smoothing=preset.label_smoothing)
     groups = parameter_groups(net, preset.weight_decay)
-    if weighted:
+    if weighted or not speed.training_graphs:
+        optimizer = torch.optim.SGD(groups, lr=preset.lr, momentum=preset.momentum, nesterov=True, foreach=True)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        compiled = compiled_forward_loss() if speed.compile and not weighted else None
         per_example = nn.CrossEntropyLoss(label_smoothing=preset.label_smoothing, reduction="none")
-        optimizer = torch.optim.SGD(groups, lr=preset.lr, momentum=preset.momentum, nesterov=True, foreach=True)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
-        def weighted_step(x, y, w):
+        def step(x, y, w=None):
             with autocast(device, preset.bf16):
-                loss = (per_example(net(x).float(), y) * w).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            return loss
-        return weighted_step
-    if not speed.training_graphs:
-        optimizer = torch.optim.SGD(groups, lr=preset.lr, momentum=preset.momentum, nesterov=True, foreach=True)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-        compiled = compiled_forward_loss() if speed.compile else None
-
-        def step(x, y):
-            with autocast(device, preset.bf16):
-                loss = compiled(net, x, y, preset.label_smoothing) if compiled else criterion(net(x).float(), y)
+                if w is not None:
+                    loss = (per_example(net(x).float(), y) * w).mean()
+                else:
+                    loss = compiled(net, x, y, preset.label_smoothing) if compiled else criterion(net(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
