@@ -218,7 +218,7 @@ def test_workers_never_ask_for_more_cores_or_gpu_than_a_machine_has():
 
 @pytest.mark.parametrize("flags, message", [
     (["--datasets", "digits", "cifar10"], "unknown dataset 'cifar10'"),
-    (["--methods", "DIAM", "bald"], "unknown method 'bald'"),
+    (["--methods", "DIAM", "bold"], "unknown method 'bold'"),
     (["--model_nums", "2", "13"], "between 1 and 12"),
     (["--model_nums", "0"], "between 1 and 12"),
     (["--seeds", "0", "-1"], "--seeds must be repeat indices"),

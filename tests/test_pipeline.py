@@ -164,8 +164,10 @@ def _strategy_batch(method, labeled, unlabeled, records, rng, run=None):
         features = np.stack([r["pool_features"][unlabeled] for r in records])  # (T, U, dim)
         if method == "lewis":
             return strategies.lewis_sampling(features, batch, rng).positions
-        # One-shot: all al_iters - 1 batches drawn at once; iteration 1 holds the first B of them.
-        return strategies.lewis_sampling(features, batch * (QUICK.al_iters - 1), rng).positions[:batch]
+        # One-shot: all al_iters - 1 batches drawn at once, by the paper's sampler (lewis_oneshot's
+        # default); iteration 1 holds the first B of them.
+        return strategies.lewis_sampling(features, batch * (QUICK.al_iters - 1), rng,
+                                         sampler="with_replacement").positions[:batch]
     snapshots = np.stack([r["snapshot_labels"] for r in records])  # (T, K, U)
     if method == "DIAM_qp":  # and every net's penultimate features of the unlabeled pool
         features = np.stack([r["pool_features"][unlabeled] for r in records])  # (T, U, dim)
