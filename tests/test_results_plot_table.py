@@ -1,4 +1,5 @@
 """SPEC.md section 6: the results layout, the paper's table and figure, from the shipped numbers."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -306,3 +307,16 @@ def test_a_figure_of_ones_own_runs_goes_beside_them_not_over_the_readmes(small_t
     beside = small_tree.resolve().parent / "lc.png"
     assert f"wrote {beside}" in drawn.stdout and beside.read_bytes().startswith(b"\x89PNG")
     assert (PROJECT_ROOT / "assets" / "lc.png").read_bytes() == readme_figure
+
+
+def test_a_reader_that_goes_away_ends_the_table_quietly(small_tree):
+    # `table.py | head`: the pipe's reading end is closed before the script writes a word.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        gone = subprocess.run([sys.executable, str(PROJECT_ROOT / "table.py"), "--results", str(small_tree),
+                               "--model_nums", "2"], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              cwd=PROJECT_ROOT, timeout=120)
+    finally:
+        os.close(write_end)
+    assert gone.returncode == 0 and "Traceback" not in gone.stderr and "BrokenPipe" not in gone.stderr
