@@ -213,6 +213,14 @@ for piece in $PIECES; do
         echo "campaign.sh: unknown mode '$mode' in '$piece': a mode is corrected or original" >&2
         exit 2
     fi
+    # The dataset names a log and a results folder, so it must be a name: a dataset file (run_grid.py
+    # takes one) would only fail after the whole grid had run, with nothing recorded.
+    if [[ "$dataset" == */* || "$dataset" == *.json || "$dataset" == *.csv ]]; then
+        echo "campaign.sh: the piece '$piece' names a file as its dataset; a campaign runs built-in datasets" \
+             "(digits, fmnist, mnist10k, ...). Run your own images with run_grid.py --datasets FILE instead" \
+             "(docs/own_data.md); nothing was run." >&2
+        exit 2
+    fi
 done
 mkdir -p "$RESULTS"
 [ -f "$TIMES" ] || printf 'dataset\tmode\tseed\twall_s\tstarted\tmachine\tload_start\tload_end\tcommit\tcommand\n' > "$TIMES"

@@ -136,7 +136,8 @@ def test_each_finished_piece_lands_in_its_mode_tree_with_its_wall_time_and_is_no
 
 def test_a_malformed_piece_is_refused_before_anything_runs(tmp_path):
     for piece, message in (("digits:corrected", "a piece is DATASET:MODE:SEED"),
-                           ("digits:sloppy:0", "unknown mode 'sloppy'")):
+                           ("digits:sloppy:0", "unknown mode 'sloppy'"),
+                           ("team/dataset.json:corrected:0", "names a file as its dataset")):
         refused = campaign(tmp_path, piece)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
     assert not (tmp_path / "runs").exists()
