@@ -532,11 +532,15 @@ def dropout_probs(run: Run, unlabeled: np.ndarray) -> np.ndarray:
     return np.stack(per_net)
 
 
+def _unlabeled_probs(run: Run, unlabeled: np.ndarray) -> np.ndarray:
+    """(T, U, C): every net's softmax outputs on the unlabeled pool, as training recorded them."""
+    return np.stack([_pool_predictions(run, n, unlabeled, "unlabeled_probs")["unlabeled_probs"]
+                     for n in range(run.model_num)])
+
+
 def selection_inputs(run: Run, needs: str, labeled: np.ndarray, unlabeled: np.ndarray) -> SelectionInputs:
     if needs == "probs":
-        probs = [_pool_predictions(run, n, unlabeled, "unlabeled_probs")["unlabeled_probs"]
-                 for n in range(run.model_num)]
-        return SelectionInputs(len(unlabeled), unlabeled_probs=np.stack(probs))
+        return SelectionInputs(len(unlabeled), unlabeled_probs=_unlabeled_probs(run, unlabeled))
     if needs == "snapshots":
         snaps = [_pool_predictions(run, n, unlabeled, "snapshot_labels")["snapshot_labels"]
                  for n in range(run.model_num)]
@@ -561,9 +565,7 @@ def selection_inputs(run: Run, needs: str, labeled: np.ndarray, unlabeled: np.nd
     if needs == "model_features":
         return SelectionInputs(len(unlabeled), unlabeled_model_features=model_features(run, unlabeled))
     if needs == "probs_and_model_features":
-        probs = [_pool_predictions(run, n, unlabeled, "unlabeled_probs")["unlabeled_probs"]
-                 for n in range(run.model_num)]
-        return SelectionInputs(len(unlabeled), unlabeled_probs=np.stack(probs),
+        return SelectionInputs(len(unlabeled), unlabeled_probs=_unlabeled_probs(run, unlabeled),
                                unlabeled_model_features=model_features(run, unlabeled, "trained"))
     if needs == "dropout_probs":
         return SelectionInputs(len(unlabeled), dropout_probs=dropout_probs(run, unlabeled))

@@ -257,14 +257,14 @@ def draw_with_replacement(distribution, n_distinct: int, rng: np.random.Generato
     uniform number from `rng` through q's cumulative sum, so any prefix of the sequence is the
     draw a smaller sample would have made with the same rng."""
     distribution = np.asarray(distribution, dtype=np.float64)
-    n_rows = len(distribution)
-    if not 0 <= n_distinct <= int((distribution > 0).sum()):
-        raise ValueError(f"cannot draw {n_distinct} distinct rows: {int((distribution > 0).sum())} of the "
-                         f"{n_rows} rows have a positive probability")
+    n_rows, n_positive = len(distribution), int((distribution > 0).sum())
+    if not 0 <= n_distinct <= n_positive:
+        raise ValueError(f"cannot draw {n_distinct} distinct rows: {n_positive} of the {n_rows} rows have a "
+                         "positive probability")
     cumulative = np.cumsum(distribution)
-    draws, seen, n_seen = [], np.zeros(n_rows, dtype=bool), 0
+    draws, seen, n_seen, n_drawn = [], np.zeros(n_rows, dtype=bool), 0, 0
     while n_seen < n_distinct:
-        if sum(map(len, draws)) >= MAX_DRAWS_PER_ROW * n_rows:
+        if n_drawn >= MAX_DRAWS_PER_ROW * n_rows:
             raise ValueError(f"{MAX_DRAWS_PER_ROW * n_rows} draws found only {n_seen} of the {n_distinct} distinct "
                              "rows asked for: the sampling weights leave almost nothing outside the rows drawn")
         chunk = np.searchsorted(cumulative, rng.random(max(n_distinct - n_seen, 64)) * cumulative[-1], side="right")
@@ -277,6 +277,7 @@ def draw_with_replacement(distribution, n_distinct: int, rng: np.random.Generato
                     chunk = chunk[:position + 1]
                     break
         draws.append(chunk)
+        n_drawn += len(chunk)
     return np.concatenate(draws).astype(np.int64) if draws else np.empty(0, dtype=np.int64)
 
 

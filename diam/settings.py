@@ -9,7 +9,8 @@ from typing import Optional
 from .dataset_file import DatasetFile, is_dataset_file, read_dataset_file
 from .errors import UserError
 from .paths import RunPaths, check_run_config, default_work_dir, refuse_paper_results
-from .presets import BADGE_FEATURE_WIDTH, BALD_PASSES, DIAM_QP_Q, LEWIS_P, MAX_MODELS, METHODS, Preset, check_dataset, default_nets, preset_from_args
+from .presets import (BADGE_FEATURE_WIDTH, BALD_PASSES, DIAM_QP_Q, LEWIS_P, MAX_MODELS, METHODS, Preset, check_dataset,
+                      default_nets, preset_from_args)
 from .speed import Speed, speed_from_environment
 
 

@@ -205,6 +205,13 @@ def _batches(order: torch.Tensor, batch: int):
     return [order[s:s + batch] for s in range(0, len(order), batch) if len(order[s:s + batch]) > 1]
 
 
+def _places(labeled: torch.Tensor, pool_size: int) -> torch.Tensor:
+    """pool index -> its place in `labeled` (for per-example loss weights given in `labeled`'s order)."""
+    places = torch.empty(pool_size, dtype=torch.long, device=labeled.device)
+    places[labeled] = torch.arange(len(labeled), device=labeled.device)
+    return places
+
+
 def _steps_per_epoch(labeled: torch.Tensor, batch: int) -> int:
     """The optimiser steps one epoch over `labeled` takes; a UserError when there are none."""
     steps = len(_batches(labeled, batch))
@@ -284,8 +291,7 @@ def train_linear_head(head: nn.Module, pool_features: torch.Tensor, pool_labels:
     device = pool_features.device
     generator = torch.Generator(device=device).manual_seed(stream)
     labeled, unlabeled, loss_weights = labeled.to(device), unlabeled.to(device), loss_weights.to(device)
-    slot = torch.empty(len(pool_features), dtype=torch.long, device=device)  # pool index -> place in `labeled`
-    slot[labeled] = torch.arange(len(labeled), device=device)
+    slot = _places(labeled, len(pool_features))
     steps_per_epoch = _steps_per_epoch(labeled, preset.train_batch)
     optimizer = torch.optim.SGD(parameter_groups(head, preset.weight_decay), lr=preset.lr,
                                 momentum=preset.momentum, nesterov=True)
@@ -342,8 +348,7 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
     step = training_step(net, preset, preset.epochs * steps_per_epoch, speed, device, weighted=loss_weights is not None)
     if loss_weights is not None:
         loss_weights = loss_weights.to(device)
-        slot = torch.empty(len(data.pool_images), dtype=torch.long, device=device)  # pool index -> place in `labeled`
-        slot[labeled] = torch.arange(len(labeled), device=device)
+        slot = _places(labeled, len(data.pool_images))
     graphs = ScoringGraphs() if speed.scoring_graphs and device.type == "cuda" else None
     first_snapshot = preset.epochs - preset.snapshot_epochs
     snapshots = []

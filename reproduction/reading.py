@@ -67,7 +67,8 @@ def cell_lines(tree, mode: str, dataset: str, model_num: int, planned_seeds: int
         lines.append(f"{BASELINE}, mean over its seeds per al_iter: "
                      + ", ".join(f"{i}: {value:.2f}" for i, value in zip(iterations, curve)))
     if REFERENCE in runs:
-        sentence = answer(analysis.verdicts(tree, model_num, dataset), interim)
+        found = analysis.verdicts(tree, model_num, dataset)
+        sentence = answer(found, interim)
         lines += [sentence] if sentence else []
         lines.append(f"{REFERENCE} minus each method, AULC per seed (mean [95% CI]; positive in; sd):")
         for method in methods:
@@ -81,7 +82,7 @@ def cell_lines(tree, mode: str, dataset: str, model_num: int, planned_seeds: int
             lines.append(f"  {method}: {estimate(values)}; positive in {sum(v > 0 for v in values)} of "
                          f"{len(values)}{'' if sd is None else f'; sd {sd:.2f}'}; {per_seed(differences)}")
             if method == BASELINE and len(values) > 2:
-                family = sum(v.in_family for v in analysis.verdicts(tree, model_num, dataset))
+                family = sum(v.in_family for v in found)
                 lines.append("    " + what_the_spread_implies(sd, planned_seeds, family))
     if BASELINE in runs:
         lines.append(f"each method minus {BASELINE}, AULC (mean [95% CI]):")
