@@ -27,7 +27,9 @@ rounding at most, not the experiment.
                                    crop_taps  depthwise kernels cropped to the taps that can meet
                                               their input (diam/cpu_fast.py)
                                    compile    the forward and loss through torch.compile
-                                   all        both
+                                   small_convs  convs on tiny inputs as matrix products and
+                                              shifted sums, in training (diam/cpu_fast.py)
+                                   all        all three
 """
 import os
 from dataclasses import dataclass, replace
@@ -37,7 +39,7 @@ from .errors import UserError
 
 SCORING_MODES = ("fused", "plain")
 CUDA_PIECES = ("benchmark", "scoring_graphs", "training_graphs", "streams")
-CPU_PIECES = ("crop_taps", "compile")
+CPU_PIECES = ("crop_taps", "compile", "small_convs")
 DEFAULT_CONCURRENT_NETS = 4
 
 
@@ -51,6 +53,7 @@ class Speed:
     concurrent_nets: int = 1  # nets of one train_net.py call trained at once (CUDA streams)
     crop_taps: bool = False  # CPU: depthwise taps that meet only padding are not computed
     compile: bool = False  # CPU: the training forward and loss through torch.compile
+    small_convs: bool = False  # CPU: training convs on tiny inputs as the products they are
 
     @property
     def fused(self) -> bool:
@@ -70,7 +73,7 @@ class Speed:
         """These settings as they act on a device: the CUDA-only pieces off anywhere but CUDA, the
         CPU-only pieces off anywhere but the CPU."""
         if device_type == "cuda":
-            return replace(self, crop_taps=False, compile=False)
+            return replace(self, **{name: False for name in CPU_PIECES})
         return Speed(scoring=self.scoring, scoring_batch=self.scoring_batch,
                      **({name: getattr(self, name) for name in CPU_PIECES} if device_type == "cpu" else {}))
 

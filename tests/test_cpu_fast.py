@@ -52,6 +52,50 @@ def test_cropping_leaves_a_net_whose_every_tap_meets_its_input_as_it_is():
                                                           for m in net.modules())
 
 
+@pytest.mark.parametrize("stride,padding,size", [(1, 1, 2), (2, 1, 2), (1, 0, 2), (2, 3, 4), (1, 2, 3), (2, 0, 1)])
+def test_a_shifted_sum_is_the_depthwise_conv(stride, padding, size):
+    g = torch.Generator().manual_seed(stride * 10 + padding)
+    kernel = 2 * padding + 1 if padding else 1
+    x, w, b = torch.randn(3, 5, size, size + 1, generator=g), torch.randn(5, 1, kernel, kernel, generator=g), \
+        torch.randn(5, generator=g)
+    expected = nn.functional.conv2d(x, w, b, stride, padding, groups=5)
+    got = cpu_fast.shifted_depthwise(x, w, b, (stride, stride), (padding, padding))
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("crop_first", [True, False])
+def test_small_convs_train_as_the_plain_net_and_pass_over_images_as_it_does(crop_first):
+    plain = _net()
+    small = copy.deepcopy(plain)
+    if crop_first:
+        cpu_fast.crop_taps_(small, 32)
+    changed = cpu_fast.small_convs_(small, 32)
+    products = [m.product for m in small.modules() if isinstance(m, cpu_fast.SmallInputConv2d)]
+    # 32 px: the squeeze-and-excitation layers and the last stages' 1 x 1 convs meet 1 x 1 inputs,
+    # the last stages' depthwise convs 2 x 2 and 1 x 1 ones.
+    assert len(products) == changed and {"matrix", "shifted"} <= set(products)
+    assert {k: v.shape for k, v in small.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    # In eval mode the convs run as they were: passes over images are the plain net's to the bit.
+    x_eval = torch.randn(4, 3, 32, 32)
+    assert torch.equal(small.eval()(x_eval), plain.eval()(x_eval))
+    assert torch.equal(inference_copy(small, 32)(x_eval), inference_copy(plain, 32)(x_eval))
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(6) % 10
+    losses = []
+    for net in (plain, small):
+        net.train()
+        torch.manual_seed(2)  # the same dropout mask for both
+        losses.append(nn.functional.cross_entropy(net(x), y))
+        losses[-1].backward()
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)  # the same sums in another order
+    # Rounding grows through train-mode BatchNorm at batch 6 to ~5e-5 of a gradient's scale in the first
+    # layers (and the biases just before a BatchNorm, whose gradient is zero, hold ~1e-7 of noise);
+    # a misplaced tap or a transposed product would be off by the gradient's whole scale, 1e-3 to 10.
+    for (name, p), q in zip(plain.named_parameters(), small.parameters()):
+        assert (q.grad - p.grad).abs().max() <= 1e-3 * p.grad.abs().max() + 1e-6, name
+
+
 class _Small(nn.Module):
     def __init__(self):
         super().__init__()
@@ -95,8 +139,8 @@ def test_the_compiled_loss_is_the_eager_loss_with_the_same_dropout_and_compiles_
 def test_the_cpu_pieces_are_read_from_the_environment_and_act_on_the_cpu_only():
     assert speed_from_environment({"DIAM_CPU_FAST": "crop_taps"}) == Speed(crop_taps=True)
     both = speed_from_environment({"DIAM_CPU_FAST": "all"})
-    assert both == speed_from_environment({"DIAM_CPU_FAST": " compile, crop_taps "}) == Speed(crop_taps=True,
-                                                                                             compile=True)
+    assert both == speed_from_environment({"DIAM_CPU_FAST": " compile, crop_taps,small_convs "}) \
+        == Speed(crop_taps=True, compile=True, small_convs=True)
     assert both.on_device("cpu") == both and both.on_device("cuda") == Speed()
     with pytest.raises(UserError, match="unknown piece 'jit'"):
         speed_from_environment({"DIAM_CPU_FAST": "jit"})
