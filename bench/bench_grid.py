@@ -30,12 +30,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from diam.presets import DEFAULT_METHODS, preset_from_args  # noqa: E402  (light: no torch)
-from machine import cpu_model, load_average_lines  # noqa: E402  (bench/machine.py)
+from machine import cpu_model, load_average_lines, shown  # noqa: E402  (bench/machine.py)
 
 
 def run_timed(name: str, cmd: list, env: dict, log: Path) -> float:
     """Seconds from launch to exit of `cmd` in the repository root; its output goes to `log`."""
-    print(f"{name}: {' '.join(cmd)}  (output: {log})", flush=True)
+    print(f"{name}: {' '.join(map(shown, cmd))}  (output: {shown(log)})", flush=True)
     start = time.perf_counter()
     with open(log, "w") as out:
         done = subprocess.run(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)

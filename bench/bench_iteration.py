@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from diam.presets import DEFAULT_METHODS, METHODS  # noqa: E402  (light: no torch)
-from machine import cpu_model, load_average_lines  # noqa: E402  (bench/machine.py)
+from machine import cpu_model, load_average_lines, shown  # noqa: E402  (bench/machine.py)
 
 
 def run_timed(cmd, env) -> tuple[float, str]:
@@ -157,7 +157,7 @@ def main():
     parent.mkdir(parents=True, exist_ok=True)
     print("\n".join(machine_description(env)))
     print(f"one AL iteration: preset {args.preset}, dataset {args.dataset}, T = {args.models}, device {args.device}, "
-          f"{args.repeats} repeat(s); scripts run as subprocesses of {args.python}")
+          f"{args.repeats} repeat(s); scripts run as subprocesses of {shown(args.python)}")
     print("the machine may be shared (other jobs running): expect noisy wall-clock times\n")
 
     began = time.perf_counter()

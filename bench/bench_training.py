@@ -48,7 +48,7 @@ from diam.augment import BRIGHTNESS, IMAGENET_MEAN, IMAGENET_STD, train_transfor
 from diam.data import load_dataset  # noqa: E402
 from diam.errors import UserError  # noqa: E402
 from diam.presets import PRESETS  # noqa: E402
-from machine import cpu_model, device_line, load_average_lines, net_ids, torch_device  # noqa: E402
+from machine import cpu_model, device_line, load_average_lines, net_ids, shown, torch_device  # noqa: E402
 from diam.training import autocast, parameter_groups, to_device, to_input_layout  # noqa: E402
 
 PAPER = PRESETS["paper"]
@@ -58,14 +58,11 @@ SEED = 0
 # ------------------------------------------------------------ data
 
 def pick_data_root(given):
-    """--data_root, else $DIAM_DATA_ROOT, else ./data or ../shared/datasets when they hold Fashion-MNIST."""
+    """--data_root, else $DIAM_DATA_ROOT, else the project's ./data."""
     if given:
         return Path(given)
     if os.environ.get("DIAM_DATA_ROOT"):
         return Path(os.environ["DIAM_DATA_ROOT"])
-    for root in (REPO / "data", REPO.parent / "shared" / "datasets"):
-        if (root / "FashionMNIST" / "raw").is_dir():
-            return root
     return REPO / "data"
 
 
@@ -73,10 +70,11 @@ def load_pool(data_root: Path):
     """Fashion-MNIST's train split when the root has it, else scikit-learn's digits (embedded)."""
     try:
         data = load_dataset("fmnist", data_root)
-        return data, f"fmnist (real Fashion-MNIST from {data_root}, pool {len(data.pool_labels)})"
+        return data, f"fmnist (real Fashion-MNIST from {shown(data_root)}, pool {len(data.pool_labels)})"
     except UserError:
         data = load_dataset("digits")
-        return data, f"digits (scikit-learn, 8x8; no Fashion-MNIST under {data_root}), pool {len(data.pool_labels)}"
+        return data, (f"digits (scikit-learn, 8x8; no Fashion-MNIST under {shown(data_root)}), "
+                      f"pool {len(data.pool_labels)}")
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -233,7 +231,7 @@ def parse_args():
                         "the DataLoader's workers are not fighting the training threads for the cores, and "
                         "a shared machine's busy cores do not stall multi-threaded kernels)")
     p.add_argument("--data_root", default=None,
-                   help="folder holding FashionMNIST/raw (default: $DIAM_DATA_ROOT, ./data or ../shared/datasets)")
+                   help="folder holding FashionMNIST/raw (default: $DIAM_DATA_ROOT, else ./data)")
     args = p.parse_args()
     try:
         args.nets = net_ids(args.nets)

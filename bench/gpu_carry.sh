@@ -7,7 +7,8 @@
 #                                      registry with `pip download`: ofa, qpsolvers and OSQP at the versions
 #                                      of requirements.txt, and OSQP's own jinja2 and joblib
 #   -> gpu_carry/FashionMNIST/raw/     the four .gz files of Fashion-MNIST, from $DIAM_DATA_ROOT or the first of
-#                                      ./data, ./shared/datasets and ../shared/datasets that holds them
+#                                      ./data and ./shared/datasets that holds them (a data root beside the
+#                                      project is named by DIAM_DATA_ROOT, e.g. DIAM_DATA_ROOT=../shared/datasets)
 # The folder is ignored by git; the device call carries it (run(..., carry=["gpu_carry"])), under
 # the carrying limit of 64 MiB (it is about 32 MiB). bench/gpu_check.sh installs the wheels there
 # into gpu_carry/site (pip --target: no system packages touched) for the modules that do not import,
@@ -29,7 +30,7 @@ done
 
 DATA_ROOT=${DIAM_DATA_ROOT:-}
 if [ -z "$DATA_ROOT" ]; then
-    for root in data shared/datasets ../shared/datasets; do
+    for root in data shared/datasets; do
         if [ -d "$root/FashionMNIST/raw" ]; then DATA_ROOT=$root; break; fi
     done
 fi
@@ -37,7 +38,7 @@ FILES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t1
 for name in "${FILES[@]}"; do
     if [ -z "$DATA_ROOT" ] || [ ! -f "$DATA_ROOT/FashionMNIST/raw/$name.gz" ]; then
         echo "error: no Fashion-MNIST .gz files found (looked for FashionMNIST/raw/$name.gz under" \
-             "${DATA_ROOT:-./data, ./shared/datasets and ../shared/datasets}). Set DIAM_DATA_ROOT to the folder" \
+             "${DATA_ROOT:-./data and ./shared/datasets}). Set DIAM_DATA_ROOT to the folder" \
              "that holds FashionMNIST/raw." >&2
         exit 2
     fi

@@ -27,7 +27,8 @@
 #              (bench/bench_selection.py); last, so in one call it gets what is left: rerun it with --only diam_qp
 # Wheels in gpu_carry/wheels are installed with pip --target into gpu_carry/site (on PYTHONPATH) for the
 # modules that do not import. Fashion-MNIST is read from $DIAM_DATA_ROOT, else the first of gpu_carry,
-# ./data, ./shared/datasets and ../shared/datasets that holds FashionMNIST/raw.
+# ./data and ./shared/datasets that holds FashionMNIST/raw (folders of the project: a data root
+# beside it is named by DIAM_DATA_ROOT). Paths in the results are relative to the project.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +67,17 @@ if [ -z "$RESULTS" ]; then
 fi
 [ "$ONLY" != "$PARTS" ] || : > "$RESULTS"  # a rerun of some parts adds to the results of the others
 say() { echo "$*" | tee -a "$RESULTS"; }
+# A path as the results show it: relative to the project, a file of the device call's folder as
+# $OUT/..., a temporary one (a dry run's) as it is.
+shown() {
+    if [ -n "${OUT:-}" ] && [[ "$1" == "$OUT"/* ]]; then
+        echo "\$OUT/${1#"$OUT"/}"
+    elif [[ "$1" == /* && "$1" != "${TMPDIR:-/tmp}"/* ]]; then
+        realpath -m -s --relative-to=. -- "$1"
+    else
+        echo "$1"
+    fi
+}
 
 FAILED=()
 part() {  # part KEY NAME LIMIT COMMAND...: run it under min(LIMIT, what is left), its output into the results
@@ -102,7 +114,7 @@ else
     DEVICE=cuda
     DATA_ROOT=${DIAM_DATA_ROOT:-}
     if [ -z "$DATA_ROOT" ]; then
-        for root in gpu_carry data shared/datasets ../shared/datasets; do
+        for root in gpu_carry data shared/datasets; do
             if [ -d "$root/FashionMNIST/raw" ]; then DATA_ROOT=$root; break; fi
         done
     fi
@@ -117,7 +129,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 say "gpu_check.sh$([ "$DRY" -eq 1 ] && echo ' --dry') (parts: $ONLY): $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), budget ${BUDGET} s"
-say "data root: ${DATA_ROOT:-(digits only)}"
+say "data root: $(shown "${DATA_ROOT:-(digits only)}")"
 
 # Carried wheels, for the modules this machine lacks.
 if [ -d gpu_carry/wheels ]; then
@@ -188,8 +200,8 @@ part diam_qp "bench_selection, DIAM_qp" 300 "$PYTHON" bench/bench_selection.py "
 
 say ""
 if [ ${#FAILED[@]} -eq 0 ]; then
-    say "gpu_check.sh: all parts passed in $(( $(date +%s) - BEGAN )) s; results in $RESULTS"
+    say "gpu_check.sh: all parts passed in $(( $(date +%s) - BEGAN )) s; results in $(shown "$RESULTS")"
 else
-    say "gpu_check.sh: $(( $(date +%s) - BEGAN )) s; did not pass: $(IFS=';'; echo "${FAILED[*]}"); results in $RESULTS"
+    say "gpu_check.sh: $(( $(date +%s) - BEGAN )) s; did not pass: $(IFS=';'; echo "${FAILED[*]}"); results in $(shown "$RESULTS")"
     exit 1
 fi

@@ -3,9 +3,20 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
+
+
+def shown(word) -> str:
+    """A path (or any word of a command) as the results show it: an absolute path relative to the
+    project, so that a results file reads the same on any machine; a temporary folder (gone after
+    the benchmark) as it is."""
+    word = str(word)
+    if not os.path.isabs(word) or word.startswith(os.path.join(tempfile.gettempdir(), "")):
+        return word
+    return os.path.relpath(word, PROJECT)
 
 
 def cpu_model() -> str:

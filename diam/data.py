@@ -154,8 +154,8 @@ def _load_test_split(name: str, root: Path, seed: int) -> Data:
     if not all((raw / f).exists() for f in files):
         raise DatasetMissing(
             f"dataset '{name}' is made from {source.upper()}'s official test split, whose files are not in "
-            f"{(root / cls.__name__ / 'raw').resolve()}. Put {' and '.join(files)} there (each optionally .gz; "
-            "the project's ../shared/datasets has them), or point --data_root (or the environment variable "
+            f"{(root / cls.__name__ / 'raw').resolve()}. Put {' and '.join(files)} there (each optionally .gz), "
+            "or point --data_root (or the environment variable "
             "DIAM_DATA_ROOT) at a folder that holds them.")
     try:
         images = tv.mnist.read_image_file(str(raw / files[0]))
@@ -193,7 +193,7 @@ def _place_gz_files(name: str, root: Path, files=None) -> Path:
     places = [root / cls.__name__ / "raw", root, root / cls.__name__, *SYSTEM_LOCATIONS.get(name, [])]
     if all((places[0] / filename).exists() for filename in files):
         return root  # unpacked already, as torchvision leaves a folder it downloaded into
-    target = root if _writable(root) else unpack_cache()
+    target = root if root.is_dir() and _writable(root) else unpack_cache()  # a missing root is not made here
     raw = target / cls.__name__ / "raw"
     for filename in files:
         if (raw / filename).exists():
@@ -208,8 +208,6 @@ def _place_gz_files(name: str, root: Path, files=None) -> Path:
 
 def _writable(folder: Path) -> bool:
     """Writable, and not marked read-only (root may write anywhere, but should not here)."""
-    while not folder.exists():
-        folder = folder.parent
     return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
 
 
@@ -231,12 +229,17 @@ def _load_torchvision(name: str, root: Path) -> Data:
         train = cls(str(root), train=True, download=False, **kwargs)
         test = cls(str(root), train=False, download=False, **kwargs)
     except RuntimeError:
-        created = [f for f in (root / cls.__name__ / "raw", root / cls.__name__, root) if not f.exists()]
+        # torchvision makes its folders before downloading, the root's missing parents included
+        # (../shared/datasets makes ../shared): each is removed again if the download fails.
+        created, folder = [], root / cls.__name__ / "raw"
+        while not folder.exists():
+            created.append(folder)
+            folder = folder.parent
         try:
             train = cls(str(root), train=True, download=True, **kwargs)
             test = cls(str(root), train=False, download=True, **kwargs)
         except Exception:  # no network, a mirror down, a bad archive: all mean "not available here"
-            for folder in created:  # torchvision makes its folders before downloading: leave none empty
+            for folder in created:  # deepest first; one holding anything else stays
                 try:
                     folder.rmdir()
                 except OSError:

@@ -11,10 +11,12 @@ back from the sheets, refusing before it writes anything while one is missing.
 """
 import copy
 import dataclasses
+import pickle
 import sys
 import threading
 import time
 import warnings
+import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import cached_property
@@ -27,8 +29,8 @@ from .data import Data, load_dataset
 from .errors import UserError
 from .labels import read_rows, read_sheet, write_sheet
 from .mc_dropout import mc_dropout_probs
-from .paths import (check_run_config, read_indices, refuse_paper_results, step_lock, write_indices, write_json,
-                    write_npz, write_text, atomic_write)
+from .paths import (NPZ_READ_ERRORS, check_run_config, read_indices, refuse_paper_results, step_lock, write_indices,
+                    write_json, write_npz, write_text, atomic_write)
 from .presets import SUBSET_SEED
 from .settings import StepSettings, check_net_index, resolve_device
 from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, WeightedBatch, strategy_notes
@@ -38,6 +40,11 @@ from .training import (Record, allow_tf32, backbone_features, evaluate, predict,
 
 # torch.manual_seed and the draws of the initial weights, done by one net at a time.
 INITIAL_WEIGHTS_LOCK = threading.Lock()
+
+# What torch.load raises for a truncated or foreign file: not a zip archive or one of another
+# layout (RuntimeError from its reader, BadZipFile), a pickle it refuses or cannot parse
+# (UnpicklingError, ValueError), an empty file (EOFError), an unknown legacy format (KeyError).
+CHECKPOINT_READ_ERRORS = (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, ValueError, EOFError, KeyError)
 
 
 class Run:
@@ -225,17 +232,26 @@ class Run:
                             f"train_net.py --net_id {net_id} --al_iter {self.al_iter} with the same "
                             "--dataset, --method, --model_num and preset first.")
         n_classes = self.data.n_classes  # loads and checks the dataset: its errors are not the checkpoint's
+
+        def damaged(why):  # advice that deletes the file: given only where the failure was the file's
+            return UserError(f"the checkpoint {path} is damaged or belongs to another net ({why}). Delete it "
+                             f"and rerun train_net.py --net_id {net_id} --al_iter {self.al_iter}.")
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            info = saved["info"]
-            recorded = info.get("net", f"ofa{info['net_id']}")  # the paper's nets: OFA net n at place n
-            if info["net_id"] != net_id or info["dataset"] != self.dataset or recorded != self.nets[net_id]:
-                raise ValueError(f"it holds net {info['net_id']} ({recorded}) of dataset {info['dataset']}")
-            net = models.build_target(self.nets[net_id], n_classes, self.preset.dropout)
+        except CHECKPOINT_READ_ERRORS as err:
+            raise damaged(err) from None
+        info = saved.get("info") if isinstance(saved, dict) else None
+        if not isinstance(info, dict) or not isinstance(saved.get("state_dict"), dict) \
+                or not {"net_id", "dataset"} <= info.keys():
+            raise damaged("not a checkpoint written by train_net.py")
+        recorded = info.get("net", f"ofa{info['net_id']}")  # the paper's nets: OFA net n at place n
+        if info["net_id"] != net_id or info["dataset"] != self.dataset or recorded != self.nets[net_id]:
+            raise damaged(f"it holds net {info['net_id']} ({recorded}) of dataset {info['dataset']}")
+        net = models.build_target(self.nets[net_id], n_classes, self.preset.dropout)  # its errors are its own
+        try:
             net.load_state_dict(saved["state_dict"])
-        except Exception as err:  # unpickling, missing keys, shape mismatch: all mean a bad file
-            raise UserError(f"the checkpoint {path} is damaged or belongs to another net ({err}). Delete it "
-                            f"and rerun train_net.py --net_id {net_id} --al_iter {self.al_iter}.") from None
+        except (RuntimeError, AssertionError) as err:  # a key or shape that does not fit (ofa's loader asserts)
+            raise damaged(err) from None
         return to_device(net, self.device), info
 
 
@@ -341,7 +357,7 @@ def importance_loss_weights(run: Run, labeled: np.ndarray) -> np.ndarray:
         try:
             with np.load(path) as z:
                 selected, importance = z["selected"], z["importance_weights"]
-        except Exception as err:  # missing, truncated, or not a weights file
+        except (FileNotFoundError, *NPZ_READ_ERRORS) as err:  # missing, truncated, or not a weights file
             raise UserError(f"the importance weights {path} cannot be read ({err}). Rerun al_select.py --method "
                             f"{run.method} --al_iter 0 --redo with the same settings, then this training.") from None
         slot = np.full(run.pool_size, -1)
@@ -430,7 +446,7 @@ def _pool_predictions(run: Run, net_id: int, unlabeled: np.ndarray, wanted: str)
         if not run.checkpoint(net_id).exists():
             run.load_net(net_id)  # raises the error that names the training to run
         stored = {}
-    except Exception as err:
+    except NPZ_READ_ERRORS as err:
         raise UserError(f"{path} is damaged ({err}). Delete it together with {run.checkpoint(net_id)} and rerun "
                         f"train_net.py --net_id {net_id} --al_iter {run.al_iter}.") from None
     if stored and not np.array_equal(stored.get("unlabeled"), unlabeled):

@@ -32,6 +32,7 @@ complete; each step knows it is done when its last output exists.
 import json
 import os
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -183,6 +184,12 @@ def write_json(path, obj) -> None:
 
 def write_npz(path, **arrays) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+# What np.load and reading its arrays raise for a damaged or foreign .npz: not a zip archive or a
+# member cut short (BadZipFile), an empty file (EOFError), pickled objects or a bad array header
+# (ValueError), an array it lacks (KeyError). Other errors are not the file's and are not caught.
+NPZ_READ_ERRORS = (zipfile.BadZipFile, EOFError, ValueError, KeyError)
 
 
 @contextmanager

@@ -1,21 +1,22 @@
-"""Write a few hundred Fashion-MNIST images as PNG files: a folder of images of your own, to try DIAM on.
+"""Write a few hundred images as PNG files: a folder of images of your own, to try DIAM on.
 
-    python examples/make_png_folder.py fashion_png
+    python examples/make_png_folder.py digits_png                   scikit-learn's digits: no download
+    python examples/make_png_folder.py fashion_png --source fmnist  Fashion-MNIST, read from --data_root
 
 writes
-    fashion_png/pool/00000.png ...       the images to choose from (--pool of them)
-    fashion_png/pool.csv                 path,label: the first --labelled carry their class, the others none
-    fashion_png/test/<class>/00000.png   a labelled test set (--test images), in class folders
-    fashion_png/dataset.json             what every script takes as --dataset (docs/own_data.md)
+    digits_png/pool/00000.png ...       the images to choose from (--pool of them)
+    digits_png/pool.csv                 path,label: the first --labelled carry their class, the others none
+    digits_png/test/<class>/00000.png   a labelled test set (--test images), in class folders
+    digits_png/dataset.json             what every script takes as --dataset (docs/own_data.md)
 
 The folder's own name is the dataset's "name", so it must be one a dataset file allows (letters,
 digits, '_', '-', '.'; not a built-in dataset's name such as digits): others are refused first.
 
-The images are those a run of the built-in `fmnist` with `--pool_size POOL --test_size TEST` uses,
-read from --data_root (default: $DIAM_DATA_ROOT, else ../shared/datasets beside the project).
+The images are those a run of the built-in dataset (`digits` or `fmnist`) with `--pool_size POOL
+--test_size TEST` uses. scikit-learn ships the digits (8 x 8 pixels), so the default needs no files
+and no internet; Fashion-MNIST is read from --data_root (default: $DIAM_DATA_ROOT, else ./data).
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -28,8 +29,13 @@ from diam.labels import write_sheet  # noqa: E402
 from diam.paths import write_json  # noqa: E402
 from diam.presets import SUBSET_SEED  # noqa: E402
 
-# Fashion-MNIST's classes in label order, as folder names (torchvision's have '/' and spaces).
-CLASSES = ("t_shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")
+# Each source's classes in label order, as folder names (torchvision's Fashion-MNIST names have '/' and
+# spaces), and the side its images are stored at (their own).
+SOURCES = {
+    "digits": (tuple("0123456789"), 8),
+    "fmnist": (("t_shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                "ankle_boot"), 28),
+}
 
 
 def main(argv=None):
@@ -39,17 +45,20 @@ def main(argv=None):
     p.add_argument("--test", type=int, default=200, help="test images (default 200)")
     p.add_argument("--labelled", type=int, default=150,
                    help="pool images whose class pool.csv gives (default 150, the quick preset's initial set)")
-    p.add_argument("--side", type=int, default=28, help="the side images are stored at (default 28, their own)")
-    p.add_argument("--data_root", default=os.environ.get("DIAM_DATA_ROOT", PROJECT.parent / "shared" / "datasets"),
-                   help="where Fashion-MNIST is (default: $DIAM_DATA_ROOT, else ../shared/datasets)")
+    p.add_argument("--source", choices=sorted(SOURCES), default="digits",
+                   help="whose images: digits (default; scikit-learn's, no files needed) or fmnist (Fashion-MNIST)")
+    p.add_argument("--side", type=int, default=None, help="the side images are stored at (default: their own, 8 or 28)")
+    p.add_argument("--data_root", default=None,
+                   help="where Fashion-MNIST is, for --source fmnist (default: $DIAM_DATA_ROOT, else ./data)")
     args = p.parse_args(argv)
+    classes, own_side = SOURCES[args.source]
     if min(args.pool, args.test) < 1 or not 0 <= args.labelled <= args.pool:
         p.error("--pool and --test must be positive, and --labelled between 0 and --pool")
     out = Path(args.out)
     name = out.resolve().name  # dataset.json's "name": every script refuses the file if it is not valid
     if not is_valid_name(name):
         raise UserError(f"the folder {out} would name the dataset {name!r} (dataset.json takes the folder's name), "
-                        f"but {NAME_RULE}. Choose a folder with such a name (e.g. fashion_png).")
+                        f"but {NAME_RULE}. Choose a folder with such a name (e.g. {args.source}_png).")
     if (out / "dataset.json").exists():
         raise UserError(f"{out} already holds a dataset ({out / 'dataset.json'}); choose another folder.")
 
@@ -58,11 +67,12 @@ def main(argv=None):
     from diam.data import DatasetMissing, load_dataset
 
     try:
-        data = load_dataset("fmnist", args.data_root, args.pool, args.test, SUBSET_SEED)
-    except DatasetMissing as err:  # without its advice to use --dataset digits: this script takes no --dataset
-        raise UserError(f"{err.where} This script writes Fashion-MNIST's own images, so it needs them.") from None
+        data = load_dataset(args.source, args.data_root, args.pool, args.test, SUBSET_SEED)
+    except DatasetMissing as err:  # without its advice to use --dataset digits: this script takes --source
+        raise UserError(f"{err.where} This script writes Fashion-MNIST's own images, so it needs them "
+                        "(--source digits needs no files).") from None
     if len(data.pool_labels) < args.pool or len(data.test_labels) < args.test:
-        raise UserError(f"Fashion-MNIST has {len(data.pool_labels)} train and {len(data.test_labels)} test images; "
+        raise UserError(f"{args.source} has {len(data.pool_labels)} pool and {len(data.test_labels)} test images; "
                         "ask for fewer.")
     pool_paths, pool_labels = [], []
     for i, (image, label) in enumerate(zip(data.pool_images.numpy(), data.pool_labels.tolist())):
@@ -70,15 +80,15 @@ def main(argv=None):
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image, "L").save(path)
         pool_paths.append(path.relative_to(out).as_posix())
-        pool_labels.append(CLASSES[label] if i < args.labelled else "")
+        pool_labels.append(classes[label] if i < args.labelled else "")
     for i, (image, label) in enumerate(zip(data.test_images.numpy(), data.test_labels.tolist())):
-        path = out / "test" / CLASSES[label] / f"{i:05d}.png"
+        path = out / "test" / classes[label] / f"{i:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image, "L").save(path)
     write_sheet(out / "pool.csv", pool_paths, pool_labels)
     # Written last: a folder with a dataset.json is complete.
     write_json(out / "dataset.json", {"name": name, "pool": "pool.csv", "test": "test",
-                                      "side": args.side, "classes": list(CLASSES)})
+                                      "side": args.side or own_side, "classes": list(classes)})
     print(f"{args.pool} pool images ({args.labelled} labelled) and {args.test} test images: {out / 'dataset.json'}")
 
 

@@ -95,6 +95,17 @@ methods_done() {
     }' "$TIMES"
 }
 
+# A command as the tsv records it: each absolute path written relative to the project (the folder
+# this script runs in), so that the record reads the same on any machine.
+project_relative() {
+    local word words=()
+    for word in "$@"; do
+        [[ "$word" != /* ]] || word=$(realpath -m -s --relative-to=. -- "$word")
+        words+=("$word")
+    done
+    echo "${words[*]}"
+}
+
 run_piece() {
     local dataset=$1 mode=$2 seed=$3 chosen=$4 methods flags=()
     case "$mode" in
@@ -150,7 +161,7 @@ run_piece() {
     mkdir -p "$(dirname "$to")"
     rm -rf "$to.tmp" && cp -r "$from" "$to.tmp" && rm -rf "$to" && mv "$to.tmp" "$to"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dataset" "$mode" "$seed" "$wall" "$started" "$machine" \
-        "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)" "$commit" "${cmd[*]}" >> "$TIMES"
+        "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)" "$commit" "$(project_relative "${cmd[@]}")" >> "$TIMES"
     local what="seed $seed"
     [ -z "$chosen" ] || what="seed $seed, $methods"
     echo "campaign.sh: $dataset $mode $what finished in $wall s; results in $to"

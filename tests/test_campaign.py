@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -211,6 +212,11 @@ def test_a_campaign_runs_the_preset_it_is_given(tmp_path):
     assert (results / "1" / "performances.txt").is_file()
     row = (tmp_path / "repro" / "wall_times.tsv").read_text().splitlines()[-1].split("\t")
     assert "--preset quick" in row[-1]
+    # The command names its paths relative to the project (given absolute here), the same on any machine.
+    words = row[-1].split()
+    assert not [word for word in words if word.startswith("/")], row[-1]
+    assert (PROJECT / words[0]).resolve() == Path(sys.executable).resolve()
+    assert (PROJECT / words[words.index("--work_dir") + 1]).resolve() == (tmp_path / "runs" / "corrected").resolve()
     assert "resumed; 1000 s of this piece ran before" in done.stdout and int(row[3]) >= 1000
     assert not elapsed.exists()
 

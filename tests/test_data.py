@@ -94,6 +94,30 @@ def test_missing_dataset_names_the_files_and_where_to_put_them(tmp_path, monkeyp
     assert looked_up and not root.exists()  # the failed download leaves no folder behind
 
 
+def test_a_failed_download_leaves_none_of_the_roots_missing_parents_behind(tmp_path):
+    # A data root beside the project that is not there (../shared/datasets on a fresh clone): torchvision
+    # makes the whole chain before it downloads, and none of it stays when the download fails.
+    root = tmp_path / "shared" / "datasets"
+    with pytest.raises(data.DatasetMissing, match="could not be downloaded"):
+        data.load_dataset("fmnist", root)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gz_files_found_elsewhere_are_not_unpacked_into_a_root_that_is_not_there(tmp_path, monkeypatch):
+    system, cache = tmp_path / "system", tmp_path / "cache"
+    system.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 50), ("t10k", 20)):
+        _write_idx(system / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 0x803)
+        _write_idx(system / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)), 0x801)
+    monkeypatch.setattr(data, "SYSTEM_LOCATIONS", {"fmnist": [system]})
+    monkeypatch.setenv("DIAM_CACHE", str(cache))
+    root = tmp_path / "shared" / "datasets"
+    d = data.load_dataset("fmnist", root)
+    assert d.pool_images.shape == (50, 28, 28)
+    assert not (tmp_path / "shared").exists() and (cache / "datasets" / "FashionMNIST" / "raw").is_dir()
+
+
 def _write_test_split(root, folder, n=10_000):
     """An official-looking t10k split of `n` images, 1,000 per class in random order, each image
     carrying its own index in its first two pixels (so a split can be traced back)."""

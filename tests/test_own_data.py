@@ -16,7 +16,7 @@ from diam.paths import RunPaths
 from diam.settings import resolve_dataset
 from png_datasets import write_png_dataset
 
-FASHION_ROOT = PROJECT.parent / "shared" / "datasets"  # as examples/make_png_folder.py reads it
+FASHION_ROOT = PROJECT.parent / "shared" / "datasets"  # where this machine keeps Fashion-MNIST (else skipped)
 POOL, TEST = 300, 100
 TINY = ["--preset", "quick", "--pool_size", POOL, "--test_size", TEST, "--initial_labeled", 40, "--query_batch", 10,
         "--epochs", 2, "--train_batch", 20, "--image_size", 32, "--al_iters", 2, "--device", "cpu"]
@@ -42,19 +42,21 @@ def _arrays(path):
         return {k: z[k] for k in z.files if k != "dataset"}  # index files name their dataset
 
 
-def test_a_png_folder_gives_the_builtin_datasets_selections_weights_and_results(tmp_path):
-    try:
-        load_dataset("fmnist", FASHION_ROOT)
-    except UserError:
-        pytest.skip(f"Fashion-MNIST is not in {FASHION_ROOT}")
-    made = run_script_here("examples/make_png_folder.py", tmp_path / "fashion_png", "--pool", POOL, "--test", TEST,
-                           "--labelled", POOL, "--data_root", FASHION_ROOT)
+@pytest.mark.parametrize("source", ["digits", "fmnist"])  # the README's default (embedded), and Fashion-MNIST
+def test_a_png_folder_gives_the_builtin_datasets_selections_weights_and_results(tmp_path, source):
+    if source == "fmnist":
+        try:
+            load_dataset("fmnist", FASHION_ROOT)
+        except UserError:
+            pytest.skip(f"Fashion-MNIST is not in {FASHION_ROOT}")
+    made = run_script_here("examples/make_png_folder.py", tmp_path / f"{source}_png", "--pool", POOL, "--test", TEST,
+                           "--labelled", POOL, "--source", source, "--data_root", FASHION_ROOT)
     assert made.returncode == 0, made.stderr
     runs = tmp_path / "runs"
-    _two_iterations("fmnist", runs)
-    _two_iterations(str(tmp_path / "fashion_png" / "dataset.json"), runs)
+    _two_iterations(source, runs)
+    _two_iterations(str(tmp_path / f"{source}_png" / "dataset.json"), runs)
 
-    builtin, files = RunPaths(runs, "quick", "fmnist"), RunPaths(runs, "quick", "fashion_png")
+    builtin, files = RunPaths(runs, "quick", source), RunPaths(runs, "quick", f"{source}_png")
     written = sorted(p.relative_to(builtin.root) for p in builtin.root.rglob("*") if p.suffix in (".npz", ".pt"))
     assert len(written) == 10  # 2 index files; 2 iterations x 2 nets x (checkpoint, pool records)
     assert sorted(p.relative_to(files.root) for p in files.root.rglob("*") if p.suffix in (".npz", ".pt")) == written
@@ -88,12 +90,24 @@ def test_make_png_folder_refuses_a_folder_whose_name_no_script_would_take(tmp_pa
 
 def test_make_png_folder_without_fashion_mnist_names_its_own_flag(tmp_path, monkeypatch):
     monkeypatch.setattr("diam.data.SYSTEM_LOCATIONS", {})  # a machine with no system-wide copy either
-    made = run_script_here("examples/make_png_folder.py", tmp_path / "fashion_png", "--data_root", tmp_path / "none")
+    made = run_script_here("examples/make_png_folder.py", tmp_path / "fashion_png", "--source", "fmnist",
+                           "--data_root", tmp_path / "none")
     # The loader's message, whose way out for the scripts (--dataset digits) this script does not take.
     assert_clean_error(made, f"dataset 'fmnist' is not in {tmp_path / 'none'}", "point --data_root",
                        "This script writes Fashion-MNIST's own images")
     assert "--dataset" not in made.stderr and len(made.stderr.strip().splitlines()) == 1
     assert folder_state(tmp_path) == {}
+
+
+def test_make_png_folder_needs_no_files_and_no_internet_by_default(tmp_path):
+    # The README's own-data example on a fresh clone: scikit-learn's digits, nothing read from a data root.
+    made = run_script_here("examples/make_png_folder.py", tmp_path / "digits_png")
+    assert made.returncode == 0, made.stderr
+    described = json.loads((tmp_path / "digits_png" / "dataset.json").read_text())
+    assert described == {"name": "digits_png", "pool": "pool.csv", "test": "test", "side": 8,
+                         "classes": list("0123456789")}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits_png"]  # nothing written beside it
+    assert len(list((tmp_path / "digits_png" / "pool").glob("*.png"))) == 500
 
 
 # ------------------------------------------------------------ decoding once, into a cache

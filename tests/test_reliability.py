@@ -5,7 +5,9 @@ Every loop here runs at a tiny size (TINY) with one thread per process, so runs 
 bit-for-bit reproducible and the whole file stays near two minutes on two cores.
 """
 import errno
+import io
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -23,7 +25,7 @@ from filelock import FileLock
 from conftest import PROJECT, assert_clean_error, folder_state, run_script_here
 from diam import models
 from diam.errors import UserError
-from diam.paths import atomic_write, write_indices, write_text
+from diam.paths import atomic_write, write_indices, write_npz, write_text
 from diam.results import load_results
 
 TINY = ["--al_iters", "2", "--epochs", "2", "--pool_size", "400", "--test_size", "200",
@@ -565,3 +567,91 @@ def test_pickled_code_in_imagenet_weights_is_refused(tmp_path, monkeypatch):
     assert not (fresh / "runs/quick/digits/models/iter0/net0.pt").exists()
     torch.load(weights, map_location="cpu", weights_only=False)  # the payload is live
     assert marker.exists()
+
+
+# ------------------------------------------------------------------ 5. advice that deletes files
+def _run_with_a_checkpoint(tmp_path):
+    """Iteration 0 of a digits run (T = 1) with net 0's checkpoint written as train_net.py writes it,
+    at its initial weights (what is in the weights does not matter to loading them)."""
+    from diam import cli
+    from diam.experiment import Run
+    from diam.settings import settings_from_args
+
+    flags = [*common(tmp_path, model_num=1), "--al_iter", 0]
+    run = Run(settings_from_args(cli.parser("t", method_required=False).parse_args(list(map(str, flags)))))
+    net, _, _ = run.initial_net(0)
+    path = run.checkpoint(0)
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": net.state_dict(), "info": {"net_id": 0, "dataset": "digits"}}, path)
+    run.load_net(0)  # as written, it loads
+    return run, path
+
+
+@pytest.mark.parametrize("error", [TypeError, ValueError, RuntimeError, KeyError])
+def test_an_error_in_building_the_net_is_not_called_a_damaged_checkpoint(tmp_path, monkeypatch, error):
+    run, path = _run_with_a_checkpoint(tmp_path)
+    written = path.read_bytes()
+
+    def broken_builder(*args, **kwargs):
+        raise error("a bug in building the net")
+
+    monkeypatch.setattr(models, "build_target", broken_builder)
+    with pytest.raises(error, match="a bug in building the net"):
+        run.load_net(0)  # the error as it is: no advice to delete a good checkpoint
+    assert path.read_bytes() == written
+
+
+def _keep_state(keep):
+    def spoil(path):
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved["state_dict"] = keep(saved["state_dict"])
+        torch.save(saved, path)
+    return spoil
+
+
+def _first_weight_halved(state):
+    name = next(k for k, v in state.items() if v.ndim > 1)
+    return {**state, name: state[name][: len(state[name]) // 2]}
+
+
+CHECKPOINT_SPOILS = {  # a truncated or foreign file, and files whose weights do not fit the net
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "empty": lambda p: p.write_bytes(b""),
+    "text": lambda p: p.write_text("not a checkpoint\n"),
+    "an .npz": lambda p: p.write_bytes(_npz_bytes()),
+    "a plain pickle": lambda p: p.write_bytes(pickle.dumps({"info": {}})),
+    "a tensor, not a checkpoint": lambda p: torch.save(torch.zeros(3), p),
+    "no record": lambda p: torch.save({"state_dict": {}}, p),
+    "a weight the net lacks": _keep_state(lambda state: {**state, "head.weight": torch.zeros(2, 2)}),
+    "a weight of another shape": _keep_state(_first_weight_halved),
+}
+
+
+def _npz_bytes():
+    buffer = io.BytesIO()
+    np.savez(buffer, labeled=np.arange(3))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("spoil", CHECKPOINT_SPOILS)
+def test_a_truncated_or_foreign_checkpoint_is_called_damaged(tmp_path, spoil):
+    run, path = _run_with_a_checkpoint(tmp_path)
+    CHECKPOINT_SPOILS[spoil](path)
+    with pytest.raises(UserError, match="is damaged or belongs to another net") as refused:
+        run.load_net(0)
+    assert str(path) in str(refused.value) and "train_net.py --net_id 0 --al_iter 0" in str(refused.value)
+
+
+@pytest.mark.parametrize("spoil", ["truncated", "empty", "text", "a plain pickle"])
+def test_a_truncated_or_foreign_pool_file_is_called_damaged(tmp_path, spoil):
+    from diam.experiment import _pool_predictions
+
+    run, checkpoint = _run_with_a_checkpoint(tmp_path)
+    labeled, unlabeled = run.split(make_initial=True)
+    path = run.paths.pool_predictions(run.model_num, run.method, 0, 0)
+    write_npz(path, unlabeled=unlabeled, unlabeled_probs=np.zeros((len(unlabeled), 10), np.float32))
+    assert set(_pool_predictions(run, 0, unlabeled, "unlabeled_probs")) >= {"unlabeled_probs"}
+    CHECKPOINT_SPOILS[spoil](path)
+    with pytest.raises(UserError, match="is damaged") as refused:
+        _pool_predictions(run, 0, unlabeled, "unlabeled_probs")
+    assert str(path) in str(refused.value) and str(checkpoint) in str(refused.value)
