@@ -300,11 +300,11 @@ def _record(run: Run, net_id: int, record_snapshots: bool) -> Record:
         return Record(snapshots=record_snapshots)
     first = run.al_iter == 0
     strategy = METHODS.get(run.method)
-    reads = (lambda what: False) if strategy is None or strategy.one_shot else strategy.reads.__contains__
-    return Record(snapshots=record_snapshots or first or reads("snapshots"),
-                  probs=first or reads("probs"),
-                  features=net_id == preset.coreset_feature_net and (first or reads("features"))
-                  or reads("model_features"))
+    reads = () if strategy is None or strategy.one_shot else strategy.reads
+    return Record(snapshots=record_snapshots or first or "snapshots" in reads,
+                  probs=first or "probs" in reads,
+                  features=net_id == preset.coreset_feature_net and (first or "features" in reads)
+                  or "model_features" in reads)
 
 
 def _train_head(run: Run, net_id: int, initial_net, data: Data, labeled, unlabeled, record: Record, stream: int):

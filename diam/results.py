@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from diam.datasets import display_name as dataset_display_name  # noqa: F401  (the registries' names in tables)
-from diam.methods import display_name as method_display_name  # noqa: F401
 from diam.errors import UserError
+from diam.methods import display_name as method_display_name  # noqa: F401
 from diam.paths import PAPER_MARKER as PAPER_RESULTS_MARKER
 from diam.paths import seed_folder
 from diam.presets import PAPER_DATASETS
