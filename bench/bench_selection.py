@@ -326,7 +326,8 @@ def _timing_stage(stages: dict, name: str, function):
 def measure_our_diam_qp(config: Config, pool: int, qp_method: str = "certified") -> Measurement:
     """diam.strategies.diam_qp itself (what METHODS["DIAM_qp"] calls), its three helpers
     timed where it calls them, and what it logs (the QP's route) kept."""
-    inputs = synthetic_inputs(dataclasses.replace(config, unlabeled=pool), "snapshots_and_model_features")
+    inputs = synthetic_inputs(dataclasses.replace(config, unlabeled=pool),
+                              {"snapshot_labels", "unlabeled_model_features"})
     stages: dict[str, tuple[float, float, float]] = {}
     for stage, helper in (("k-NN", "knn_cooccurrence"), ("projection", "nearest_psd"),
                           ("QP", "solve_selection_qp")):
@@ -342,7 +343,7 @@ def measure_our_diam_qp(config: Config, pool: int, qp_method: str = "certified")
 
 
 def measure_badge(config: Config, width: int, batch: int) -> Measurement:
-    inputs = synthetic_inputs(config, "probs_and_model_features")
+    inputs = synthetic_inputs(config, {"unlabeled_probs", "unlabeled_model_features"})
     return _timed(f"badge (width {width})", config.unlabeled, config,
                   lambda: badge(inputs.unlabeled_probs, inputs.unlabeled_model_features, batch,
                                 np.random.default_rng([SEED, 4]), width=width, device=config.device), 1)
@@ -425,7 +426,8 @@ def authors_dense_route(snapshot_labels, model_features, batch_size, stages, dev
 
 
 def measure_dense_diam_qp(config: Config, pool: int) -> Measurement:
-    inputs = synthetic_inputs(dataclasses.replace(config, unlabeled=pool), "snapshots_and_model_features")
+    inputs = synthetic_inputs(dataclasses.replace(config, unlabeled=pool),
+                              {"snapshot_labels", "unlabeled_model_features"})
     stages: dict[str, float] = {}
     measurement = _timed("DIAM_qp (dense route)", pool, config,
                          lambda: authors_dense_route(inputs.snapshot_labels, inputs.unlabeled_model_features,

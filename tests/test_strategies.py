@@ -19,7 +19,8 @@ from diam.presets import PAPER_METHODS
 from diam.settings import check_method
 
 from diam.strategies import (
-    CALTopUpWarning, WeightedBatch, cal, coreset, diam, disagreement_count, entropy, least_confidence, margin, random_sampling, vote_entropy)
+    CALTopUpWarning, WeightedBatch, cal, coreset, diam, disagreement_count, entropy, least_confidence, margin,
+    random_sampling, vote_entropy)
 
 # VE of a 3-vs-1 split of K=4 snapshots: -(3/4 ln 3/4 + 1/4 ln 1/4).
 VE_3_1 = 0.75 * math.log(4 / 3) + 0.25 * math.log(4)
