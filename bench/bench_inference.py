@@ -36,7 +36,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diam import models  # noqa: E402
 from diam.presets import PRESETS  # noqa: E402
-from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions  # noqa: E402
+from diam.methods import METHODS  # noqa: E402
+from diam.pool import Pool  # noqa: E402
 from diam.cuda_graphs import ScoringGraphs  # noqa: E402
 from diam.speed import Speed  # noqa: E402
 from diam.training import predict, to_device  # noqa: E402
@@ -159,10 +160,10 @@ def main():
         print(line, flush=True)
         del net, graphs
 
-    inputs = SelectionInputs(args.pool, unlabeled_probs=np.stack(outputs))
+    inputs = Pool(args.pool, str(device), unlabeled_probs=np.stack(outputs))
     start = time.perf_counter()
-    picked = STRATEGIES["entropy"].select(inputs, min(args.query, args.pool), np.random.default_rng(0),
-                                          SelectionOptions(str(device)))
+    picked = METHODS["entropy"].select(inputs, min(args.query, args.pool), np.random.default_rng(0),
+                                       METHODS["entropy"].settings())
     synchronize(device)
     select_seconds = time.perf_counter() - start
     assert len(np.unique(picked)) == min(args.query, args.pool)

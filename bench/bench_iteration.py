@@ -37,7 +37,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from diam.presets import DEFAULT_METHODS, METHODS  # noqa: E402  (light: no torch)
+from diam.methods import METHODS  # noqa: E402  (light: no torch)
+from diam.presets import DEFAULT_METHODS  # noqa: E402
 from machine import cpu_model, load_average_lines, shown  # noqa: E402  (bench/machine.py)
 
 

@@ -113,8 +113,10 @@ def step_phases(path: Path) -> dict:
                                                                                    "train_linear_head")),
         "pool passes during training": passes,
         "test passes": _cumulative(stats, f("diam/training.py", "evaluate")),
-        "selection: reading inputs": _cumulative(stats, f("diam/experiment.py", "selection_inputs")),
-        "selection: the strategy": _cumulative(stats, f("diam/experiment.py", "_pick")),
+        # The strategy fetches its inputs from the pool while it runs (inside _pick).
+        "selection: reading inputs": _cumulative(stats, f("diam/pool.py", "_get")),
+        "selection: the strategy": _cumulative(stats, f("diam/experiment.py", "_pick"))
+        - _cumulative(stats, f("diam/pool.py", "_get")),
         "loading data": _cumulative(stats, f("diam/data.py", "load_dataset")),
         "building and loading nets": sum(_cumulative(stats, k) for k in (
             f("diam/models.py", "build_target"), f("diam/models.py", "initialise_target"),

@@ -47,8 +47,9 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -65,8 +66,9 @@ from diam.badge_bald import badge  # noqa: E402
 from diam.mc_dropout import dropout_probs  # noqa: E402
 from diam.presets import BADGE_FEATURE_WIDTH, BALD_PASSES  # noqa: E402
 from diam.presets import DIAM_QP_MAX_SOLVER_ITERATIONS, DIAM_QP_SOLVER_TOLERANCE  # noqa: E402
-from diam.strategies import (STRATEGIES, SelectionInputs, SelectionOptions, WeightedBatch, coreset,  # noqa: E402
-                             vote_entropy)
+from diam.methods import METHODS  # noqa: E402
+from diam.pool import Pool  # noqa: E402
+from diam.strategies import WeightedBatch, coreset, vote_entropy  # noqa: E402
 from machine import cpu_model  # noqa: E402  (bench/machine.py)
 
 SEED = 0
@@ -178,27 +180,43 @@ def synthetic_dropout_probs(config: Config) -> np.ndarray:
     return passes
 
 
-def synthetic_inputs(config: Config, needs: str) -> SelectionInputs:
-    if needs == "probs":
-        return SelectionInputs(config.unlabeled, unlabeled_probs=synthetic_probs(config))
-    if needs == "features":
-        unlabeled, labeled = synthetic_features(config, config.unlabeled)
-        return SelectionInputs(config.unlabeled, unlabeled_features=unlabeled,
-                               labeled_features=labeled)
-    if needs == "snapshots":
-        return SelectionInputs(config.unlabeled,
-                               snapshot_labels=synthetic_snapshot_labels(config))
-    if needs == "model_features":
-        return SelectionInputs(config.unlabeled, unlabeled_model_features=synthetic_model_features(config))
-    if needs == "probs_and_model_features":
-        return SelectionInputs(config.unlabeled, unlabeled_probs=synthetic_probs(config),
-                               unlabeled_model_features=synthetic_model_features(config))
-    if needs == "dropout_probs":
-        return SelectionInputs(config.unlabeled, dropout_probs=synthetic_dropout_probs(config))
-    if needs == "snapshots_and_model_features":
-        return SelectionInputs(config.unlabeled, snapshot_labels=synthetic_snapshot_labels(config),
-                               unlabeled_model_features=synthetic_model_features(config))
-    return SelectionInputs(config.unlabeled)
+def synthetic_inputs(config: Config, wanted: set) -> Pool:
+    """A pool holding the `wanted` fields, generated before any timing starts."""
+    return Pool(config.unlabeled, config.device, **synthetic_arrays(config, wanted))
+
+
+def synthetic_arrays(config: Config, wanted: set) -> dict:
+    arrays = {}
+    if "unlabeled_probs" in wanted:
+        arrays["unlabeled_probs"] = synthetic_probs(config)
+    if wanted & {"unlabeled_features", "labeled_features"}:
+        arrays["unlabeled_features"], arrays["labeled_features"] = synthetic_features(config, config.unlabeled)
+    if "snapshot_labels" in wanted:
+        arrays["snapshot_labels"] = synthetic_snapshot_labels(config)
+    if wanted & {"unlabeled_model_features", "initial_model_features"}:
+        arrays["unlabeled_model_features"] = arrays["initial_model_features"] = synthetic_model_features(config)
+    if "dropout_probs" in wanted:
+        arrays["dropout_probs"] = synthetic_dropout_probs(config)
+    return arrays
+
+
+def fields_asked(method: str, config: Config) -> set:
+    """The pool fields `method`'s strategy asks for, learnt by running it on a small pool that records them."""
+    small, asked = replace(config, device="cpu", unlabeled=60, labeled=5, dim=min(config.dim, 8), batch=3), set()
+    given = synthetic_arrays(small, {"unlabeled_probs", "unlabeled_features", "snapshot_labels",
+                                     "unlabeled_model_features", "dropout_probs"})
+
+    def recorded(name):
+        def load(*args):
+            asked.add(name)
+            return given[name]
+        return load
+
+    pool = Pool(small.unlabeled, fetch={name: recorded(name) for name in given})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        METHODS[method].select(pool, small.batch, np.random.default_rng(SEED), METHODS[method].settings())
+    return asked
 
 
 # ------------------------------------------------- measured in a fresh process
@@ -242,11 +260,11 @@ def _timed(name: str, pool: int, config: Config, run, repeats: int) -> Measureme
 
 
 def measure_strategy(method: str, config: Config) -> Measurement:
-    strategy = STRATEGIES[method]
-    inputs = synthetic_inputs(config, strategy.needs)
+    strategy = METHODS[method]
+    inputs = synthetic_inputs(config, fields_asked(method, config))
     rng = np.random.default_rng([SEED, 4])
     return _timed(method, config.unlabeled, config,
-                  lambda: strategy.select(inputs, config.batch, rng, SelectionOptions(config.device)),
+                  lambda: strategy.select(inputs, config.batch, rng, strategy.settings()),
                   config.repeats)
 
 
@@ -306,9 +324,10 @@ def _timing_stage(stages: dict, name: str, function):
 
 
 def measure_our_diam_qp(config: Config, pool: int, qp_method: str = "certified") -> Measurement:
-    """diam.strategies.diam_qp itself (what STRATEGIES["DIAM_qp"] calls), its three helpers
+    """diam.strategies.diam_qp itself (what METHODS["DIAM_qp"] calls), its three helpers
     timed where it calls them, and what it logs (the QP's route) kept."""
-    inputs = synthetic_inputs(dataclasses.replace(config, unlabeled=pool), "snapshots_and_model_features")
+    inputs = synthetic_inputs(dataclasses.replace(config, unlabeled=pool),
+                              {"snapshot_labels", "unlabeled_model_features"})
     stages: dict[str, tuple[float, float, float]] = {}
     for stage, helper in (("k-NN", "knn_cooccurrence"), ("projection", "nearest_psd"),
                           ("QP", "solve_selection_qp")):
@@ -324,7 +343,7 @@ def measure_our_diam_qp(config: Config, pool: int, qp_method: str = "certified")
 
 
 def measure_badge(config: Config, width: int, batch: int) -> Measurement:
-    inputs = synthetic_inputs(config, "probs_and_model_features")
+    inputs = synthetic_inputs(config, {"unlabeled_probs", "unlabeled_model_features"})
     return _timed(f"badge (width {width})", config.unlabeled, config,
                   lambda: badge(inputs.unlabeled_probs, inputs.unlabeled_model_features, batch,
                                 np.random.default_rng([SEED, 4]), width=width, device=config.device), 1)
@@ -407,7 +426,8 @@ def authors_dense_route(snapshot_labels, model_features, batch_size, stages, dev
 
 
 def measure_dense_diam_qp(config: Config, pool: int) -> Measurement:
-    inputs = synthetic_inputs(dataclasses.replace(config, unlabeled=pool), "snapshots_and_model_features")
+    inputs = synthetic_inputs(dataclasses.replace(config, unlabeled=pool),
+                              {"snapshot_labels", "unlabeled_model_features"})
     stages: dict[str, float] = {}
     measurement = _timed("DIAM_qp (dense route)", pool, config,
                          lambda: authors_dense_route(inputs.snapshot_labels, inputs.unlabeled_model_features,
@@ -476,8 +496,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--batch", type=int, default=1500)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per strategy")
-    parser.add_argument("--strategies", default=",".join(s for s in STRATEGIES if s not in OPT_IN_STRATEGIES),
-                        help="comma-separated names from: " + ", ".join(STRATEGIES)
+    parser.add_argument("--strategies", default=",".join(s for s in METHODS if s not in OPT_IN_STRATEGIES),
+                        help="comma-separated names from: " + ", ".join(METHODS)
                         + " (default: all but " + ", ".join(OPT_IN_STRATEGIES) + ")")
     parser.add_argument("--dense-unlabeled", type=int, default=15000,
                         help="pool size at which DIAM_qp is timed beside its OSQP route and the authors' "
@@ -499,9 +519,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     methods = [name.strip() for name in args.strategies.split(",") if name.strip()]
-    unknown = [name for name in methods if name not in STRATEGIES]
+    unknown = [name for name in methods if name not in METHODS]
     if unknown:
-        sys.exit(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
+        sys.exit(f"unknown strategies {unknown}; choose from {list(METHODS)}")
     config = Config(args.device, args.unlabeled, args.labeled, args.dim, args.models,
                     args.snapshots, args.classes, args.batch, args.repeats, args.passes)
 
@@ -510,7 +530,7 @@ def main() -> None:
           f"{config.dim}-d float32 standard-normal features, T={config.models} models, "
           f"K={config.snapshots} snapshots, C={config.classes} classes, batch B={config.batch}, "
           f"seed {SEED}")
-    if any(STRATEGIES[name].needs.startswith("snapshots") for name in methods):
+    if any("snapshot_labels" in fields_asked(name, config) for name in methods):
         labels = synthetic_snapshot_labels(config)
         model_disagrees = (labels != labels[:, :1, :]).any(axis=1)
         print(f"snapshot labels: {model_disagrees.any(axis=0).mean():.1%} of examples are "

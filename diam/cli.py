@@ -4,14 +4,13 @@ The command-line layer: it parses, resolves the flags once into `settings.StepSe
 and hands those to `experiment.py` (which imports nothing from here).
 """
 import argparse
-import math
 from pathlib import Path
 
 from .errors import UserError
 from .paths import refuse_paper_results
-from .presets import (BADGE_FEATURE_WIDTH, BALD_MIN_PASSES, BALD_PASSES, DATASETS, DEFAULT_METHODS, DIAM_QP_Q,
-                      LEWIS_MAX_P, LEWIS_MIN_P, LEWIS_P, LEWIS_REPRESENTATIONS, LEWIS_SAMPLERS,
-                      METHODS, PAPER_DATASETS, add_preset_arguments, preset_from_args)
+from .datasets import DATASETS
+from .methods import METHODS, add_settings_flags, settings_problem
+from .presets import DEFAULT_METHODS, PAPER_DATASETS, add_preset_arguments, preset_from_args
 from .settings import check_method, check_net_index, resolve_dataset, resolve_nets, settings_from_args
 
 
@@ -123,41 +122,13 @@ def select_args(argv=None, description="Select the next batch of examples to lab
     p = parser(description)
     p.add_argument("--batch_size", type=int, default=None,
                    help="examples to select (default: the preset's query batch, 1500 in the paper)")
-    p.add_argument("--DIAMq", type=float, default=DIAM_QP_Q,
-                   help=f"DIAM_qp only: weight q of the disagreement score against batch diversity "
-                        f"(default {DIAM_QP_Q})")
-    p.add_argument("--lewis_p", type=float, default=LEWIS_P,
-                   help=f"lewis and lewis_oneshot only: the p of the lp Lewis weights, in "
-                        f"[{LEWIS_MIN_P:g}, {LEWIS_MAX_P:g}) (default {LEWIS_P:g}: leverage scores)")
-    p.add_argument("--lewis_representation", choices=LEWIS_REPRESENTATIONS, default="trained",
-                   help="lewis and lewis_oneshot only: whose penultimate features represent the pool: the trained "
-                        "nets of the iteration (lewis_oneshot: iteration 0's; default), or the same nets at their "
-                        "initial weights (with --init pretrained, OFA's ImageNet backbones)")
-    p.add_argument("--lewis_sampler", choices=LEWIS_SAMPLERS, default=None,
-                   help="lewis and lewis_oneshot only: how the sample is drawn from the Lewis weights: "
-                        "with_replacement, the paper's (i.i.d. draws until the budget's distinct examples; "
-                        "lewis_oneshot's default), or systematic, exactly the batch with inclusion probabilities "
-                        "(lewis's default)")
-    p.add_argument("--badge_width", type=int, default=BADGE_FEATURE_WIDTH,
-                   help=f"badge only: each model's penultimate features wider than this are multiplied by a "
-                        f"Gaussian matrix to this width before k-means++ (default {BADGE_FEATURE_WIDTH}; 0: exact, "
-                        "slower at paper scale; docs/badge_bald.md)")
-    p.add_argument("--bald_passes", type=int, default=BALD_PASSES,
-                   help=f"bald only: MC-dropout passes of each model over the pool, K (default {BALD_PASSES}, "
-                        f"at least {BALD_MIN_PASSES})")
+    add_settings_flags(p)  # every method's own (methods.py): --DIAMq, --lewis_p, --badge_width, ...
     args = p.parse_args(argv)
     if args.batch_size is not None and args.batch_size <= 0:
         p.error("--batch_size must be positive")
-    if not (math.isfinite(args.DIAMq) and args.DIAMq >= 0):
-        p.error("--DIAMq must be a finite number >= 0")
-    if not LEWIS_MIN_P <= args.lewis_p < LEWIS_MAX_P:
-        p.error(f"--lewis_p must be in [{LEWIS_MIN_P:g}, {LEWIS_MAX_P:g}): the fixed-point iteration of the "
-                "Lewis weights converges there (2 gives the leverage scores)")
-    if args.badge_width < 0:
-        p.error("--badge_width must be 0 (exact features) or a positive width")
-    if args.bald_passes < BALD_MIN_PASSES:
-        p.error(f"--bald_passes must be at least {BALD_MIN_PASSES}: with one pass a model's dropout outputs have "
-                "no spread to measure")
+    problem = settings_problem(args)
+    if problem:
+        p.error(problem)
     return args
 
 

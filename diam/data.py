@@ -23,23 +23,13 @@ from torchvision import datasets as tv
 from .dataset_file import DatasetFile, load_images
 from .errors import UserError
 from .paths import atomic_write, cache_dir
-from .presets import check_dataset
+from .datasets import DATASETS, BuiltinDataset, check_dataset
 
-# name -> (torchvision class, EMNIST split or None, number of classes, label offset)
-TORCHVISION_DATASETS = {
-    "mnist": (tv.MNIST, None, 10, 0),
-    "kmnist": (tv.KMNIST, None, 10, 0),
-    "fmnist": (tv.FashionMNIST, None, 10, 0),
-    # EMNIST letters are labelled 1..26; shift them to 0..25.
-    "emnistlet": (tv.EMNIST, "letters", 26, 1),
-    "emnistdig": (tv.EMNIST, "digits", 10, 0),
-}
 # Where Debian's dataset-fashion-mnist package puts the .gz files.
 SYSTEM_LOCATIONS = {"fmnist": [Path("/usr/share/datasets/fashion-mnist")]}
 DIGITS_TEST_SIZE = 500  # scikit-learn's digits has no official split: a fixed stratified one
-# name -> the torchvision dataset whose official test split (10,000 images) it is made from. The split
-# into 8,000 pool and 2,000 test images is stratified by class and fixed by the subset seed.
-TEST_SPLIT_DATASETS = {"mnist10k": "mnist", "kmnist10k": "kmnist"}
+# A "test_split" dataset's official test split (10,000 images) is split into 8,000 pool and 2,000
+# test images, stratified by class and fixed by the subset seed.
 TEST_SPLIT_TEST_SIZE = 2000
 
 
@@ -90,12 +80,7 @@ def load_dataset(dataset: Union[str, DatasetFile], data_root=None, pool_size=Non
     else:
         check_dataset(dataset)
         root = Path(data_root) if data_root else default_data_root()
-        if dataset == "digits":
-            data = _load_digits(seed)
-        elif dataset in TEST_SPLIT_DATASETS:
-            data = _load_test_split(dataset, root, seed)
-        else:
-            data = _load_torchvision(dataset, root)
+        data = LOADERS[DATASETS[dataset].source](dataset, root, seed)
     rng = np.random.default_rng(seed)
     pool = _subset(len(data.pool_labels), pool_size, rng)
     test = _subset(len(data.test_labels), test_size, rng)
@@ -125,7 +110,13 @@ def _load_files(dataset: DatasetFile) -> Data:
                 as_t(files.test_labels), len(files.classes), files.classes, files.pool_paths, files.fingerprint)
 
 
-def _load_digits(seed: int) -> Data:
+def _torchvision_class(name: str):
+    """The torchvision.datasets class of a registered "torchvision" dataset."""
+    return getattr(tv, DATASETS[name].torchvision_class)
+
+
+def _load_digits(name: str, root: Path, seed: int) -> Data:
+    """scikit-learn's embedded digits (root is not read: there are no files)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -135,16 +126,16 @@ def _load_digits(seed: int) -> Data:
     pool_x, test_x, pool_y, test_y = train_test_split(
         images, digits.target, test_size=DIGITS_TEST_SIZE, stratify=digits.target, random_state=seed)
     as_t = lambda a, dtype: torch.from_numpy(np.ascontiguousarray(a)).to(dtype)  # noqa: E731
-    return Data("digits", as_t(pool_x, torch.uint8), as_t(pool_y, torch.int64), as_t(test_x, torch.uint8),
-                as_t(test_y, torch.int64), 10)
+    return Data(name, as_t(pool_x, torch.uint8), as_t(pool_y, torch.int64), as_t(test_x, torch.uint8),
+                as_t(test_y, torch.int64), DATASETS[name].n_classes)
 
 
 def _load_test_split(name: str, root: Path, seed: int) -> Data:
     """A torchvision dataset's official test split alone, split into a pool and a test set (stratified)."""
     from sklearn.model_selection import train_test_split
 
-    source = TEST_SPLIT_DATASETS[name]
-    cls = TORCHVISION_DATASETS[source][0]
+    source = DATASETS[name].of
+    cls = _torchvision_class(source)
     files = [f for f in _expected_files(source) if f.startswith("t10k")]
     try:
         raw = _place_gz_files(source, root, files) / cls.__name__ / "raw"
@@ -170,11 +161,11 @@ def _load_test_split(name: str, root: Path, seed: int) -> Data:
         images.numpy(), labels.numpy(), test_size=TEST_SPLIT_TEST_SIZE, stratify=labels.numpy(), random_state=seed)
     as_t = lambda a, dtype: torch.from_numpy(np.ascontiguousarray(a)).to(dtype)  # noqa: E731
     return Data(name, as_t(pool_x, torch.uint8), as_t(pool_y, torch.int64), as_t(test_x, torch.uint8),
-                as_t(test_y, torch.int64), 10)
+                as_t(test_y, torch.int64), DATASETS[name].n_classes)
 
 
 def _expected_files(name: str):
-    cls, split, _, _ = TORCHVISION_DATASETS[name]
+    cls, split = _torchvision_class(name), DATASETS[name].split
     if split is not None:
         return [f"emnist-{split}-{part}-{kind}-ubyte" for part in ("train", "test")
                 for kind in ("images-idx3", "labels-idx1")]
@@ -188,7 +179,7 @@ def _place_gz_files(name: str, root: Path, files=None) -> Path:
     Returns the root torchvision should read: `root` itself, or a cache folder when
     `root` is read-only (a shared dataset folder, say).
     """
-    cls = TORCHVISION_DATASETS[name][0]
+    cls = _torchvision_class(name)
     files = files or _expected_files(name)
     places = [root / cls.__name__ / "raw", root, root / cls.__name__, *SYSTEM_LOCATIONS.get(name, [])]
     if all((places[0] / filename).exists() for filename in files):
@@ -215,8 +206,10 @@ def unpack_cache() -> Path:
     return cache_dir() / "datasets"
 
 
-def _load_torchvision(name: str, root: Path) -> Data:
-    cls, split, n_classes, offset = TORCHVISION_DATASETS[name]
+def _load_torchvision(name: str, root: Path, seed: int) -> Data:
+    """A torchvision dataset's train and test splits (the seed is not read: they are fixed)."""
+    entry: BuiltinDataset = DATASETS[name]
+    cls, split, n_classes, offset = _torchvision_class(name), entry.split, entry.n_classes, entry.label_offset
     kwargs = {"split": split} if split else {}
     try:
         root = _place_gz_files(name, root)
@@ -252,3 +245,7 @@ def _load_torchvision(name: str, root: Path) -> Data:
             ) from None
     return Data(name, train.data.to(torch.uint8), train.targets.long() - offset, test.data.to(torch.uint8),
                 test.targets.long() - offset, n_classes)
+
+
+# BuiltinDataset.source -> the loader of (name, data root, subset seed)
+LOADERS = {"torchvision": _load_torchvision, "test_split": _load_test_split, "sklearn_digits": _load_digits}

@@ -37,7 +37,7 @@ from PIL import Image, ImageOps
 from .errors import UserError
 from .labels import read_rows
 from .paths import atomic_path, cache_dir, step_lock
-from .presets import DATASETS
+from .datasets import DATASETS
 
 # What torchvision's ImageFolder takes for an image.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

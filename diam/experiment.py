@@ -29,11 +29,13 @@ from .data import Data, load_dataset
 from .errors import UserError
 from .labels import read_rows, read_sheet, write_sheet
 from .mc_dropout import mc_dropout_probs
+from .methods import METHODS
 from .paths import (NPZ_READ_ERRORS, check_run_config, read_indices, refuse_paper_results, step_lock, write_indices,
                     write_json, write_npz, write_text, atomic_write)
-from .presets import SUBSET_SEED
+from .pool import Pool
+from .presets import BALD_PASSES, SUBSET_SEED
 from .settings import StepSettings, check_net_index, resolve_device
-from .strategies import STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, WeightedBatch, strategy_notes
+from .strategies import CALTopUpWarning, WeightedBatch, strategy_notes
 from .training import (Record, allow_tf32, backbone_features, evaluate, predict, set_batchnorm_statistics,
                        stream_seed, to_device, train_linear_head, train_target_net)
 
@@ -63,7 +65,7 @@ class Run:
         if self.device.type == "cuda":
             allow_tf32()
             torch.backends.cudnn.benchmark = self.speed.cudnn_benchmark
-        self.data_root, self.redo, self.diam_q = settings.data_root, settings.redo, settings.diam_q
+        self.data_root, self.redo = settings.data_root, settings.redo
         self.nets = settings.target_nets  # net_id n is the n-th of these
         if settings.nets:
             models.check_target_names(settings.nets)
@@ -313,12 +315,12 @@ def _record(run: Run, net_id: int, record_snapshots: bool) -> Record:
     if run.al_iter == preset.al_iters - 1 and not preset.score_with_train_aug:
         return Record(snapshots=record_snapshots)
     first = run.al_iter == 0
-    strategy = STRATEGIES.get(run.method)
-    reads = (lambda what: False) if strategy is None or strategy.one_shot else strategy.reads
-    return Record(snapshots=record_snapshots or first or reads("snapshots"),
-                  probs=first or reads("probs"),
-                  features=net_id == preset.coreset_feature_net and (first or reads("features"))
-                  or reads("model_features"))
+    strategy = METHODS.get(run.method)
+    reads = () if strategy is None or strategy.one_shot else strategy.reads
+    return Record(snapshots=record_snapshots or first or "snapshots" in reads,
+                  probs=first or "probs" in reads,
+                  features=net_id == preset.coreset_feature_net and (first or "features" in reads)
+                  or "model_features" in reads)
 
 
 def _train_head(run: Run, net_id: int, initial_net, data: Data, labeled, unlabeled, record: Record, stream: int):
@@ -337,7 +339,7 @@ def _train_head(run: Run, net_id: int, initial_net, data: Data, labeled, unlabel
 
 
 def _one_shot(run: Run) -> bool:
-    strategy = STRATEGIES.get(run.method)
+    strategy = METHODS.get(run.method)
     return strategy is not None and strategy.one_shot
 
 
@@ -422,10 +424,9 @@ def selection_rng(run: Run) -> np.random.Generator:
     return np.random.default_rng([run.preset.seed, key])
 
 
-def selection_options(run: Run) -> SelectionOptions:
-    return SelectionOptions(device=str(run.device), original_uncertainty=run.preset.original_uncertainty,
-                            diam_q=run.diam_q, lewis_p=run.settings.lewis_p, lewis_sampler=run.settings.lewis_sampler,
-                            badge_width=run.settings.badge_width)
+def selection_options(run: Run):
+    """The settings run.method's strategy selects with (its class in methods.py), as the step resolved them."""
+    return run.settings.method_settings(run.method)
 
 
 def _scoring_generator(run: Run, net_id: int):
@@ -503,15 +504,15 @@ def initial_features(run: Run, net_id: int, unlabeled: np.ndarray) -> np.ndarray
     return feats
 
 
-def model_features(run: Run, unlabeled: np.ndarray, representation=None) -> np.ndarray:
+def model_features(run: Run, unlabeled: np.ndarray, representation: str = "trained") -> np.ndarray:
     """(T, U, dim) float16: every net's penultimate features of the unlabeled pool, from the nets
-    `representation` names (default: the run's --lewis_representation; trained ones: what training
-    recorded, or computed once from the checkpoint and kept beside it). Narrower features are padded
-    with zero columns, which change no Lewis weight (they add nothing to the column space) and no
-    inner product (BADGE)."""
+    `representation` names ("trained", the default: what training recorded, or computed once from the
+    checkpoint and kept beside it; "initial": `initial_features`). Narrower features are padded with
+    zero columns, which change no Lewis weight (they add nothing to the column space), no inner
+    product (BADGE) and no Euclidean distance (DIAM_qp's neighbours)."""
     per_net = []
     for n in range(run.model_num):
-        if (representation or run.settings.lewis_representation) == "initial":
+        if representation == "initial":
             per_net.append(initial_features(run, n, unlabeled))
         else:
             per_net.append(_pool_predictions(run, n, unlabeled, "pool_features")["pool_features"][unlabeled])
@@ -521,7 +522,7 @@ def model_features(run: Run, unlabeled: np.ndarray, representation=None) -> np.n
     return feats
 
 
-def dropout_probs(run: Run, unlabeled: np.ndarray) -> np.ndarray:
+def dropout_probs(run: Run, unlabeled: np.ndarray, passes: int = BALD_PASSES) -> np.ndarray:
     """(T, K, U, C) float32: K = --bald_passes MC-dropout softmax outputs of every trained net on the
     unlabeled pool, through each net's own dropout (diam/mc_dropout.py). Computed here, from the
     checkpoints (training records nothing for them), with masks from a generator seeded by the repeat,
@@ -542,7 +543,7 @@ def dropout_probs(run: Run, unlabeled: np.ndarray) -> np.ndarray:
         net, _ = run.load_net(n)
         seed = int(np.random.SeedSequence([run.preset.seed, key, n]).generate_state(1)[0])
         per_net.append(mc_dropout_probs(net, images, run.image_size(n), run.preset.eval_batch,
-                                        run.settings.bald_passes, seed, generator=_scoring_generator(run, n),
+                                        passes, seed, generator=_scoring_generator(run, n),
                                         crop_scale_min=run.preset.crop_scale_min, bf16=run.preset.bf16,
                                         speed=run.speed))
     return np.stack(per_net)
@@ -554,41 +555,24 @@ def _unlabeled_probs(run: Run, unlabeled: np.ndarray) -> np.ndarray:
                      for n in range(run.model_num)])
 
 
-def selection_inputs(run: Run, needs: str, labeled: np.ndarray, unlabeled: np.ndarray) -> SelectionInputs:
-    if needs == "probs":
-        return SelectionInputs(len(unlabeled), unlabeled_probs=_unlabeled_probs(run, unlabeled))
-    if needs == "snapshots":
-        snaps = [_pool_predictions(run, n, unlabeled, "snapshot_labels")["snapshot_labels"]
-                 for n in range(run.model_num)]
-        return SelectionInputs(len(unlabeled), snapshot_labels=np.stack(snaps))
-    if needs == "snapshots_and_model_features":
-        snaps, feats = [], None
-        for n in range(run.model_num):
-            stored = _pool_predictions(run, n, unlabeled, "snapshot_labels")
-            if "pool_features" not in stored:  # iteration 0 records them for one net only
-                stored = _pool_predictions(run, n, unlabeled, "pool_features")
-            width = stored["pool_features"].shape[1]
-            if feats is None or width > feats.shape[2]:
-                # Named models' features may differ in width: zero columns pad the narrower ones,
-                # which leaves every Euclidean distance between their examples as it was.
-                wider = np.zeros((run.model_num, len(unlabeled), width), np.float16)
-                if feats is not None:
-                    wider[:, :, :feats.shape[2]] = feats
-                feats = wider
-            snaps.append(stored["snapshot_labels"])
-            feats[n, :, :width] = stored["pool_features"][unlabeled]
-        return SelectionInputs(len(unlabeled), snapshot_labels=np.stack(snaps), unlabeled_model_features=feats)
-    if needs == "model_features":
-        return SelectionInputs(len(unlabeled), unlabeled_model_features=model_features(run, unlabeled))
-    if needs == "probs_and_model_features":
-        return SelectionInputs(len(unlabeled), unlabeled_probs=_unlabeled_probs(run, unlabeled),
-                               unlabeled_model_features=model_features(run, unlabeled, "trained"))
-    if needs == "dropout_probs":
-        return SelectionInputs(len(unlabeled), dropout_probs=dropout_probs(run, unlabeled))
-    if needs == "features":
+def selection_pool(run: Run, labeled: np.ndarray, unlabeled: np.ndarray) -> Pool:
+    """The unlabeled pool as the strategies see it: each field read from what training recorded (or
+    computed from the checkpoints) the first time a strategy asks for it."""
+    def coreset_features():  # the coreset net's, of both sets, read from one file at once
         feats = _pool_predictions(run, run.preset.coreset_feature_net, unlabeled, "pool_features")["pool_features"]
-        return SelectionInputs(len(unlabeled), unlabeled_features=feats[unlabeled], labeled_features=feats[labeled])
-    return SelectionInputs(len(unlabeled))
+        return feats[unlabeled], feats[labeled]
+
+    def snapshot_labels():
+        return np.stack([_pool_predictions(run, n, unlabeled, "snapshot_labels")["snapshot_labels"]
+                         for n in range(run.model_num)])
+
+    return Pool(len(unlabeled), str(run.device), fetch={
+        "unlabeled_probs": lambda: _unlabeled_probs(run, unlabeled),
+        "snapshot_labels": snapshot_labels,
+        ("unlabeled_features", "labeled_features"): coreset_features,
+        "unlabeled_model_features": lambda: model_features(run, unlabeled, "trained"),
+        "initial_model_features": lambda: model_features(run, unlabeled, "initial"),
+        "dropout_probs": lambda passes: dropout_probs(run, unlabeled, passes)})
 
 
 def select_step(run: Run, batch_size=None) -> str:
@@ -601,16 +585,14 @@ def select_step(run: Run, batch_size=None) -> str:
     out = run.paths.indices(run.model_num, run.method, run.al_iter + 1)
     if out.exists() and not run.redo:
         return f"already selected: {out}"
-    strategy = STRATEGIES[run.method]
-    if strategy.one_shot:
+    if METHODS[run.method].one_shot:
         return _one_shot_select_step(run, batch_size, out)
     labeled, unlabeled = run.split()
     run.claim_folder()
     with step_lock(out):
         if out.exists() and not run.redo:
             return f"already selected: {out}"
-        inputs = selection_inputs(run, strategy.needs, labeled, unlabeled)
-        picked, seconds = _pick(run, inputs, batch_size)
+        picked, seconds = _pick(run, selection_pool(run, labeled, unlabeled), batch_size)
         positions = check_batch(_positions(picked), len(unlabeled), batch_size, run.method)
         if isinstance(picked, WeightedBatch):
             _write_importance_weights(run, run.al_iter + 1, unlabeled[positions], picked.importance_weights,
@@ -641,9 +623,8 @@ def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
     with step_lock(out):
         if out.exists() and not run.redo:
             return f"already selected: {out}"
-        inputs = selection_inputs(source, STRATEGIES[run.method].needs, labeled, unlabeled)
         budget = batch_size * n_selections
-        picked, seconds = _pick(source, inputs, budget)
+        picked, seconds = _pick(source, selection_pool(source, labeled, unlabeled), budget)
         positions = check_batch(_positions(picked), len(unlabeled), budget, run.method)
         written, sheets = [], []
         for k in range(n_selections, 0, -1):  # iteration 1's file, which marks al_iter 0 done, last
@@ -668,14 +649,14 @@ def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
                    f"iteration), or in Label Studio: {', '.join(tasks)} (docs/own_data.md)" if to_label else "")
 
 
-def _pick(run: Run, inputs: SelectionInputs, batch_size: int):
-    """What run.method's strategy picks, and the seconds it took (the inputs' reading not counted);
+def _pick(run: Run, pool: Pool, batch_size: int):
+    """What run.method's strategy picks, and the seconds it took (the pool's reading not counted);
     the strategy's notes and CAL's top-up warning are printed."""
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught, strategy_notes() as notes:
         warnings.simplefilter("always", CALTopUpWarning)
-        picked = STRATEGIES[run.method].select(inputs, batch_size, selection_rng(run), selection_options(run))
-    seconds = time.perf_counter() - start
+        picked = METHODS[run.method].select(pool, batch_size, selection_rng(run), selection_options(run))
+    seconds = time.perf_counter() - start - pool.fetch_seconds
     for w in caught:  # our own notes; a library's deprecation notices are not the user's business
         if issubclass(w.category, CALTopUpWarning):
             print(f"note: {w.message}", file=sys.stderr)
@@ -703,8 +684,8 @@ def _write_importance_weights(run: Run, al_iter: int, selected, importance_weigh
     one's importance weight (its weight in a loss that estimates the pool's) and maximum Lewis weight."""
     write_npz(run.paths.importance_weights(run.model_num, run.method, al_iter),
               selected=np.asarray(selected, dtype=np.int64), importance_weights=np.asarray(importance_weights),
-              lewis_weights=np.asarray(lewis_weights), lewis_p=np.array(run.settings.lewis_p),
-              representation=np.array(run.settings.lewis_representation), sampler=np.array(sampler))
+              lewis_weights=np.asarray(lewis_weights), lewis_p=np.array(selection_options(run).lewis_p),
+              representation=np.array(selection_options(run).lewis_representation), sampler=np.array(sampler))
 
 
 def _lewis_summary(run: Run, picked) -> str:
@@ -713,7 +694,8 @@ def _lewis_summary(run: Run, picked) -> str:
     draws = "" if picked.draws is None else f", {len(picked.draws)} draws"
     # Against the sample's size: near it, the weights are close to uniform (the regime of a small pool).
     return (f"; sum of maximum Lewis weights over the unlabeled pool {picked.lewis_weight_sum:.1f} for a sample "
-            f"of {len(picked.positions)} (p = {run.settings.lewis_p:g}, {run.settings.lewis_representation} nets, "
+            f"of {len(picked.positions)} (p = {selection_options(run).lewis_p:g}, "
+            f"{selection_options(run).lewis_representation} nets, "
             f"{picked.sampler} sampler{draws})")
 
 

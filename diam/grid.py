@@ -34,8 +34,10 @@ from typing import Callable, NamedTuple
 from . import cli
 from .errors import UserError
 from .paths import RunPaths, default_work_dir, write_text
-from .presets import (DATASETS, DEFAULT_METHODS, MAX_MODELS, METHODS, PAPER_DATASETS, PAPER_MODEL_NUMS, Preset,
-                      add_preset_arguments, preset_from_args)
+from .datasets import DATASETS
+from .methods import METHODS
+from .presets import (DEFAULT_METHODS, MAX_MODELS, PAPER_DATASETS, PAPER_MODEL_NUMS, Preset, add_preset_arguments,
+                      preset_from_args)
 from .settings import check_method, resolve_dataset
 
 # How often Ray restarts a dead worker and resubmits the step it was running.

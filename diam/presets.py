@@ -10,19 +10,9 @@ from typing import Optional
 
 from .errors import UserError
 
-# Torchvision datasets of the original scripts, scikit-learn's embedded digits (offline), and MNIST and
-# KMNIST made from their official test splits alone (10,000 images each, split once into a pool and a
-# test set: the training splits cannot be had offline, the test splits ship in ../shared/datasets).
-DATASETS = ("mnist", "kmnist", "fmnist", "emnistlet", "emnistdig", "digits", "mnist10k", "kmnist10k")
-# The paper's seven, then DIAM_qp (the extended paper's batch-diverse DIAM; not in the paper's table),
-# then the authors' next method, Lewis-weight sampling (ICLR 2024): a batch per iteration, and
-# one-shot (the whole budget chosen at iteration 0, docs/lewis.md); then the deep active-learning
-# baselines every benchmark carries, BADGE and BALD, for T models (docs/badge_bald.md).
-METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM", "DIAM_qp", "lewis", "lewis_oneshot",
-           "badge", "bald")
 # What a loop runs unless told otherwise (iter_all.sh's list, the grid, the benchmarks): the paper's
-# seven, in the order the original scripts run them.
-DEFAULT_METHODS = PAPER_METHODS = METHODS[:7]
+# seven methods, in the order the original scripts run them (the first seven of methods.METHODS).
+DEFAULT_METHODS = PAPER_METHODS = ("random", "least_conf", "margin", "entropy", "coreset", "CAL", "DIAM")
 # The paper's datasets: what a loop runs unless told otherwise, and the first of a table's rows.
 PAPER_DATASETS = ("mnist", "kmnist")
 MAX_MODELS = 12
@@ -62,13 +52,6 @@ DIAM_QP_ABSORBED_ERROR = 1e-11
 # The least margin the certificate accepts (free values inside (0, 1), multipliers at the
 # bounds, the gap at the top-B cut), whatever the error bound: a floor for ill-posed cases.
 DIAM_QP_CERTIFICATE_MARGIN = 1e-9
-
-
-def check_dataset(name: str) -> None:
-    """A built-in dataset's name; else a UserError listing them and pointing at dataset files."""
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset '{name}'. Choose one of: {', '.join(DATASETS)}, or give a .json file "
-                        "describing your own images (docs/own_data.md).")
 
 
 def default_nets(model_num: int) -> tuple:

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from diam.datasets import display_name as dataset_display_name  # noqa: F401  (the registries' names in tables)
 from diam.errors import UserError
+from diam.methods import display_name as method_display_name  # noqa: F401
 from diam.paths import PAPER_MARKER as PAPER_RESULTS_MARKER
 from diam.paths import seed_folder
 from diam.presets import PAPER_DATASETS
@@ -28,44 +30,11 @@ SEED_FOLDER = re.compile(r"seed([1-9][0-9]*)")
 
 # The order of the paper's figure legend and of its table rows: DIAM first.
 DISPLAY_ORDER = ("DIAM", "CAL", "entropy", "margin", "least_conf", "coreset", "random")
-METHOD_DISPLAY_NAMES = {
-    "DIAM": "DIAM",
-    "DIAM_qp": "DIAM_qp",
-    # What ran under each name: the third edition's lewis rows are the project's per-iteration,
-    # rank-B extension, not the paper's method; lewis_oneshot is the paper's (docs/lewis.md).
-    "lewis": "Lewis per-iter. rank-B (ours)",
-    "lewis_oneshot": "Lewis one-shot (paper)",
-    "badge": "BADGE",
-    "bald": "BALD",
-    "CAL": "CAL",
-    "entropy": "Entropy",
-    "margin": "Margin",
-    "least_conf": "Least conf.",
-    "coreset": "Coreset",
-    "random": "Random",
-}
-DATASET_DISPLAY_NAMES = {
-    "mnist": "MNIST",
-    "kmnist": "Kuzushiji-MNIST",
-    "fmnist": "Fashion-MNIST",
-    "emnistlet": "EMNIST letters",
-    "emnistdig": "EMNIST digits",
-    "mnist10k": "MNIST (test split)",
-    "kmnist10k": "Kuzushiji-MNIST (test split)",
-}
 PAPER_QUERY_BATCH = 1500
 # The paper's own numbers, shipped with the project: the tree table.py and plot.py read by default.
 PAPER_RESULTS_DIR = Path(__file__).resolve().parents[1] / "extracted_results"
 
 RunKey = tuple[int, str, str]  # (number of target models T, dataset, method)
-
-
-def method_display_name(method: str) -> str:
-    return METHOD_DISPLAY_NAMES.get(method, method)
-
-
-def dataset_display_name(dataset: str) -> str:
-    return DATASET_DISPLAY_NAMES.get(dataset, dataset)
 
 
 def in_display_order(methods) -> list[str]:

@@ -9,8 +9,9 @@ from typing import Optional
 from .dataset_file import DatasetFile, is_dataset_file, read_dataset_file
 from .errors import UserError
 from .paths import RunPaths, check_run_config, default_work_dir, refuse_paper_results
-from .presets import (BADGE_FEATURE_WIDTH, BALD_PASSES, DIAM_QP_Q, LEWIS_P, MAX_MODELS, METHODS, Preset, check_dataset,
-                      default_nets, preset_from_args)
+from .datasets import check_dataset
+from .methods import METHODS, resolve_settings
+from .presets import MAX_MODELS, Preset, default_nets, preset_from_args
 from .speed import Speed, speed_from_environment
 
 
@@ -25,15 +26,17 @@ class StepSettings:
     device: Optional[str] = None  # cpu, cuda or cuda:N; None: cuda when present (`resolve_device`)
     data_root: Optional[str] = None  # None: $DIAM_DATA_ROOT or ./data
     redo: bool = False
-    diam_q: float = DIAM_QP_Q  # DIAM_qp's weight of the disagreement score (only selection sets it)
-    lewis_p: float = LEWIS_P  # lewis, lewis_oneshot: the p of the lp Lewis weights (only selection sets it)
-    lewis_representation: str = "trained"  # lewis, lewis_oneshot: one of presets.LEWIS_REPRESENTATIONS
-    lewis_sampler: Optional[str] = None  # lewis, lewis_oneshot: one of presets.LEWIS_SAMPLERS; None: the method's own
-    badge_width: int = BADGE_FEATURE_WIDTH  # badge: features wider than this are sketched to it; 0: exact
-    bald_passes: int = BALD_PASSES  # bald: MC-dropout passes per model over the pool
+    # Every method's own settings (methods.py), one instance per settings class; only selection's flags
+    # set them, the other steps keep the defaults. `method_settings` picks a method's.
+    strategy_settings: tuple = ()
     speed: Speed = Speed()  # how passes and steps run, never what they compute (DIAM_* variables, diam/speed.py)
     nets: tuple = ()  # the T target models by name (models.py); () for the paper's, ofa0..ofa<T-1>
     dataset_file: Optional[DatasetFile] = None  # the dataset made from files, when it is one
+
+    def method_settings(self, method: Optional[str] = None):
+        """The settings `method` (default: this step's) selects with: its class's instance, or its defaults."""
+        cls = METHODS[method or self.method].settings
+        return next((s for s in self.strategy_settings if type(s) is cls), None) or cls()
 
     @property
     def target_nets(self) -> tuple:
@@ -109,13 +112,8 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
     check_run_config(paths, run_config(name, preset, nets, dataset_file), claim=False)
     return StepSettings(preset=preset, dataset=name, model_num=args.model_num, al_iter=args.al_iter,
                         method=method, paths=paths, device=args.device, data_root=args.data_root,
-                        redo=args.redo, diam_q=getattr(args, "DIAMq", DIAM_QP_Q), nets=nets,
-                        dataset_file=dataset_file, speed=speed_from_environment(),
-                        lewis_p=getattr(args, "lewis_p", LEWIS_P),
-                        lewis_representation=getattr(args, "lewis_representation", "trained"),
-                        lewis_sampler=getattr(args, "lewis_sampler", None),
-                        badge_width=getattr(args, "badge_width", BADGE_FEATURE_WIDTH),
-                        bald_passes=getattr(args, "bald_passes", BALD_PASSES))
+                        redo=args.redo, nets=nets, dataset_file=dataset_file, speed=speed_from_environment(),
+                        strategy_settings=resolve_settings(args, preset))
 
 
 def check_net_index(net_id: int, model_num: int) -> None:

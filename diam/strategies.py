@@ -6,10 +6,8 @@ from the `numpy.random.Generator` the caller passes in, so a batch is a function
 of (inputs, batch_size, rng state, options). Deterministic rankings break ties by
 lower position first; DIAM, as the original, breaks them at random.
 
-`STRATEGIES` maps the command-line method names to what each strategy needs and
-to a `select(inputs, batch_size, rng, options)` with one signature for all
-(`options` is a `SelectionOptions`: the device and the strategies' own settings).
-BADGE and BALD live in `badge_bald.py`.
+The registry of methods (`methods.METHODS`) says how each reads the pool (`pool.Pool`) and
+calls it with its own settings. BADGE and BALD live in `badge_bald.py`.
 A strategy that attaches importance weights to its picks (Lewis-weight sampling) returns
 a `WeightedBatch`; the others return the positions alone.
 """
@@ -17,17 +15,16 @@ import logging
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from sklearn.preprocessing import MinMaxScaler
 
-from .badge_bald import badge, bald
+from .badge_bald import badge, bald  # noqa: F401  (every strategy can be reached from here)
 from .diversity_qp import knn_cooccurrence, nearest_psd, solve_selection_qp
 from .lewis import (draw_with_replacement, inclusion_probabilities, maximum_lewis_weights, sample_with_probabilities,
                     sampling_distribution, with_replacement_sample)
-from .presets import (BADGE_FEATURE_WIDTH, DIAM_QP_MAX_SUBSAMPLE, DIAM_QP_NEIGHBOUR_FRACTION, DIAM_QP_Q,
+from .presets import (DIAM_QP_MAX_SUBSAMPLE, DIAM_QP_NEIGHBOUR_FRACTION, DIAM_QP_Q,
                       DIAM_QP_SUBSAMPLE_DIVISOR, LEWIS_P, LEWIS_SAMPLERS)
 
 # What a strategy did that its batch does not show (DIAM_qp: which route solved the QP), as
@@ -479,108 +476,3 @@ def lewis_sampling(model_features, batch_size: int, rng: np.random.Generator, p:
     probabilities = inclusion_probabilities(weights, n_picks)
     positions = sample_with_probabilities(probabilities, rng)
     return WeightedBatch(positions, 1.0 / probabilities[positions], weights[positions], float(weights.sum()))
-
-
-# ------------------------------------------------------------------- registry
-
-@dataclass(frozen=True)
-class SelectionInputs:
-    """What the caller computed for the current unlabeled pool; each strategy reads
-    only what its `Strategy.needs` names."""
-    n_unlabeled: int
-    unlabeled_probs: np.ndarray | None = None      # (T, U, C) softmax outputs
-    unlabeled_features: np.ndarray | torch.Tensor | None = None  # (U, dim)
-    labeled_features: np.ndarray | torch.Tensor | None = None    # (L, dim); L may be 0
-    snapshot_labels: np.ndarray | None = None      # (T, K, U) predicted labels
-    unlabeled_model_features: np.ndarray | None = None  # (T, U, dim): every model's own features
-    dropout_probs: np.ndarray | None = None  # (T, K, U, C): K MC-dropout softmax outputs of each model
-
-
-@dataclass(frozen=True)
-class SelectionOptions:
-    """How a strategy runs, apart from its inputs: where, and the settings some strategies read."""
-    device: str = "cpu"
-    original_uncertainty: bool = False  # least_conf/margin/entropy as the original ranked them
-    diam_q: float = DIAM_QP_Q  # DIAM_qp's weight q of the first-order score (--DIAMq)
-    lewis_p: float = LEWIS_P  # the p of the lp Lewis weights (--lewis_p)
-    lewis_sampler: str | None = None  # --lewis_sampler; None: each Lewis method's own (below)
-    badge_width: int = BADGE_FEATURE_WIDTH  # BADGE sketches wider features to this width; 0: exact (--badge_width)
-
-
-def _original_scaling_rng(options: SelectionOptions, rng: np.random.Generator):
-    return rng if options.original_uncertainty else None
-
-
-@dataclass(frozen=True)
-class Strategy:
-    # "nothing", "probs", "features", "snapshots", "model_features", "snapshots_and_model_features",
-    # "probs_and_model_features" or "dropout_probs" (computed at selection from the checkpoints)
-    needs: str
-    select: Callable[[SelectionInputs, int, np.random.Generator, SelectionOptions], np.ndarray | WeightedBatch]
-    # One-shot: the whole budget is chosen at once from iteration 0's nets, not a batch per iteration.
-    one_shot: bool = False
-
-    def reads(self, what: str) -> bool:
-        """Whether selection reads `what` ("probs", "features", "snapshots" or "model_features") from the
-        iteration's training: what a training step records for this strategy."""
-        return what in self.needs.split("_and_")
-
-
-def _lewis_with(default_sampler: str):
-    """A Lewis-weight strategy whose sampler is `default_sampler` unless the options name another: the
-    one-shot method the paper's (with replacement), the per-iteration one the project's (systematic)."""
-    def select(inputs, batch_size, rng, options):
-        return lewis_sampling(_required(inputs, "unlabeled_model_features", 1), batch_size, rng, p=options.lewis_p,
-                              device=options.device, sampler=options.lewis_sampler or default_sampler)
-    return select
-
-
-def _required(inputs: SelectionInputs, name: str, unlabeled_axis: int):
-    """The named input, checked to be present and to cover the whole unlabeled pool."""
-    value = getattr(inputs, name)
-    if value is None:
-        raise ValueError(f"this strategy needs inputs.{name}")
-    if value.shape[unlabeled_axis] != inputs.n_unlabeled:
-        raise ValueError(f"inputs.{name} covers {value.shape[unlabeled_axis]} unlabeled "
-                         f"examples, but n_unlabeled is {inputs.n_unlabeled}")
-    return value
-
-
-def _labeled_features(inputs: SelectionInputs):
-    if inputs.labeled_features is None:
-        raise ValueError("coreset needs inputs.labeled_features (an empty (0, dim) array "
-                         "when nothing is labeled)")
-    return inputs.labeled_features
-
-
-STRATEGIES: dict[str, Strategy] = {
-    "random": Strategy("nothing", lambda inputs, batch_size, rng, options:
-                       random_sampling(inputs.n_unlabeled, batch_size, rng)),
-    "least_conf": Strategy("probs", lambda inputs, batch_size, rng, options:
-                           least_confidence(_required(inputs, "unlabeled_probs", 1), batch_size,
-                                        _original_scaling_rng(options, rng))),
-    "margin": Strategy("probs", lambda inputs, batch_size, rng, options:
-                       margin(_required(inputs, "unlabeled_probs", 1), batch_size,
-                                        _original_scaling_rng(options, rng))),
-    "entropy": Strategy("probs", lambda inputs, batch_size, rng, options:
-                        entropy(_required(inputs, "unlabeled_probs", 1), batch_size,
-                                        _original_scaling_rng(options, rng))),
-    "coreset": Strategy("features", lambda inputs, batch_size, rng, options:
-                        coreset(_required(inputs, "unlabeled_features", 0),
-                                _labeled_features(inputs), batch_size, device=options.device)),
-    "CAL": Strategy("snapshots", lambda inputs, batch_size, rng, options:
-                    cal(_required(inputs, "snapshot_labels", 2), batch_size, rng)),
-    "DIAM": Strategy("snapshots", lambda inputs, batch_size, rng, options:
-                     diam(_required(inputs, "snapshot_labels", 2), batch_size, rng)),
-    "DIAM_qp": Strategy("snapshots_and_model_features", lambda inputs, batch_size, rng, options:
-                        diam_qp(_required(inputs, "snapshot_labels", 2),
-                                _required(inputs, "unlabeled_model_features", 1), batch_size, rng,
-                                q=options.diam_q, device=options.device)),
-    "lewis": Strategy("model_features", _lewis_with("systematic")),
-    "lewis_oneshot": Strategy("model_features", _lewis_with("with_replacement"), one_shot=True),
-    "badge": Strategy("probs_and_model_features", lambda inputs, batch_size, rng, options:
-                      badge(_required(inputs, "unlabeled_probs", 1), _required(inputs, "unlabeled_model_features", 1),
-                            batch_size, rng, width=options.badge_width, device=options.device)),
-    "bald": Strategy("dropout_probs", lambda inputs, batch_size, rng, options:
-                     bald(_required(inputs, "dropout_probs", 2), batch_size)),
-}

@@ -269,9 +269,9 @@ def test_the_flags_reach_the_strategies_and_bad_ones_are_refused(workdir, capsys
     args = ["--dataset", "digits", "--model_num", "2", "--preset", "quick", "--al_iter", "0", "--method", "badge",
             "--device", "cpu"]
     settings = settings_from_args(cli.select_args(args + ["--badge_width", "0", "--bald_passes", "50"]))
-    assert settings.bald_passes == 50 and selection_options(Run(settings)).badge_width == 0
+    assert settings.method_settings("bald").bald_passes == 50 and selection_options(Run(settings)).badge_width == 0
     defaults = settings_from_args(cli.select_args(args))
-    assert (defaults.bald_passes, selection_options(Run(defaults)).badge_width) == (BALD_PASSES, BADGE_FEATURE_WIDTH)
+    assert (defaults.method_settings("bald").bald_passes, selection_options(Run(defaults)).badge_width) == (BALD_PASSES, BADGE_FEATURE_WIDTH)
     for flag, value, message in (("--bald_passes", "1", "--bald_passes must be at least 2"),
                                  ("--badge_width", "-1", "--badge_width must be 0")):
         with pytest.raises(SystemExit) as refused:

@@ -16,7 +16,9 @@ from diam import cli, models, training
 from diam.settings import settings_from_args
 from diam.experiment import Run, train_step
 from diam.presets import preset_from_args
-from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions, smallest_scaled_average
+from diam.methods import METHODS, UncertaintySettings
+from diam.pool import Pool
+from diam.strategies import smallest_scaled_average
 
 TINY = ["--preset", "quick", "--epochs", "2", "--initial_labeled", "40", "--pool_size", "300",
         "--test_size", "100", "--device", "cpu"]
@@ -88,9 +90,9 @@ def test_default_training_records_he_fout_and_warns_about_no_weights(tmp_path):
 @pytest.mark.parametrize("method", ["least_conf", "margin", "entropy"])
 def test_original_uncertainty_is_the_seeded_shuffle_whatever_the_probabilities(method):
     rng = np.random.default_rng(3)
-    inputs = [SelectionInputs(50, unlabeled_probs=rng.dirichlet(np.ones(10) * a, size=(3, 50))) for a in (0.1, 5)]
-    quirk = SelectionOptions(original_uncertainty=True)
-    batches = [STRATEGIES[method].select(x, 7, np.random.default_rng(11), quirk) for x in inputs]
+    inputs = [Pool(50, unlabeled_probs=rng.dirichlet(np.ones(10) * a, size=(3, 50))) for a in (0.1, 5)]
+    quirk = UncertaintySettings(original_uncertainty=True)
+    batches = [METHODS[method].select(x, 7, np.random.default_rng(11), quirk) for x in inputs]
     shuffle_first_seven = np.random.default_rng(11).permutation(50)[:7]
     for batch in batches:
         np.testing.assert_array_equal(batch, shuffle_first_seven)
@@ -100,8 +102,8 @@ def test_original_uncertainty_is_the_seeded_shuffle_whatever_the_probabilities(m
 def test_corrected_uncertainty_picks_by_score(method):
     rng = np.random.default_rng(3)
     probs = rng.dirichlet(np.ones(10) * 0.3, size=(3, 50))
-    batch = STRATEGIES[method].select(SelectionInputs(50, unlabeled_probs=probs), 7, np.random.default_rng(11),
-                                      SelectionOptions())
+    batch = METHODS[method].select(Pool(50, unlabeled_probs=probs), 7, np.random.default_rng(11),
+                                   UncertaintySettings())
     scores = {"least_conf": probs.max(2), "entropy": (probs * np.log(probs)).sum(2),
               "margin": np.sort(probs, 2)[:, :, -1] - np.sort(probs, 2)[:, :, -2]}[method]
     np.testing.assert_array_equal(batch, smallest_scaled_average(scores, 7))

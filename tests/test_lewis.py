@@ -21,7 +21,8 @@ from diam.lewis import (draw_with_replacement, inclusion_probabilities, lewis_we
 from diam.paths import RunPaths, read_indices, write_json
 from diam.presets import PRESETS
 from diam.settings import settings_from_args
-from diam.strategies import STRATEGIES, WeightedBatch, lewis_sampling
+from diam.methods import METHODS
+from diam.strategies import WeightedBatch, lewis_sampling
 from diam.training import Record, train_linear_head, training_step
 from png_datasets import write_png_dataset
 
@@ -247,8 +248,8 @@ def test_an_example_that_only_one_model_sets_apart_is_always_picked():
 
 
 def test_registry_and_bad_shapes():
-    assert STRATEGIES["lewis"].needs == STRATEGIES["lewis_oneshot"].needs == "model_features"
-    assert STRATEGIES["lewis_oneshot"].one_shot and not STRATEGIES["lewis"].one_shot
+    assert METHODS["lewis"].reads == METHODS["lewis_oneshot"].reads == ("model_features",)
+    assert METHODS["lewis_oneshot"].one_shot and not METHODS["lewis"].one_shot
     with pytest.raises(ValueError, match="model_features must have shape"):
         lewis_sampling(np.zeros((10, 3)), 2, np.random.default_rng(0))
 

@@ -16,8 +16,9 @@ from diam.settings import run_config, settings_from_args
 from diam.experiment import Run, selection_rng
 from diam.paths import RunPaths, read_indices, write_json
 from diam.errors import UserError
-from diam.presets import METHODS, PRESETS, preset_from_args
-from diam.strategies import STRATEGIES, SelectionInputs, SelectionOptions
+from diam.methods import METHODS, UncertaintySettings
+from diam.pool import Pool
+from diam.presets import PRESETS, preset_from_args
 from diam.training import evaluate
 
 QUICK = PRESETS["quick"]
@@ -220,9 +221,9 @@ def test_original_uncertainty_reaches_the_strategy_through_al_select(tiny_runs):
     write_json(paths.config_file, run_config("digits", preset_from_args(parsed)))
     run = Run(settings_from_args(parsed))
     labeled, unlabeled, records = _recorded(paths, "margin")
-    inputs = SelectionInputs(len(unlabeled), unlabeled_probs=np.stack([r["unlabeled_probs"] for r in records]))
-    quirk = STRATEGIES["margin"].select(inputs, TINY["query_batch"], selection_rng(run),
-                                        SelectionOptions(original_uncertainty=True))
+    inputs = Pool(len(unlabeled), unlabeled_probs=np.stack([r["unlabeled_probs"] for r in records]))
+    quirk = METHODS["margin"].select(inputs, TINY["query_batch"], selection_rng(run),
+                                     UncertaintySettings(original_uncertainty=True))
     corrected = _strategy_batch("margin", labeled, unlabeled, records, None)
     assert set(quirk) != set(corrected)
 

@@ -13,11 +13,14 @@ from alipy.query_strategy import QueryInstanceCoresetGreedy, QueryInstanceQBC
 
 from diam.errors import UserError
 from diam.experiment import _record, check_batch
-from diam.presets import METHODS
+from diam.methods import METHODS
+from diam.pool import Pool
+from diam.presets import PAPER_METHODS
+from diam.settings import check_method
 
 from diam.strategies import (
-    STRATEGIES, CALTopUpWarning, SelectionInputs, SelectionOptions, WeightedBatch, cal, coreset, diam,
-    disagreement_count, entropy, least_confidence, margin, random_sampling, vote_entropy)
+    CALTopUpWarning, WeightedBatch, cal, coreset, diam, disagreement_count, entropy, least_confidence, margin,
+    random_sampling, vote_entropy)
 
 # VE of a 3-vs-1 split of K=4 snapshots: -(3/4 ln 3/4 + 1/4 ln 1/4).
 VE_3_1 = 0.75 * math.log(4 / 3) + 0.25 * math.log(4)
@@ -320,16 +323,45 @@ SHIPPED_NEEDS = {
     "badge": "probs_and_model_features", "bald": "dropout_probs"}
 
 
+# What each of the needs above is, as fields a strategy fetches from the pool.
+NEED_FIELDS = {"nothing": set(), "probs": {"unlabeled_probs"}, "features": {"unlabeled_features", "labeled_features"},
+               "snapshots": {"snapshot_labels"}, "model_features": {"unlabeled_model_features"},
+               "dropout_probs": {"dropout_probs"}}
+
+
+def fields_fetched(method: str) -> set:
+    """The pool fields `method`'s strategy asks for (with its default settings)."""
+    arrays, asked = random_arrays(40), set()
+
+    def fetcher(name):
+        def load(*args):
+            asked.add(name)
+            return arrays[name]
+        return load
+
+    pool = Pool(40, fetch={name: fetcher(name) for name in arrays})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CALTopUpWarning)
+        METHODS[method].select(pool, 5, np.random.default_rng(0), METHODS[method].settings())
+    return asked
+
+
 def test_registry_has_every_command_line_method_with_its_needs():
-    # The command line's names (presets.METHODS, which the scripts check) and the registry are one list:
-    # a name in one only would pass every check and fail at its first selection.
-    assert list(STRATEGIES) == list(METHODS)
-    assert {name: STRATEGIES[name].needs for name in SHIPPED_NEEDS} == SHIPPED_NEEDS
+    # One registry: the command line checks --method against its names (a name in a list of its own
+    # would pass every check and fail at its first selection), the paper's seven first.
+    for name in METHODS:
+        check_method(name)
+    with pytest.raises(UserError, match="unknown method 'bold'"):
+        check_method("bold")
+    assert list(METHODS)[:7] == list(PAPER_METHODS)
+    assert {name: fields_fetched(name) for name in SHIPPED_NEEDS} == {
+        name: set().union(*(NEED_FIELDS[part] for part in needs.split("_and_")))
+        for name, needs in SHIPPED_NEEDS.items()}
 
 
 def test_training_records_what_each_strategy_reads():
-    reads = {name: [what for what in ("probs", "features", "snapshots", "model_features") if strategy.reads(what)]
-             for name, strategy in STRATEGIES.items()}
+    reads = {name: [what for what in ("probs", "features", "snapshots", "model_features") if what in strategy.reads]
+             for name, strategy in METHODS.items()}
     assert reads == {"random": [], "least_conf": ["probs"], "margin": ["probs"], "entropy": ["probs"],
                      "coreset": ["features"], "CAL": ["snapshots"], "DIAM": ["snapshots"],
                      "DIAM_qp": ["snapshots", "model_features"], "lewis": ["model_features"],
@@ -376,7 +408,7 @@ def test_a_strategys_invalid_batch_is_refused_naming_what_is_wrong(batch, proble
     assert list(check_batch(np.array([7, 0, 3], dtype=np.uint8), 10, 3, "mine")) == [7, 0, 3]
 
 
-def random_inputs(n_unlabeled, seed=0, n_models=3, n_snapshots=4, n_classes=5, dim=6):
+def random_arrays(n_unlabeled, seed=0, n_models=3, n_snapshots=4, n_classes=5, dim=6) -> dict:
     rng = np.random.default_rng(seed)
     logits = rng.normal(size=(n_models, n_unlabeled, n_classes))
     probs = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
@@ -384,13 +416,20 @@ def random_inputs(n_unlabeled, seed=0, n_models=3, n_snapshots=4, n_classes=5, d
         n_snapshots, axis=1)
     flipped = rng.random(snapshot_labels.shape) < 0.1
     snapshot_labels[flipped] = rng.integers(0, n_classes, size=flipped.sum())
-    return SelectionInputs(
-        n_unlabeled=n_unlabeled, unlabeled_probs=probs,
+    model_features = rng.normal(size=(n_models, n_unlabeled, dim)).astype(np.float16)
+    return dict(
+        unlabeled_probs=probs,
         unlabeled_features=rng.normal(size=(n_unlabeled, dim)).astype(np.float32),
         labeled_features=rng.normal(size=(7, dim)).astype(np.float32),
         snapshot_labels=snapshot_labels,
-        unlabeled_model_features=rng.normal(size=(n_models, n_unlabeled, dim)).astype(np.float16),
+        unlabeled_model_features=model_features, initial_model_features=model_features,
         dropout_probs=rng.dirichlet(np.ones(n_classes), size=(n_models, n_snapshots, n_unlabeled)).astype(np.float32))
+
+
+def random_inputs(n_unlabeled, seed=0, **sizes) -> Pool:
+    arrays = random_arrays(n_unlabeled, seed, **sizes)
+    del arrays["initial_model_features"]  # as before: a pool with trained models' features only
+    return Pool(n_unlabeled, **arrays)
 
 
 def positions_of(picked):
@@ -405,24 +444,25 @@ def positions_of(picked):
     return picked
 
 
-@pytest.mark.parametrize("method", sorted(STRATEGIES))
+@pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("n_unlabeled,batch_size", [(60, 10), (60, 0), (9, 20), (1, 1)])
 def test_every_strategy_returns_min_b_u_distinct_positions_in_range(
         method, n_unlabeled, batch_size):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CALTopUpWarning)
-        picks = positions_of(STRATEGIES[method].select(random_inputs(n_unlabeled), batch_size,
-                                                       np.random.default_rng(0), SelectionOptions()))
+        picks = positions_of(METHODS[method].select(random_inputs(n_unlabeled), batch_size,
+                                                    np.random.default_rng(0), METHODS[method].settings()))
     assert isinstance(picks, np.ndarray) and picks.dtype == np.int64 and picks.ndim == 1
     assert len(picks) == min(batch_size, n_unlabeled)
     assert len(set(picks.tolist())) == len(picks)
     assert np.all((picks >= 0) & (picks < n_unlabeled))
 
 
-@pytest.mark.parametrize("method", sorted(STRATEGIES))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_same_seed_gives_same_batch(method):
     inputs = random_inputs(80, seed=5)
-    first, second = (positions_of(STRATEGIES[method].select(inputs, 12, np.random.default_rng(42), SelectionOptions()))
+    first, second = (positions_of(METHODS[method].select(inputs, 12, np.random.default_rng(42),
+                                                         METHODS[method].settings()))
                      for _ in range(2))
     assert first.tolist() == second.tolist()
 
@@ -430,20 +470,19 @@ def test_same_seed_gives_same_batch(method):
 @pytest.mark.parametrize("method", ["random", "CAL", "DIAM", "lewis", "badge"])
 def test_random_strategies_follow_the_seed(method):
     inputs = random_inputs(200, seed=6)
-    batches = {tuple(positions_of(STRATEGIES[method].select(inputs, 20, np.random.default_rng(seed),
-                                                            SelectionOptions())))
+    batches = {tuple(positions_of(METHODS[method].select(inputs, 20, np.random.default_rng(seed),
+                                                         METHODS[method].settings())))
                for seed in range(5)}
     assert len(batches) > 1
 
 
 def test_missing_input_is_an_error():
     with pytest.raises(ValueError, match="snapshot_labels"):
-        STRATEGIES["DIAM"].select(SelectionInputs(n_unlabeled=5), 2,
-                                  np.random.default_rng(0), SelectionOptions())
+        METHODS["DIAM"].select(Pool(n_unlabeled=5), 2, np.random.default_rng(0), METHODS["DIAM"].settings())
 
 
 def test_input_not_covering_the_pool_is_an_error():
     inputs = random_inputs(30)
-    shorter = SelectionInputs(n_unlabeled=29, unlabeled_probs=inputs.unlabeled_probs)
+    shorter = Pool(n_unlabeled=29, unlabeled_probs=inputs.unlabeled_probs)
     with pytest.raises(ValueError, match="n_unlabeled is 29"):
-        STRATEGIES["margin"].select(shorter, 2, np.random.default_rng(0), SelectionOptions())
+        METHODS["margin"].select(shorter, 2, np.random.default_rng(0), METHODS["margin"].settings())
