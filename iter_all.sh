@@ -19,6 +19,8 @@
 # seeded by itself, so with the same threads per process the files are those of one process.
 # Each process's output is shown when it ends. On the CPU each process gets an equal share of
 # the cores (OMP_NUM_THREADS, unless it is set). Testing and selecting run on the first device.
+# DRY_RUN=1 prints the steps as a bash script instead of running them (processes that run at once end
+# in '&', then 'wait'). The steps are those of diam/plan.py, which run_grid.py runs: a test holds the two equal.
 set -euo pipefail
 cd "$(dirname "$0")"
 # Ctrl-C stops the loop after the running step, even when that step was already exiting
@@ -66,6 +68,7 @@ else
 fi
 
 PYTHON=${PYTHON:-python}
+DRY_RUN=${DRY_RUN:-0}
 PRESET=${PRESET:-paper}
 SEEDS=${SEEDS:-0}
 for S in $SEEDS; do
@@ -76,8 +79,8 @@ for S in $SEEDS; do
 done
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 # T, every name in DATASETS and METHODS, ITERS, PRESET and EXTRA_ARGS are checked before the first step,
-# by the steps' own flags and checks (diam/cli.py, iter_all_plan; a mistake is one paragraph and
-# exit 2). It answers the last iteration of the preset (with any --al_iters override), then the
+# by the steps' own flags and the loop's checks (diam/cli.py iter_all_plan, diam/plan.py; a mistake is one
+# paragraph and exit 2). It answers the last iteration of the preset (with any --al_iters override), then the
 # datasets and methods to run: the paper's, and its seven methods, where DATASETS or METHODS is empty.
 PLAN=$("$PYTHON" -c "
 import sys
@@ -94,7 +97,19 @@ N_WORKERS=$(( N_DEVICES * PARALLEL < T ? N_DEVICES * PARALLEL : T ))
 # An equal share of the cores for each CPU training process, unless OMP_NUM_THREADS says otherwise.
 CPU_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / N_WORKERS > 0 ? $(nproc) / N_WORKERS : 1 ))}
 
+dry_run() { [ "$DRY_RUN" != 0 ]; }
+
+show() {  # a command as one line of bash
+    local line
+    printf -v line '%q ' "$@"
+    echo "${line% }"
+}
+
 step() {  # run one step; on failure name it and stop the loop
+    if dry_run; then
+        show "$PYTHON" "$@"
+        return
+    fi
     if ! "$PYTHON" "$@"; then
         echo "iter_all.sh: step failed: $PYTHON $*" >&2
         exit 1
@@ -109,7 +124,7 @@ train_nets() {  # train nets 0..T-1 of one iteration ("$@": --dataset ... --al_i
         step train_net.py "$@" --net_id $NETS "${COMMON[@]}"
         return
     fi
-    [ -n "$LOG_DIR" ] || LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/iter_all.XXXXXX")
+    dry_run || [ -n "$LOG_DIR" ] || LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/iter_all.XXXXXX")
     local w nets place where logs=() names=() failed=0
     WORKERS=()
     for ((w = 0; w < N_WORKERS; w++)); do
@@ -122,12 +137,21 @@ train_nets() {  # train nets 0..T-1 of one iteration ("$@": --dataset ... --al_i
             place=("CUDA_VISIBLE_DEVICES=${GPUS[w % N_DEVICES]}")
             where="GPU ${GPUS[w % N_DEVICES]}"
         fi
+        if dry_run; then
+            # shellcheck disable=SC2086
+            echo "$(show "${place[@]}" "$PYTHON" train_net.py "$@" --net_id $nets "${COMMON[@]}") &"
+            continue
+        fi
         # shellcheck disable=SC2086
         env "${place[@]}" "$PYTHON" train_net.py "$@" --net_id $nets "${COMMON[@]}" > "${logs[w]}" 2>&1 &
         WORKERS+=($!)
         names+=("train_net.py $* --net_id $nets")
         echo "iter_all.sh: training nets $nets on $where"
     done
+    if dry_run; then
+        echo wait
+        return
+    fi
     for ((w = 0; w < N_WORKERS; w++)); do
         if wait "${WORKERS[w]}"; then
             cat "${logs[w]}"
@@ -159,4 +183,4 @@ for S in $SEEDS; do
         done
     done
 done
-echo "iter_all.sh: done. Results: table.py --results <work_dir>/$PRESET/extracted_results"
+dry_run || echo "iter_all.sh: done. Results: table.py --results <work_dir>/$PRESET/extracted_results"

@@ -1,12 +1,11 @@
-"""The experiment grid on Ray: iter_all.sh's steps, run by long-lived workers on one machine or a cluster.
+"""The experiment grid on Ray: the loop's steps (diam/plan.py), run by long-lived workers on one machine or a cluster.
 
-Per (dataset, seed), iteration 0's nets are trained once; then every (T, method)
-is a chain: test and select iteration I, train its T nets for I+1, and so on.
-Each step is the command line iter_all.sh would run, parsed by the same parser
-and done by the same function as its script (diam.cli), inside a Ray actor that
-imported torch and ofa once. Ray places the actors (CPU threads or a GPU share
-each) and, when one dies, restarts it and retries its step; a step skips work
-whose outputs exist, so a retried step, or a rerun grid, ends with the same files.
+The plan is iter_all.sh's for every (dataset, T, method, seed) at once, with what each step waits
+for; this module only runs it. Each step is done by the same function as its script (diam.cli),
+given its arguments as the plan holds them, inside a Ray actor that imported torch and ofa once.
+Ray places the actors (CPU threads or a GPU share each) and, when one dies, restarts it and
+retries its step; a step skips work whose outputs exist, so a retried step, or a rerun grid,
+ends with the same files.
 
 Ray stays in this module: the steps know nothing of it.
 
@@ -20,107 +19,26 @@ import heapq
 import logging
 import math
 import os
-import shlex
 import socket
 import sys
 import time
 import traceback
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Callable, NamedTuple
 
-from . import cli
+from . import cli, plan
 from .errors import UserError
-from .paths import RunPaths, default_work_dir, write_text
 from .datasets import DATASETS
 from .methods import METHODS
-from .presets import (DEFAULT_METHODS, MAX_MODELS, PAPER_DATASETS, PAPER_MODEL_NUMS, Preset, add_preset_arguments,
-                      preset_from_args)
-from .settings import check_method, resolve_dataset
+from .paths import write_text
+from .plan import Step
+from .presets import DEFAULT_METHODS, PAPER_DATASETS, PAPER_MODEL_NUMS
 
 # How often Ray restarts a dead worker and resubmits the step it was running.
 RETRIES = 3
 # A folder: profile every step and record the grid's timeline there (bench/bench_piece.py).
 PROFILE_VARIABLE = "DIAM_PROFILE"
-
-
-class Script(NamedTuple):
-    parse: Callable  # argv -> args, as the script parses its command line
-    outputs: Callable  # args -> the files that mark the step done
-    run: Callable  # args -> True when it did work, False when it was done already
-
-
-SCRIPTS = {
-    "train_net.py": Script(cli.train_args, cli.train_outputs, cli.run_train),
-    "test_multi_models.py": Script(cli.test_args, cli.test_outputs, cli.run_test),
-    "al_select.py": Script(cli.select_args, cli.select_outputs, cli.run_select),
-}
-
-
-@dataclass(frozen=True)
-class Step:
-    script: str  # a key of SCRIPTS
-    argv: tuple  # its command line, as iter_all.sh builds it
-    al_iter: int
-    chain: str  # what it belongs to, for the progress bar: "digits seed 0 T=2 DIAM"
-    log: str
-    needs: tuple = ()  # positions of the steps that must be done first
-
-    @property
-    def command(self) -> str:
-        return shlex.join(["python", self.script, *self.argv])
-
-    def outputs(self) -> list:
-        script = SCRIPTS[self.script]
-        return script.outputs(script.parse(list(self.argv)))
-
-
-# ---------------------------------------------------------------- the plan
-def plan(datasets, model_nums, methods, seeds, preset: Preset, device: str, extra: list, work_dir) -> list[Step]:
-    """Every step iter_all.sh runs for these lists, with what each waits for.
-
-    A step's flags are iter_all.sh's, in its order: "--dataset D [--method M] --al_iter I",
-    then "--net_id N" for training, then "--preset P --model_num T --device DEV <extra> --seed S".
-    Iteration 0's nets are trained with the largest T (they do not depend on T). Testing
-    and selecting an iteration both wait for its nets only, so they run side by side.
-    """
-    steps: list[Step] = []
-
-    def add(script, argv, al_iter, chain, log, needs=()) -> int:
-        steps.append(Step(script, tuple(argv), al_iter, chain, str(log), tuple(needs)))
-        return len(steps) - 1
-
-    largest = max(model_nums)
-    for seed in seeds:
-        for dataset in datasets:
-            name, _ = resolve_dataset(dataset)  # a dataset file's folder is its name
-            paths = RunPaths(work_dir, preset.name, name, seed=seed)
-
-            def common(model_num):
-                return ["--preset", preset.name, "--model_num", str(model_num), "--device", device, *extra,
-                        "--seed", str(seed)]
-
-            where = f"{name} seed {seed}"
-            shared = [add("train_net.py", ["--dataset", dataset, "--al_iter", "0", "--net_id", str(n),
-                                           *common(largest)], 0, f"{where} iteration 0",
-                          paths.step_log(largest, "random", 0, f"train_net{n}")) for n in range(largest)]
-            for model_num in model_nums:
-                for method in methods:
-                    chain = f"{where} T={model_num} {method}"
-                    trained, selected = shared[:model_num], None
-                    for al_iter in range(preset.al_iters):
-                        at = ["--dataset", dataset, "--method", method, "--al_iter", str(al_iter)]
-                        log = partial(paths.step_log, model_num, method, al_iter)
-                        if al_iter > 0:
-                            trained = [add("train_net.py", [*at, "--net_id", str(n), *common(model_num)], al_iter,
-                                           chain, log(f"train_net{n}"), [selected]) for n in range(model_num)]
-                        add("test_multi_models.py", [*at, *common(model_num)], al_iter, chain, log("test"), trained)
-                        if al_iter < preset.al_iters - 1:
-                            selected = add("al_select.py", [*at, *common(model_num)], al_iter, chain,
-                                           log("select"), trained)
-    return steps
 
 
 # ---------------------------------------------------------------- the workers
@@ -160,14 +78,13 @@ class StepWorker:
         with open(step.log, "a") as log, redirect_stdout(log), redirect_stderr(log):
             print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()} pid {os.getpid()}: "
                   f"{step.command}", flush=True)
-            script = SCRIPTS[step.script]
             try:
-                did_work = script.run(script.parse(list(step.argv)))
+                did_work = cli.run_step(step)
             except UserError as err:
                 print(f"error: {err}")
                 return "failed", f"error: {err}"
-            except SystemExit as err:  # argparse refused the command line; it said why above
-                return "failed", f"the command line was refused (exit {err.code}); see the log"
+            except SystemExit as err:  # something in the step chose to exit; keep the worker
+                return "failed", f"the step exited (status {err.code}); see the log"
             except Exception as err:  # a bug, or the machine (out of memory, a CUDA fault): keep the grid going
                 traceback.print_exc()
                 return "failed", f"{type(err).__name__}: {err}"
@@ -227,14 +144,12 @@ def run_steps(steps: list[Step], workers: list, progress) -> Summary:
     def make_ready(i):
         """Queue a step whose needs are met, or count it done when its outputs exist (no worker needed)."""
         try:
-            finished = all(p.exists() for p in steps[i].outputs())
+            finished = all(p.exists() for p in cli.step_outputs(steps[i]))
         except UserError as err:
             return done(i, "failed", f"error: {err}")
-        except SystemExit:  # the step's parser refused its command line (and said why)
-            return done(i, "failed", "the command line was refused")
         if finished:
             return done(i, "skipped")
-        heapq.heappush(ready, (steps[i].script == "test_multi_models.py", i))
+        heapq.heappush(ready, (steps[i].script == plan.TEST, i))
 
     shown = None
 
@@ -365,12 +280,7 @@ def parse_args(argv) -> tuple[argparse.Namespace, list]:
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     _grid_arguments(p.add_argument_group("the grid"))
     steps = p.add_argument_group("passed to every step, as iter_all.sh's EXTRA_ARGS (overrides, quirks, folders)")
-    add_preset_arguments(steps)
-    steps.add_argument("--work_dir", default=None, help="where runs live (default: $DIAM_WORK_DIR or ./runs)")
-    steps.add_argument("--data_root", default=None, help="dataset files (default: $DIAM_DATA_ROOT or ./data)")
-    steps.add_argument("--nets", nargs="+", default=None, metavar="NAME",
-                       help="the T target models by name (ofa0..ofa11, torchvision models); every T must be their "
-                            "number")
+    cli.add_shared_arguments(steps)
     args = p.parse_args(argv)
     own = _Parser(add_help=False, allow_abbrev=False)
     _grid_arguments(own)
@@ -379,27 +289,11 @@ def parse_args(argv) -> tuple[argparse.Namespace, list]:
     return args, extra
 
 
-def check_args(args) -> Preset:
-    for dataset in args.datasets:
-        resolve_dataset(dataset)  # the steps' own check: an unknown name, or a dataset file that cannot be read
-    for method in args.methods:
-        check_method(method)
-    if args.nets and set(args.model_nums) != {len(args.nets)}:
-        raise UserError(f"--nets names {len(args.nets)} target models, so --model_nums must be {len(args.nets)} "
-                        f"(got {' '.join(map(str, args.model_nums))}).")
-    if args.nets:  # a step checks them only when it loads them: in a worker, after Ray started
-        from .models import check_target_names  # torch and torchvision: only when names are given
-
-        check_target_names(args.nets)
-    bad = [t for t in args.model_nums if not 1 <= t <= MAX_MODELS and not args.nets]
-    if bad:
-        raise UserError(f"--model_nums must be numbers of target models between 1 and {MAX_MODELS} "
-                        f"(the OFA target nets), got {' '.join(map(str, bad))}.")
+def check_args(args, extra) -> plan.Loop:
+    """The grid's own flags checked, then the loop's input (diam/plan.py, as iter_all.sh's is)."""
     if args.seed is not None:
         raise UserError("--seed is one repeat of one script; the grid runs the repeats listed by --seeds "
                         "(e.g. --seeds 0 1 2).")
-    if any(s < 0 for s in args.seeds):
-        raise UserError(f"--seeds must be repeat indices 0, 1, 2, ..., got {' '.join(map(str, args.seeds))}.")
     if args.gpus_per_train is not None and not 0 < args.gpus_per_train <= 1:
         raise UserError(f"--gpus_per_train is the share of one GPU a training needs, in (0, 1] (e.g. 0.25 for "
                         f"four at once on each GPU), got {args.gpus_per_train:g}. Leave it out to use CPUs only.")
@@ -408,20 +302,17 @@ def check_args(args) -> Preset:
     if args.num_cpus is not None and (args.num_cpus < 1 or args.address):
         raise UserError("--num_cpus sizes the Ray this command starts on this machine: a positive number, and "
                         "not with --address (a running cluster has its own CPUs).")
-    return preset_from_args(args)
+    flags = cli.step_flags(extra, preset=args.preset, device="cuda" if args.gpus_per_train else "cpu")
+    return plan.make_loop(args.datasets, args.model_nums, args.methods, args.seeds, flags)
 
 
 def main(argv) -> None:
     args, extra = parse_args(argv)
-    preset = check_args(args)
-    seeds = list(dict.fromkeys(args.seeds))
-    model_nums = list(dict.fromkeys(args.model_nums))
-    work_dir = Path(args.work_dir) if args.work_dir else default_work_dir()
-    steps = plan(list(dict.fromkeys(args.datasets)), model_nums, list(dict.fromkeys(args.methods)), seeds,
-                 preset, "cuda" if args.gpus_per_train else "cpu", extra, work_dir)
+    loop = check_args(args, extra)
+    steps = plan.steps(loop)
     for step in steps:  # a folder made with other settings, or the paper's results, stop it before Ray starts
         if step.al_iter == 0:
-            step.outputs()
+            cli.step_outputs(step)
 
     from tqdm import tqdm
 
@@ -431,7 +322,7 @@ def main(argv) -> None:
         workers = start_workers(ray, args.threads_per_train, args.gpus_per_train)
         where = f"{args.gpus_per_train:g} GPU and " if args.gpus_per_train else ""
         print(f"run_grid.py: {len(steps)} steps on {len(workers)} workers ({where}{args.threads_per_train} "
-              f"CPU thread(s) each); logs in {work_dir / preset.name / 'logs'}", file=sys.stderr, flush=True)
+              f"CPU thread(s) each); logs in {loop.work_dir / loop.preset.name / 'logs'}", file=sys.stderr, flush=True)
         with tqdm(total=len(steps), desc="grid", unit="step", mininterval=1, dynamic_ncols=True) as progress:
             summary = run_steps(steps, workers, progress)
     except KeyboardInterrupt:
@@ -443,7 +334,7 @@ def main(argv) -> None:
     summary.seconds = time.perf_counter() - began
     if os.environ.get(PROFILE_VARIABLE):
         write_timeline(Path(os.environ[PROFILE_VARIABLE]) / "timeline.tsv", steps, summary)
-    report(summary, work_dir / preset.name, model_nums)
+    report(summary, loop.work_dir / loop.preset.name, loop.model_nums)
     if summary.failed:
         raise SystemExit(1)
 

@@ -285,6 +285,6 @@ def test_both_are_in_every_comparison_and_outside_diams_family():
     help_text = run_script_here("al_select.py", "--help").stdout
     assert "badge, bald" in help_text and "--bald_passes" in help_text and "--badge_width" in help_text
     assert cli.iter_all_plan(["2", "digits", "badge bald", "", "--preset", "quick"]).splitlines()[2] == "badge bald"
-    grid.check_args(grid.parse_args(["--methods", "badge", "bald", "--datasets", "digits"])[0])
+    grid.check_args(*grid.parse_args(["--methods", "badge", "bald", "--datasets", "digits"]))
     assert [results.method_display_name(m) for m in ("badge", "bald")] == ["BADGE", "BALD"]
     assert not {"badge", "bald"} & set(analysis.FAMILY_METHODS)  # exploratory: raw p, marked so

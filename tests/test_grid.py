@@ -11,8 +11,9 @@ from argparse import Namespace
 import pytest
 
 from conftest import PROJECT, assert_clean_error
-from diam.grid import plan, worker_slots
-from diam.presets import preset_from_args
+from diam.cli import step_flags
+from diam.grid import worker_slots
+from diam.plan import make_loop, steps as plan
 
 TINY = ["--epochs", "2", "--initial_labeled", "40", "--pool_size", "300", "--test_size", "100", "--query_batch", "20",
         "--al_iters", "2", "--image_size", "32"]
@@ -190,9 +191,8 @@ def _iter_all_steps(tmp_path, model_num, seeds, datasets):
 
 @pytest.mark.parametrize("model_num, seeds, datasets", [(3, "0 2", "digits fmnist"), (1, "1", "digits")])
 def test_the_grid_plans_exactly_the_steps_of_iter_all(tmp_path, model_num, seeds, datasets):
-    args = Namespace(preset="quick", al_iters=3, epochs=2, original_quirks=False)
-    steps = plan(datasets.split(), [model_num], METHODS, [int(s) for s in seeds.split()], preset_from_args(args),
-                 "cpu", ["--al_iters", "3", "--epochs", "2"], tmp_path)
+    flags = step_flags(["--al_iters", "3", "--epochs", "2"], preset="quick", device="cpu")
+    steps = plan(make_loop(datasets.split(), [model_num], METHODS, [int(s) for s in seeds.split()], flags))
     assert sorted((s.script, s.argv) for s in steps) == _iter_all_steps(tmp_path, model_num, seeds, datasets)
     # Each step waits for the steps whose files it reads.
     by_command = {(s.script, s.argv): s for s in steps}

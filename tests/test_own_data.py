@@ -334,18 +334,17 @@ def test_a_dataset_file_is_used_whole_unless_the_flags_ask_for_a_subset(tmp_path
 
 
 def test_run_grid_takes_dataset_files_and_named_nets_as_iter_all_does(tmp_path):
-    from diam import grid
+    from diam import cli, grid, plan
 
     runs = tmp_path / "runs"
     described = _digits_dataset(tmp_path / "d", name="grid_digits")
     argv = ["--preset", "quick", "--datasets", str(described), "digits", "--model_nums", "2", "--methods", "DIAM",
             "--nets", "ofa0", "resnet18", "--work_dir", str(runs)]
-    args, extra = grid.parse_args(argv)
-    steps = grid.plan(args.datasets, [2], ["DIAM"], [0], grid.check_args(args), "cpu", extra, runs)
+    steps = plan.steps(grid.check_args(*grid.parse_args(argv)))
     assert {Path(s.log).relative_to(runs / "quick" / "logs").parts[0] for s in steps} == {"grid_digits", "digits"}
     assert all("--nets ofa0 resnet18" in s.command for s in steps)
-    assert steps[0].outputs() == [RunPaths(runs, "quick", "grid_digits").checkpoint(2, "random", 0, 0)]
+    assert cli.step_outputs(steps[0]) == [RunPaths(runs, "quick", "grid_digits").checkpoint(2, "random", 0, 0)]
     with pytest.raises(UserError, match="--model_nums must be 2"):
-        grid.check_args(grid.parse_args([*argv, "--model_nums", "2", "4"])[0])
+        grid.check_args(*grid.parse_args([*argv, "--model_nums", "2", "4"]))
     with pytest.raises(UserError, match="unknown dataset"):
-        grid.check_args(grid.parse_args([*argv, "--datasets", "cifar10"])[0])
+        grid.check_args(*grid.parse_args([*argv, "--datasets", "cifar10"]))
