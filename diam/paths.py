@@ -50,9 +50,13 @@ def default_work_dir() -> Path:
     return Path(os.environ.get("DIAM_WORK_DIR", "runs"))
 
 
+PROJECT_CACHE = Path(__file__).resolve().parent.parent / ".cache"  # inside the clone: nothing written outside it
+
+
 def cache_dir() -> Path:
-    """Where derived copies of data live (unpacked .gz files, decoded images): $DIAM_CACHE or ~/.cache/diam."""
-    return Path(os.environ.get("DIAM_CACHE", Path.home() / ".cache" / "diam"))
+    """Where derived copies of data live (unpacked .gz files, decoded images): $DIAM_CACHE, or the
+    project's own .cache folder."""
+    return Path(os.environ.get("DIAM_CACHE", PROJECT_CACHE))
 
 
 def seed_folder(seed: int) -> str:
