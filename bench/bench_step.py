@@ -1,4 +1,4 @@
-"""Milliseconds per training step, eager vs replayed from a CUDA graph, per target net (a benchmark).
+"""Milliseconds per training step on each speed path, per target net (a benchmark): CUDA graphs, the CPU pieces.
 
     python bench/bench_step.py --device cuda [--nets all] [--steps 20] [--image_size N] [--batch 120]
 
@@ -13,9 +13,19 @@ steps are timed, each on a fresh net with the same initial weights:
            cuda_graphs.EAGER_STEPS_BEFORE_CAPTURE real steps, one step is recorded and
            every later one replayed (CUDA only)
 
+On the CPU the kinds are the DIAM_CPU_FAST paths instead (diam/cpu_fast.py), each applied
+to the net as train_target_net applies it:
+
+  plain      the default step
+  crop_taps  depthwise taps that meet only padding not computed
+  compiled   crop_taps, and the forward and loss through torch.compile
+  all        compiled, and convs on 1 x 1 and 2 x 2 inputs as matrix products and shifted sums
+
+    python bench/bench_step.py --nets 0 7 --image_size 32 --batch 25 --threads 1   # the CPU presets' step
+
 Warm-up steps (the eager ones before the recording, and the recording) are not timed;
 then --steps steps are timed together, with the augmentation of each batch, ending on
-torch.cuda.synchronize(). The table gives ms per step and the graph's speed-up.
+torch.cuda.synchronize(). The table gives ms per step and the first kind's time over the last's.
 """
 import argparse
 import os
@@ -28,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diam import models  # noqa: E402
 from diam.augment import train_transform  # noqa: E402
+from diam.cpu_fast import crop_taps_, small_convs_  # noqa: E402
 from diam.cuda_graphs import EAGER_STEPS_BEFORE_CAPTURE  # noqa: E402
 from diam.presets import PRESETS  # noqa: E402
 from diam.speed import Speed  # noqa: E402
@@ -48,7 +59,11 @@ def ms_per_step(net_id, size, speed, args, device, pool, labels) -> float:
     net = to_device(models.build_net(net_id, 10, PAPER.dropout), device)
     models.initialise(net, net_id)
     net.train()
-    warmup = EAGER_STEPS_BEFORE_CAPTURE + 1 if speed.training_graphs else 2
+    if speed.crop_taps:
+        crop_taps_(net, size)
+    if speed.small_convs:
+        small_convs_(net, size, shifted=speed.compile)
+    warmup = EAGER_STEPS_BEFORE_CAPTURE + 1 if speed.training_graphs else (5 if speed.compile else 2)
     step = training_step(net, PAPER, warmup + args.steps, speed, device)
     generator = torch.Generator(device=device).manual_seed(0)
 
@@ -92,9 +107,12 @@ def parse_args():
 def main():
     args = parse_args()
     device = torch_device(args.device, args.threads)
-    kinds = {"eager": Speed()}
     if device.type == "cuda":
-        kinds["graphed"] = Speed(training_graphs=True)
+        kinds = {"eager": Speed(), "graphed": Speed(training_graphs=True)}
+    else:
+        kinds = {"plain": Speed(), "crop_taps": Speed(crop_taps=True),
+                 "compiled": Speed(crop_taps=True, compile=True),
+                 "all": Speed(crop_taps=True, compile=True, small_convs=True)}
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}")
     print(device_line(device))
     print("\n".join(load_average_lines()))
@@ -103,14 +121,14 @@ def main():
     generator = torch.Generator().manual_seed(0)
     pool = torch.randint(0, 256, (POOL, 28, 28), dtype=torch.uint8, generator=generator).to(device)
     labels = torch.randint(0, 10, (POOL,), generator=generator).to(device)
-    print(f"{'net':>4} {'size':>5}" + "".join(f"{kind + ' ms':>12}" for kind in kinds)
-          + (f"{'speed-up':>10}" if len(kinds) > 1 else ""), flush=True)
+    print(f"{'net':>4} {'size':>5}" + "".join(f"{kind + ' ms':>13}" for kind in kinds)
+          + f"{'speed-up':>10}", flush=True)
     for net_id in args.nets:
         size = args.image_size or models.input_size(net_id)
         ms = {kind: ms_per_step(net_id, size, speed, args, device, pool, labels) for kind, speed in kinds.items()}
-        line = f"{net_id:>4} {size:>5}" + "".join(f"{value:>12.1f}" for value in ms.values())
-        if len(kinds) > 1:
-            line += f"{ms['eager'] / ms['graphed']:>9.2f}x"
+        line = f"{net_id:>4} {size:>5}" + "".join(f"{value:>13.1f}" for value in ms.values())
+        first, last = next(iter(ms.values())), list(ms.values())[-1]
+        line += f"{first / last:>9.2f}x"
         print(line, flush=True)
 
 
