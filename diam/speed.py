@@ -23,7 +23,7 @@ rounding at most, not the experiment.
                                    all              every piece above
     DIAM_CPU_FAST=PIECE[,PIECE]  CPU-only pieces of the training step, off by default (each
                                  changes float rounding: docs/benchmarks.md says what they gain
-                                 and what the 5-seed check found; ignored on CUDA):
+                                 and what the iteration-0 check found; ignored on CUDA):
                                    crop_taps  depthwise kernels cropped to the taps that can meet
                                               their input (diam/cpu_fast.py)
                                    compile    the forward and loss through torch.compile
