@@ -18,6 +18,19 @@ def _net(seed=0):
     return net
 
 
+def _train_losses(*nets):
+    """Each net's training loss on one batch, with the same dropout mask, its gradients left in place."""
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(6) % 10
+    losses = []
+    for net in nets:
+        net.train()
+        torch.manual_seed(2)  # the same dropout mask for every net
+        losses.append(nn.functional.cross_entropy(net(x), y))
+        losses[-1].backward()
+    return losses
+
+
 def test_cropped_taps_compute_the_same_forward_and_keep_the_nets_parameters():
     plain = _net()
     cropped = copy.deepcopy(plain)
@@ -25,15 +38,7 @@ def test_cropped_taps_compute_the_same_forward_and_keep_the_nets_parameters():
     # At 32 px the last stages see 2 x 2 and 1 x 1 inputs with 3 x 3 to 7 x 7 depthwise kernels.
     assert changed >= 4 and sum(isinstance(m, cpu_fast.TapCroppedConv2d) for m in cropped.modules()) == changed
     assert {k: v.shape for k, v in cropped.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
-    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    y = torch.arange(6) % 10
-    losses = []
-    for net in (plain, cropped):
-        net.train()
-        torch.manual_seed(2)  # the same dropout mask for both
-        out = net(x)
-        losses.append(nn.functional.cross_entropy(out, y))
-        losses[-1].backward()
+    losses = _train_losses(plain, cropped)
     assert torch.equal(losses[0], losses[1])  # the dropped taps only ever multiplied zeros
     for (name, p), q in zip(plain.named_parameters(), cropped.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)  # another order of sums
@@ -80,14 +85,7 @@ def test_small_convs_train_as_the_plain_net_and_pass_over_images_as_it_does(crop
     x_eval = torch.randn(4, 3, 32, 32)
     assert torch.equal(small.eval()(x_eval), plain.eval()(x_eval))
     assert torch.equal(inference_copy(small, 32)(x_eval), inference_copy(plain, 32)(x_eval))
-    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    y = torch.arange(6) % 10
-    losses = []
-    for net in (plain, small):
-        net.train()
-        torch.manual_seed(2)  # the same dropout mask for both
-        losses.append(nn.functional.cross_entropy(net(x), y))
-        losses[-1].backward()
+    losses = _train_losses(plain, small)
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)  # the same sums in another order
     # Rounding grows through train-mode BatchNorm at batch 6 to ~5e-5 of a gradient's scale in the first
     # layers (and the biases just before a BatchNorm, whose gradient is zero, hold ~1e-7 of noise);
