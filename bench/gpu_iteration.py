@@ -45,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diam import cli, experiment, training  # noqa: E402
+from diam.run import Run  # noqa: E402
 from diam.settings import settings_from_args  # noqa: E402
 from diam.strategies import diam  # noqa: E402
 
@@ -102,7 +103,7 @@ def parse_args():
 def timed_iteration(args, common, passes: PassLog):
     """Train, test, select; returns the Run of the training step."""
     train_args = cli.train_args(["--net_id", *map(str, range(args.model_num)), *common])
-    run = experiment.Run(settings_from_args(train_args))
+    run = Run(settings_from_args(train_args))
     say(f"device {run.device}; speed switches: scoring {run.speed.scoring}, scoring batch "
         f"{run.speed.scoring_batch or run.preset.eval_batch}, CUDA pieces: {', '.join(run.speed.cuda_pieces()) or 'none'}")
     began = time.perf_counter()
@@ -130,11 +131,11 @@ def timed_iteration(args, common, passes: PassLog):
         f"scoring) {scoring:.1f} s of it{' (summed over overlapping nets)' if run.speed.concurrent_nets > 1 else ''}")
 
     phase = time.perf_counter()
-    line = experiment.test_step(experiment.Run(settings_from_args(cli.test_args(["--method", "random", *common]))))
+    line = experiment.test_step(Run(settings_from_args(cli.test_args(["--method", "random", *common]))))
     say(f"phase test: {time.perf_counter() - phase:.1f} s ({line})")
     for method in ("DIAM", "CAL", "entropy"):
         phase = time.perf_counter()
-        step = experiment.Run(settings_from_args(cli.select_args(["--method", method, *common])))
+        step = Run(settings_from_args(cli.select_args(["--method", method, *common])))
         line = experiment.select_step(step)
         say(f"phase selection {method}: {time.perf_counter() - phase:.1f} s ({line.split(':')[0]})")
     return run, began

@@ -102,7 +102,8 @@ def train_outputs(args) -> list[Path]:
 def run_train(args) -> bool:
     if not args.redo and finished(*train_outputs(args)):
         return False
-    from .experiment import Run, train_step, train_steps_at_once  # loads torch: only when there is work to do
+    from .experiment import train_step, train_steps_at_once  # loads torch: only when there is work to do
+    from .run import Run
 
     run = Run(settings_from_args(args))
     if run.speed.concurrent_nets > 1 and len(args.net_id) > 1:
@@ -134,7 +135,8 @@ def test_outputs(args) -> list[Path]:
 def run_test(args) -> bool:
     if not args.redo and finished(*test_outputs(args)):
         return False
-    from .experiment import Run, test_step  # loads torch: only when there is work to do
+    from .experiment import test_step  # loads torch: only when there is work to do
+    from .run import Run
 
     print(test_step(Run(settings_from_args(args, args.results_dir))))
     return True
@@ -171,7 +173,8 @@ def run_select(args) -> bool:
             print(f"to label: {sheet}, or in Label Studio: "
                   f"{paths.label_studio_tasks(args.model_num, args.method, args.al_iter + 1)}")
         return False
-    from .experiment import Run, select_step  # loads torch: only when there is work to do
+    from .experiment import select_step  # loads torch: only when there is work to do
+    from .run import Run
 
     print(select_step(Run(settings_from_args(args)), args.batch_size))
     return True

@@ -287,7 +287,7 @@ def test_bad_images_or_manifests_are_clear_errors_and_nothing_is_written(tmp_pat
 
 def test_a_run_folder_refuses_other_images_under_the_same_name(tmp_path, monkeypatch):
     from diam import cli
-    from diam.experiment import Run
+    from diam.run import Run
     from diam.settings import settings_from_args
 
     monkeypatch.setenv("DIAM_CACHE", str(tmp_path / "cache"))
@@ -313,7 +313,7 @@ def test_a_run_folder_refuses_other_images_under_the_same_name(tmp_path, monkeyp
 def test_a_dataset_file_is_used_whole_unless_the_flags_ask_for_a_subset(tmp_path, monkeypatch):
     """The presets' pool and test sizes subsample the built-in datasets; a team's own pool is not cut to them."""
     from diam import cli
-    from diam.experiment import Run
+    from diam.run import Run
     from diam.settings import settings_from_args
 
     monkeypatch.setenv("DIAM_CACHE", str(tmp_path / "cache"))
