@@ -105,7 +105,8 @@ def timed_iteration(args, common, passes: PassLog):
     train_args = cli.train_args(["--net_id", *map(str, range(args.model_num)), *common])
     run = Run(settings_from_args(train_args))
     say(f"device {run.device}; speed switches: scoring {run.speed.scoring}, scoring batch "
-        f"{run.speed.scoring_batch or run.preset.eval_batch}, CUDA pieces: {', '.join(run.speed.cuda_pieces()) or 'none'}")
+        f"{run.speed.scoring_batch or run.settings.preset.eval_batch}, "
+        f"CUDA pieces: {', '.join(run.speed.cuda_pieces()) or 'none'}")
     began = time.perf_counter()
     data = run.data
     if run.device.type == "cuda":
@@ -155,7 +156,7 @@ def bf16_check(args, run, passes: PassLog):
         for net, size in snapshots:
             for kind, (bf16, tf32) in kinds.items():
                 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-                per_kind[kind].append(training.predict(net, images, size, run.preset.eval_batch, bf16=bf16,
+                per_kind[kind].append(training.predict(net, images, size, run.settings.preset.eval_batch, bf16=bf16,
                                                        speed=run.speed)[0])
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         reference = np.stack(per_kind["fp32, TF32 off"])
@@ -165,7 +166,7 @@ def bf16_check(args, run, passes: PassLog):
         for kind in kinds:
             labels[kind].append(np.stack(per_kind[kind]))
     reference = np.stack(labels["fp32, TF32 off"])
-    batch = max(1, round(run.preset.query_batch * len(subset) / len(unlabeled)))
+    batch = max(1, round(run.settings.preset.query_batch * len(subset) / len(unlabeled)))
     for kind in ("fp32, TF32 on", "bf16"):
         other = np.stack(labels[kind])
         top = [set(diam(x, batch, np.random.default_rng(1), candidate_factor=1)) for x in (reference, other)]

@@ -30,20 +30,21 @@ from .training import Record, backbone_features, evaluate, train_linear_head, tr
 # ---------------------------------------------------------------- training
 def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
     """Train net `net_id` for this iteration; returns a line saying what happened."""
-    check_net_index(net_id, run.model_num)
+    s = run.settings
+    check_net_index(net_id, s.model_num)
     ckpt = run.checkpoint(net_id)
-    if ckpt.exists() and not run.redo:
+    if ckpt.exists() and not s.redo:
         return f"net {net_id} already trained: {ckpt}"
-    name = run.nets[net_id]
+    name = s.target_nets[net_id]
     if models.ofa_number(name) is None:  # a torchvision model that cannot take the input size stops here
         models.check_input_size(models.build_target(name, run.data.n_classes), name, run.image_size(net_id))
     labeled, unlabeled = run.split(make_initial=True)
     data = run.training_data(labeled)
     run.claim_folder()
     with step_lock(ckpt):
-        if ckpt.exists() and not run.redo:  # another process finished it while we waited
+        if ckpt.exists() and not s.redo:  # another process finished it while we waited
             return f"net {net_id} already trained: {ckpt}"
-        preset, method, first = run.preset, run.method, run.al_iter == 0
+        preset, method, first = s.preset, s.method, s.al_iter == 0
         record = _record(run, net_id, record_snapshots)
         net, init, stream = run.initial_net(net_id)
         size = run.image_size(net_id)
@@ -54,19 +55,19 @@ def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
             weights = torch.from_numpy(importance_loss_weights(run, labeled)) if _one_shot(run) and not first else None
             predictions = train_target_net(
                 net, data, torch.from_numpy(labeled), torch.from_numpy(unlabeled).to(run.device), preset, size,
-                record, stream, desc=f"net {net_id} iter {run.al_iter}", speed=run.speed, loss_weights=weights)
+                record, stream, desc=f"net {net_id} iter {s.al_iter}", speed=run.speed, loss_weights=weights)
         ofa = models.ofa_number(name)
-        info = {"net_id": net_id, "ofa_id": None if ofa is None else models.OFA_IDS[ofa], "dataset": run.dataset,
-                "init": init, "image_size": size, "n_labeled": int(len(labeled)), "al_iter": run.al_iter,
+        info = {"net_id": net_id, "ofa_id": None if ofa is None else models.OFA_IDS[ofa], "dataset": s.dataset,
+                "init": init, "image_size": size, "n_labeled": int(len(labeled)), "al_iter": s.al_iter,
                 "method": "shared" if first else method, "preset": preset.name, "seed": preset.seed,
                 "mode": preset.mode, "precision": "bf16" if preset.bf16 else "fp32"}
-        if run.settings.nets:  # named target models: which one this is (the paper's are known by net_id)
+        if s.nets:  # named target models: which one this is (the paper's are known by net_id)
             info["net"] = name
         if head_only:
             info["trained"] = "classifier only, on the frozen backbone of iteration 0"
-        write_npz(run.paths.pool_predictions(run.model_num, method, run.al_iter, net_id),
+        write_npz(s.paths.pool_predictions(s.model_num, method, s.al_iter, net_id),
                   unlabeled=unlabeled, **predictions.arrays())
-        write_json(run.paths.checkpoint_info(run.model_num, method, run.al_iter, net_id), info)
+        write_json(s.paths.checkpoint_info(s.model_num, method, s.al_iter, net_id), info)
         state = {k: v.cpu() for k, v in net.state_dict().items()}
         atomic_write(ckpt, lambda f: torch.save({"state_dict": state, "info": info}, f))
     return f"net {net_id} trained on {len(labeled)} labeled examples ({init} init): {ckpt}"
@@ -81,11 +82,11 @@ def _record(run: Run, net_id: int, record_snapshots: bool) -> Record:
     they draw from the net's training stream (--score_with_train_aug), where skipping them would
     change the rest of its training. --mDIS records snapshots whatever the iteration.
     """
-    preset = run.preset
-    if run.al_iter == preset.al_iters - 1 and not preset.score_with_train_aug:
+    preset = run.settings.preset
+    if run.settings.al_iter == preset.al_iters - 1 and not preset.score_with_train_aug:
         return Record(snapshots=record_snapshots)
-    first = run.al_iter == 0
-    strategy = METHODS.get(run.method)
+    first = run.settings.al_iter == 0
+    strategy = METHODS.get(run.settings.method)
     reads = () if strategy is None or strategy.one_shot else strategy.reads
     return Record(snapshots=record_snapshots or first or "snapshots" in reads,
                   probs=first or "probs" in reads,
@@ -100,16 +101,16 @@ def _train_head(run: Run, net_id: int, initial_net, data: Data, labeled, unlabel
     net, _ = run.at_iteration(0).load_net(net_id)
     head = models.classifier(net)
     head.load_state_dict(models.classifier(initial_net).state_dict())
-    features = backbone_features(net, data.pool_images, run.image_size(net_id), run.preset.eval_batch,
-                                 bf16=run.preset.bf16)
+    preset = run.settings.preset
+    features = backbone_features(net, data.pool_images, run.image_size(net_id), preset.eval_batch, bf16=preset.bf16)
+    weights = torch.from_numpy(importance_loss_weights(run, labeled))
     predictions = train_linear_head(head, features, data.pool_labels, torch.from_numpy(labeled),
-                                    torch.from_numpy(unlabeled), torch.from_numpy(importance_loss_weights(run, labeled)),
-                                    run.preset, record, stream)
+                                    torch.from_numpy(unlabeled), weights, preset, record, stream)
     return net, predictions
 
 
 def _one_shot(run: Run) -> bool:
-    strategy = METHODS.get(run.method)
+    strategy = METHODS.get(run.settings.method)
     return strategy is not None and strategy.one_shot
 
 
@@ -123,20 +124,21 @@ def importance_loss_weights(run: Run, labeled: np.ndarray) -> np.ndarray:
     per-iteration batch's weights describe one draw from one iteration's pool, and do not add up to an
     estimate of anything.
     """
+    s = run.settings
     weights = np.ones(len(labeled))
     if _one_shot(run):
-        path = run.paths.importance_weights(run.model_num, run.method, run.al_iter)
+        path = s.paths.importance_weights(s.model_num, s.method, s.al_iter)
         try:
             with np.load(path) as z:
                 selected, importance = z["selected"], z["importance_weights"]
         except (FileNotFoundError, *NPZ_READ_ERRORS) as err:  # missing, truncated, or not a weights file
             raise UserError(f"the importance weights {path} cannot be read ({err}). Rerun al_select.py --method "
-                            f"{run.method} --al_iter 0 --redo with the same settings, then this training.") from None
+                            f"{s.method} --al_iter 0 --redo with the same settings, then this training.") from None
         slot = np.full(run.pool_size, -1)
         slot[labeled] = np.arange(len(labeled))
         if len(selected) != len(importance) or (slot[selected] < 0).any():
-            raise UserError(f"{path} names examples outside iteration {run.al_iter}'s labeled set. Rerun "
-                            f"al_select.py --method {run.method} --al_iter 0 --redo with the same settings.")
+            raise UserError(f"{path} names examples outside iteration {s.al_iter}'s labeled set. Rerun "
+                            f"al_select.py --method {s.method} --al_iter 0 --redo with the same settings.")
         weights[slot[selected]] = importance
     return (weights / weights.mean()).astype(np.float32)
 
@@ -151,7 +153,7 @@ def train_steps_at_once(run: Run, net_ids, record_snapshots: bool = False):
     steps and passes graphed (training_graphs, scoring_graphs).
     """
     for net_id in net_ids:  # refused before anything is written
-        check_net_index(net_id, run.model_num)
+        check_net_index(net_id, run.settings.model_num)
     run.data  # noqa: B018  (loaded once, before the threads)
 
     def train_on_own_stream(net_id):
@@ -170,53 +172,55 @@ def train_steps_at_once(run: Run, net_ids, record_snapshots: bool = False):
 # ---------------------------------------------------------------- testing
 def test_step(run: Run) -> str:
     """Top-1/top-5 of the T nets on the test split -> performances.txt (T rows)."""
-    out = run.paths.performances(run.model_num, run.method, run.al_iter)
-    refuse_paper_results(run.paths.results_root, "--results_dir")
-    if out.exists() and not run.redo:
+    s = run.settings
+    out = s.paths.performances(s.model_num, s.method, s.al_iter)
+    refuse_paper_results(s.paths.results_root, "--results_dir")
+    if out.exists() and not s.redo:
         return f"already tested: {out}"
     rows, infos = [], []
-    for net_id in range(run.model_num):
+    for net_id in range(s.model_num):
         net, info = run.load_net(net_id)
         size = run.image_size(net_id, testing=True)
-        top1, top5 = evaluate(net, run.data.test_images, run.data.test_labels, size, run.preset.eval_batch,
-                              bf16=run.preset.bf16, speed=run.speed)
+        top1, top5 = evaluate(net, run.data.test_images, run.data.test_labels, size, s.preset.eval_batch,
+                              bf16=s.preset.bf16, speed=run.speed)
         rows.append(f"{top1:.6f} {top5:.6f}")
         infos.append({**info, "test_image_size": size, "top1": top1, "top5": top5})
     write_json(out.with_name("models.json"), infos)
     write_text(out, "\n".join(rows) + "\n")
-    return f"mean top-1 {np.mean([i['top1'] for i in infos]):.2f}% over {run.model_num} nets: {out}"
+    return f"mean top-1 {np.mean([i['top1'] for i in infos]):.2f}% over {s.model_num} nets: {out}"
 
 
 # ---------------------------------------------------------------- selection
 def select_step(run: Run, batch_size=None) -> str:
-    """Pick the next batch with run.method and write the next iteration's index file (a one-shot
+    """Pick the next batch with the step's method and write the next iteration's index file (a one-shot
     method: every later iteration's, from iteration 0's nets)."""
-    batch_size = batch_size or run.preset.query_batch
-    if run.al_iter + 1 >= run.preset.al_iters:
-        raise UserError(f"al_iter {run.al_iter} is the last iteration of the '{run.preset.name}' preset "
-                        f"(al_iters = {run.preset.al_iters}); there is nothing to select for.")
-    out = run.paths.indices(run.model_num, run.method, run.al_iter + 1)
-    if out.exists() and not run.redo:
+    s = run.settings
+    batch_size = batch_size or s.preset.query_batch
+    if s.al_iter + 1 >= s.preset.al_iters:
+        raise UserError(f"al_iter {s.al_iter} is the last iteration of the '{s.preset.name}' preset "
+                        f"(al_iters = {s.preset.al_iters}); there is nothing to select for.")
+    out = s.paths.indices(s.model_num, s.method, s.al_iter + 1)
+    if out.exists() and not s.redo:
         return f"already selected: {out}"
-    if METHODS[run.method].one_shot:
+    if METHODS[s.method].one_shot:
         return _one_shot_select_step(run, batch_size, out)
     labeled, unlabeled = run.split()
     run.claim_folder()
     with step_lock(out):
-        if out.exists() and not run.redo:
+        if out.exists() and not s.redo:
             return f"already selected: {out}"
         picked, seconds = _pick(run, selection_pool(run, labeled, unlabeled), batch_size)
-        positions = check_batch(_positions(picked), len(unlabeled), batch_size, run.method)
+        positions = check_batch(_positions(picked), len(unlabeled), batch_size, s.method)
         if isinstance(picked, WeightedBatch):
-            _write_importance_weights(run, run.al_iter + 1, unlabeled[positions], picked.importance_weights,
+            _write_importance_weights(run, s.al_iter + 1, unlabeled[positions], picked.importance_weights,
                                       picked.lewis_weights, picked.sampler)
-        sheet = run.write_label_sheet(run.al_iter + 1, unlabeled[positions],  # before the index file (marks done)
+        sheet = run.write_label_sheet(s.al_iter + 1, unlabeled[positions],  # before the index file (marks done)
                                       lambda: model_votes(run, unlabeled, positions))
         _write_selection(run, out, labeled, unlabeled, positions)
-    done = (f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s"
+    done = (f"{s.method} selected {len(positions)} of {len(unlabeled)} unlabeled in {seconds:.2f}s"
             f"{_lewis_summary(run, picked)}: {out}")
-    return done + (f"\nto label: {sheet} (fill in the label column, then train al_iter {run.al_iter + 1}), or in "
-                   f"Label Studio: {run.paths.label_studio_tasks(run.model_num, run.method, run.al_iter + 1)} "
+    return done + (f"\nto label: {sheet} (fill in the label column, then train al_iter {s.al_iter + 1}), or in "
+                   f"Label Studio: {s.paths.label_studio_tasks(s.model_num, s.method, s.al_iter + 1)} "
                    "(docs/own_data.md)" if sheet else "")
 
 
@@ -229,20 +233,21 @@ def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
     probability times k * B / (all picks), and its recorded importance weight is the inverse of
     that. Files already written are kept (the draw is a function of iteration 0's records and the
     selection's seed), unless --redo."""
+    s = run.settings
     source = run.at_iteration(0)
-    n_selections = run.preset.al_iters - 1
+    n_selections = s.preset.al_iters - 1
     labeled, unlabeled = source.split()
     run.claim_folder()
     with step_lock(out):
-        if out.exists() and not run.redo:
+        if out.exists() and not s.redo:
             return f"already selected: {out}"
         budget = batch_size * n_selections
         picked, seconds = _pick(source, selection_pool(source, labeled, unlabeled), budget)
-        positions = check_batch(_positions(picked), len(unlabeled), budget, run.method)
+        positions = check_batch(_positions(picked), len(unlabeled), budget, s.method)
         written, sheets = [], []
         for k in range(n_selections, 0, -1):  # iteration 1's file, which marks al_iter 0 done, last
-            index_file = run.paths.indices(run.model_num, run.method, k)
-            if index_file.exists() and not run.redo and index_file != out:
+            index_file = s.paths.indices(s.model_num, s.method, k)
+            if index_file.exists() and not s.redo and index_file != out:
                 continue
             size = min(k * batch_size, len(positions))
             if isinstance(picked, WeightedBatch):
@@ -253,22 +258,22 @@ def _one_shot_select_step(run: Run, batch_size: int, out) -> str:
             _write_selection(run, index_file, labeled, unlabeled, positions[:size])
             written.append(k)
             sheets.append(sheet)
-    done = (f"{run.method} selected {len(positions)} of {len(unlabeled)} unlabeled at once from iteration 0's "
+    done = (f"{s.method} selected {len(positions)} of {len(unlabeled)} unlabeled at once from iteration 0's "
             f"nets in {seconds:.2f}s ({batch_size} more for each of al_iter 1-{n_selections}; wrote "
             f"iteration(s) {', '.join(map(str, sorted(written)))}){_lewis_summary(run, picked)}: {out.parent}")
     to_label = [str(sheet) for sheet in reversed(sheets) if sheet]
-    tasks = [str(run.paths.label_studio_tasks(run.model_num, run.method, k)) for k in sorted(written)]
+    tasks = [str(s.paths.label_studio_tasks(s.model_num, s.method, k)) for k in sorted(written)]
     return done + (f"\nto label: {', '.join(to_label)} (fill in the label column of each before training its "
                    f"iteration), or in Label Studio: {', '.join(tasks)} (docs/own_data.md)" if to_label else "")
 
 
 def _pick(run: Run, pool: Pool, batch_size: int):
-    """What run.method's strategy picks, and the seconds it took (the pool's reading not counted);
+    """What the step's method's strategy picks, and the seconds it took (the pool's reading not counted);
     the strategy's notes and CAL's top-up warning are printed."""
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught, strategy_notes() as notes:
         warnings.simplefilter("always", CALTopUpWarning)
-        picked = METHODS[run.method].select(pool, batch_size, selection_rng(run), selection_options(run))
+        picked = METHODS[run.settings.method].select(pool, batch_size, selection_rng(run), selection_options(run))
     seconds = time.perf_counter() - start - pool.fetch_seconds
     for w in caught:  # our own notes; a library's deprecation notices are not the user's business
         if issubclass(w.category, CALTopUpWarning):
@@ -284,18 +289,20 @@ def _positions(picked) -> np.ndarray:
 
 def _write_selection(run: Run, index_file, labeled, unlabeled, positions) -> None:
     """labeled += unlabeled[positions] (in the order picked), unlabeled -= them."""
+    s = run.settings
     chosen = np.zeros(len(unlabeled), dtype=bool)
     chosen[positions] = True
     new_labeled = np.concatenate([labeled, unlabeled[positions]])
-    write_indices(index_file, new_labeled, unlabeled[~chosen], run.dataset, run.pool_size)
-    read_indices(index_file, run.dataset, run.pool_size)  # labeled + unlabeled is exactly the pool
+    write_indices(index_file, new_labeled, unlabeled[~chosen], s.dataset, run.pool_size)
+    read_indices(index_file, s.dataset, run.pool_size)  # labeled + unlabeled is exactly the pool
 
 
 def _write_importance_weights(run: Run, al_iter: int, selected, importance_weights, lewis_weights,
                               sampler: str) -> None:
     """Beside iteration al_iter's index file, before it: the pool indices the sampling chose, and each
     one's importance weight (its weight in a loss that estimates the pool's) and maximum Lewis weight."""
-    write_npz(run.paths.importance_weights(run.model_num, run.method, al_iter),
+    s = run.settings
+    write_npz(s.paths.importance_weights(s.model_num, s.method, al_iter),
               selected=np.asarray(selected, dtype=np.int64), importance_weights=np.asarray(importance_weights),
               lewis_weights=np.asarray(lewis_weights), lewis_p=np.array(selection_options(run).lewis_p),
               representation=np.array(selection_options(run).lewis_representation), sampler=np.array(sampler))

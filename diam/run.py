@@ -35,13 +35,14 @@ CHECKPOINT_READ_ERRORS = (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeErr
 
 
 class Run:
-    """One (preset, dataset) run folder with its settings, device and data."""
+    """One (preset, dataset) run folder with its settings, device and data.
+
+    The step's settings are `run.settings`, read there (frozen, never copied); what the run adds is
+    what they resolve to on this machine: the torch device, the speed switches that act on it, and
+    the data (loaded when first asked for)."""
 
     def __init__(self, settings: StepSettings):
         self.settings = settings
-        self.preset, self.paths = settings.preset, settings.paths
-        self.dataset, self.model_num, self.method, self.al_iter = \
-            settings.dataset, settings.model_num, settings.method, settings.al_iter
         self.device = resolve_device(settings.device)
         if self.device.type != "cuda" and settings.speed.cuda_pieces():
             print(f"note: DIAM_CUDA_FAST ({', '.join(settings.speed.cuda_pieces())}) acts on CUDA only; ignored "
@@ -50,8 +51,6 @@ class Run:
         if self.device.type == "cuda":
             allow_tf32()
             torch.backends.cudnn.benchmark = self.speed.cudnn_benchmark
-        self.data_root, self.redo = settings.data_root, settings.redo
-        self.nets = settings.target_nets  # net_id n is the n-th of these
         if settings.nets:
             models.check_target_names(settings.nets)
 
@@ -59,14 +58,14 @@ class Run:
         """This run at another iteration (same folder, device and loaded data)."""
         other = copy.copy(self)  # keeps the cached data
         other.settings = dataclasses.replace(self.settings, al_iter=al_iter)
-        other.al_iter = al_iter
         return other
 
     @cached_property
     def data(self) -> Data:
-        data = load_dataset(self.settings.dataset_file or self.dataset, self.data_root, self.preset.pool_size,
-                            self.preset.test_size, SUBSET_SEED).to(self.device)
-        check_run_config(self.paths, self._run_config(data), claim=False)
+        s = self.settings
+        data = load_dataset(s.dataset_file or s.dataset, s.data_root, s.preset.pool_size, s.preset.test_size,
+                            SUBSET_SEED).to(self.device)
+        check_run_config(s.paths, self._run_config(data), claim=False)
         return data
 
     def _run_config(self, data: Data) -> dict:
@@ -78,23 +77,26 @@ class Run:
     def claim_folder(self) -> None:
         """Record this run's settings in its folder: done by a step whose inputs are checked, just
         before its first write, so refused input leaves the folder as it was."""
-        check_run_config(self.paths, self._run_config(self.data))
+        check_run_config(self.settings.paths, self._run_config(self.data))
 
     @property
     def pool_size(self) -> int:
         return len(self.data.pool_labels)
 
     def image_size(self, net_id: int, testing: bool = False) -> int:
-        if self.preset.image_size:
-            return self.preset.image_size
-        return models.target_input_size(self.nets[0 if testing and self.preset.test_at_net0_size else net_id])
+        preset = self.settings.preset
+        if preset.image_size:
+            return preset.image_size
+        tested_as = 0 if testing and preset.test_at_net0_size else net_id
+        return models.target_input_size(self.settings.target_nets[tested_as])
 
     # ------------------------------------------------------------ index files
     def split(self, al_iter=None, make_initial=False):
         """(labeled, unlabeled) pool indices for an iteration; iteration 0's are made here when
         `make_initial` (by training, the step that reads them first)."""
-        al_iter = self.al_iter if al_iter is None else al_iter
-        path = self.paths.indices(self.model_num, self.method, al_iter)
+        s = self.settings
+        al_iter = s.al_iter if al_iter is None else al_iter
+        path = s.paths.indices(s.model_num, s.method, al_iter)
         if al_iter == 0 and make_initial and not path.exists():
             self._write_initial_split(path)
         elif al_iter == 0 and not path.exists():
@@ -104,12 +106,12 @@ class Run:
             raise UserError(f"no selection has been written for al_iter {al_iter} (expected {path}). Run "
                             f"al_select.py --al_iter {al_iter - 1} with the same --dataset, --method, "
                             "--model_num and preset first.")
-        return read_indices(path, self.dataset, self.pool_size)
+        return read_indices(path, s.dataset, self.pool_size)
 
     def _write_initial_split(self, path) -> None:
         """The initial labeled set: `initial_labeled` pool images drawn at random among those whose
         label is known (all of them in a simulation)."""
-        n_initial = self.preset.initial_labeled
+        n_initial = self.settings.preset.initial_labeled
         if n_initial >= self.pool_size:  # loads the data: a dataset that fails to load writes nothing
             raise UserError(f"the initial labeled set ({n_initial}) must be smaller than the pool "
                             f"({self.pool_size}); lower --initial_labeled or raise --pool_size.")
@@ -122,9 +124,9 @@ class Run:
         with step_lock(path):
             if path.exists():  # another process wrote it while we waited
                 return
-            order = np.random.default_rng(self.preset.seed).permutation(len(known))
+            order = np.random.default_rng(self.settings.preset.seed).permutation(len(known))
             labeled = np.sort(known[order[:n_initial]])
-            write_indices(path, labeled, np.setdiff1d(np.arange(self.pool_size), labeled), self.dataset,
+            write_indices(path, labeled, np.setdiff1d(np.arange(self.pool_size), labeled), self.settings.dataset,
                           self.pool_size)
 
     # ------------------------------------------------------------ labels a person gave
@@ -137,7 +139,7 @@ class Run:
             return data
         labels = data.pool_labels.clone()
         before, _ = self.split(0)
-        for al_iter in range(1, self.al_iter + 1):
+        for al_iter in range(1, self.settings.al_iter + 1):
             after, _ = self.split(al_iter)
             batch = after[~np.isin(after, before)]
             given = self._given_labels(al_iter, [data.pool_paths[i] for i in batch])
@@ -145,16 +147,17 @@ class Run:
             before = after
         unlabelled = labeled[(labels[torch.from_numpy(labeled).to(labels.device)] < 0).cpu().numpy()]
         if len(unlabelled):  # only index files that disagree with the sheets lead here
-            raise UserError(f"{len(unlabelled)} images of the labeled set of al_iter {self.al_iter} have no label "
-                            f"(pool positions {', '.join(map(str, unlabelled[:5]))}...). Rerun the selections that "
-                            "chose them with --redo.")
+            raise UserError(f"{len(unlabelled)} images of the labeled set of al_iter {self.settings.al_iter} have no "
+                            f"label (pool positions {', '.join(map(str, unlabelled[:5]))}...). Rerun the selections "
+                            "that chose them with --redo.")
         return dataclasses.replace(data, pool_labels=labels)
 
     def _given_labels(self, al_iter: int, images: list) -> list:
         """The class index of each image selected for `al_iter`: from the Label Studio export beside
         the sheet when there is one (label_studio.py), else from the sheet."""
-        sheet = self.paths.label_sheet(self.model_num, self.method, al_iter)
-        exports = [p for p in self.paths.label_studio_exports(self.model_num, self.method, al_iter) if p.exists()]
+        s = self.settings
+        sheet = s.paths.label_sheet(s.model_num, s.method, al_iter)
+        exports = [p for p in s.paths.label_studio_exports(s.model_num, s.method, al_iter) if p.exists()]
         if len(exports) > 1:
             raise UserError(f"there are two Label Studio exports for al_iter {al_iter}, {exports[0]} and "
                             f"{exports[1]}, and only one can be read. Move away the one you do not mean, then run "
@@ -172,10 +175,10 @@ class Run:
         An existing sheet that lists the same images is kept as it is (it may hold labels already);
         one that lists others is refused, never overwritten. The tasks hold nobody's work: they are
         written again."""
-        data = self.data
+        data, s = self.data, self.settings
         if data.labels_known:
             return None
-        sheet = self.paths.label_sheet(self.model_num, self.method, al_iter)
+        sheet = s.paths.label_sheet(s.model_num, s.method, al_iter)
         images = [data.pool_paths[i] for i in batch]
         known = [data.classes[k] if k >= 0 else ""
                  for k in data.pool_labels[torch.from_numpy(batch).to(data.pool_labels.device)].tolist()]
@@ -187,42 +190,42 @@ class Run:
                                 "then run the same command again.")
         else:
             write_sheet(sheet, images, known)
-        version = f"{self.method}: the T = {self.model_num} target models of al_iter {al_iter - 1}"
-        addresses = label_studio.image_addresses(images, self.settings.dataset_file.base, data.pool_paths)
-        label_studio.write_tasks(self.paths.label_studio_tasks(self.model_num, self.method, al_iter),
-                                 label_studio.tasks(images, addresses, votes(), self.nets, data.classes, known,
+        version = f"{s.method}: the T = {s.model_num} target models of al_iter {al_iter - 1}"
+        addresses = label_studio.image_addresses(images, s.dataset_file.base, data.pool_paths)
+        label_studio.write_tasks(s.paths.label_studio_tasks(s.model_num, s.method, al_iter),
+                                 label_studio.tasks(images, addresses, votes(), s.target_nets, data.classes, known,
                                                     version))
-        label_studio.write_config(self.paths.label_studio_config, data.classes)
+        label_studio.write_config(s.paths.label_studio_config, data.classes)
         return sheet
 
     # ------------------------------------------------------------ checkpoints
     def checkpoint(self, net_id, al_iter=None):
-        al_iter = self.al_iter if al_iter is None else al_iter
-        return self.paths.checkpoint(self.model_num, self.method, al_iter, net_id)
+        s = self.settings
+        return s.paths.checkpoint(s.model_num, s.method, s.al_iter if al_iter is None else al_iter, net_id)
 
     def initial_net(self, net_id: int):
         """Net `net_id` at its initial weights, drawn from the net's own stream as training draws them;
         returns (net, init rule, stream seed)."""
-        name = self.nets[net_id]
-        stream = stream_seed(self.preset.seed, net_id)
+        name, preset = self.settings.target_nets[net_id], self.settings.preset
+        stream = stream_seed(preset.seed, net_id)
         with INITIAL_WEIGHTS_LOCK:  # nets trained at once (DIAM_CUDA_FAST=streams) share torch's global generator
             torch.manual_seed(stream)  # the initial weights are drawn from the net's own stream too
-            net = models.build_target(name, self.data.n_classes, self.preset.dropout)
-            init = models.initialise_target(net, name, self.preset.init)
+            net = models.build_target(name, self.data.n_classes, preset.dropout)
+            init = models.initialise_target(net, name, preset.init)
         return net, init, stream
 
     def load_net(self, net_id: int):
         """A trained target net and its record, checked to be the net asked for."""
-        path = self.checkpoint(net_id)
+        path, s = self.checkpoint(net_id), self.settings
         if not path.exists():
-            raise UserError(f"net {net_id} has not been trained for al_iter {self.al_iter} (no {path}). Run "
-                            f"train_net.py --net_id {net_id} --al_iter {self.al_iter} with the same "
+            raise UserError(f"net {net_id} has not been trained for al_iter {s.al_iter} (no {path}). Run "
+                            f"train_net.py --net_id {net_id} --al_iter {s.al_iter} with the same "
                             "--dataset, --method, --model_num and preset first.")
         n_classes = self.data.n_classes  # loads and checks the dataset: its errors are not the checkpoint's
 
         def damaged(why):  # advice that deletes the file: given only where the failure was the file's
             return UserError(f"the checkpoint {path} is damaged or belongs to another net ({why}). Delete it "
-                             f"and rerun train_net.py --net_id {net_id} --al_iter {self.al_iter}.")
+                             f"and rerun train_net.py --net_id {net_id} --al_iter {s.al_iter}.")
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
         except CHECKPOINT_READ_ERRORS as err:
@@ -232,9 +235,9 @@ class Run:
                 or not {"net_id", "dataset"} <= info.keys():
             raise damaged("not a checkpoint written by train_net.py")
         recorded = info.get("net", f"ofa{info['net_id']}")  # the paper's nets: OFA net n at place n
-        if info["net_id"] != net_id or info["dataset"] != self.dataset or recorded != self.nets[net_id]:
+        if info["net_id"] != net_id or info["dataset"] != s.dataset or recorded != s.target_nets[net_id]:
             raise damaged(f"it holds net {info['net_id']} ({recorded}) of dataset {info['dataset']}")
-        net = models.build_target(self.nets[net_id], n_classes, self.preset.dropout)  # its errors are its own
+        net = models.build_target(s.target_nets[net_id], n_classes, s.preset.dropout)  # its errors are its own
         try:
             net.load_state_dict(saved["state_dict"])
         except (RuntimeError, AssertionError) as err:  # a key or shape that does not fit (ofa's loader asserts)

@@ -648,7 +648,7 @@ def test_a_truncated_or_foreign_pool_file_is_called_damaged(tmp_path, spoil):
 
     run, checkpoint = _run_with_a_checkpoint(tmp_path)
     labeled, unlabeled = run.split(make_initial=True)
-    path = run.paths.pool_predictions(run.model_num, run.method, 0, 0)
+    path = run.settings.paths.pool_predictions(run.settings.model_num, run.settings.method, 0, 0)
     write_npz(path, unlabeled=unlabeled, unlabeled_probs=np.zeros((len(unlabeled), 10), np.float32))
     assert set(_pool_predictions(run, 0, unlabeled, "unlabeled_probs")) >= {"unlabeled_probs"}
     CHECKPOINT_SPOILS[spoil](path)
