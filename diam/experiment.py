@@ -22,16 +22,15 @@ from .paths import (NPZ_READ_ERRORS, read_indices, refuse_paper_results, step_lo
 from .pool import Pool
 from .run import Run
 from .selection_inputs import model_votes, selection_options, selection_pool, selection_rng
-from .settings import check_net_index
 from .strategies import CALTopUpWarning, WeightedBatch, strategy_notes
 from .training import Record, backbone_features, evaluate, train_linear_head, train_target_net
 
 
 # ---------------------------------------------------------------- training
 def train_step(run: Run, net_id: int, record_snapshots: bool = False) -> str:
-    """Train net `net_id` for this iteration; returns a line saying what happened."""
+    """Train net `net_id` (one of the T, checked where the step's settings were resolved: cli.train_settings)
+    for this iteration; returns a line saying what happened."""
     s = run.settings
-    check_net_index(net_id, s.model_num)
     ckpt = run.checkpoint(net_id)
     if ckpt.exists() and not s.redo:
         return f"net {net_id} already trained: {ckpt}"
@@ -152,8 +151,6 @@ def train_steps_at_once(run: Run, net_ids, record_snapshots: bool = False):
     Launches from several threads overlap only where each launches little: with the
     steps and passes graphed (training_graphs, scoring_graphs).
     """
-    for net_id in net_ids:  # refused before anything is written
-        check_net_index(net_id, run.settings.model_num)
     run.data  # noqa: B018  (loaded once, before the threads)
 
     def train_on_own_stream(net_id):

@@ -20,7 +20,7 @@ from . import label_studio, models
 from .data import Data, load_dataset
 from .errors import UserError
 from .labels import read_rows, read_sheet, write_sheet
-from .paths import check_run_config, read_indices, step_lock, write_indices
+from .paths import check_run_config, claim_run_config, read_indices, step_lock, write_indices
 from .presets import SUBSET_SEED
 from .settings import StepSettings, resolve_device
 from .training import allow_tf32, stream_seed, to_device
@@ -65,7 +65,8 @@ class Run:
         s = self.settings
         data = load_dataset(s.dataset_file or s.dataset, s.data_root, s.preset.pool_size, s.preset.test_size,
                             SUBSET_SEED).to(self.device)
-        check_run_config(s.paths, self._run_config(data), claim=False)
+        if s.run_record is not None:  # checked at the step's entry, all but the images' content
+            check_run_config(s.paths, s.run_record, self._run_config(data))
         return data
 
     def _run_config(self, data: Data) -> dict:
@@ -76,8 +77,11 @@ class Run:
 
     def claim_folder(self) -> None:
         """Record this run's settings in its folder: done by a step whose inputs are checked, just
-        before its first write, so refused input leaves the folder as it was."""
-        check_run_config(self.settings.paths, self._run_config(self.data))
+        before its first write, so refused input leaves the folder as it was. A folder that had its
+        record when the step began was checked then (and its images' content when they loaded)."""
+        data = self.data
+        if self.settings.run_record is None:
+            claim_run_config(self.settings.paths, self._run_config(data))
 
     @property
     def pool_size(self) -> int:

@@ -8,7 +8,7 @@ from typing import Optional
 
 from .dataset_file import DatasetFile, is_dataset_file, read_dataset_file
 from .errors import UserError
-from .paths import RunPaths, check_run_config, default_work_dir, refuse_paper_results
+from .paths import RunPaths, check_run_config, default_work_dir, read_run_config, refuse_paper_results
 from .datasets import check_dataset
 from .methods import METHODS, resolve_settings
 from .presets import MAX_MODELS, Preset, default_nets, preset_from_args
@@ -32,6 +32,9 @@ class StepSettings:
     speed: Speed = Speed()  # how passes and steps run, never what they compute (DIAM_* variables, diam/speed.py)
     nets: tuple = ()  # the T target models by name (models.py); () for the paper's, ofa0..ofa<T-1>
     dataset_file: Optional[DatasetFile] = None  # the dataset made from files, when it is one
+    # The run folder's config.json as the step found it, already checked against these settings (all
+    # but a dataset file's content, known once its images load); None: no script has recorded any yet.
+    run_record: Optional[dict] = None
 
     def method_settings(self, method: Optional[str] = None):
         """The settings `method` (default: this step's) selects with: its class's instance, or its defaults."""
@@ -109,11 +112,13 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
     refuse_paper_results(Path(work_dir).resolve(), "--work_dir")  # runs and their default results go inside it
     paths = RunPaths(work_dir, preset.name, name, results_dir, preset.seed)
     # A folder made with other settings is refused before any work (nothing is written here).
-    check_run_config(paths, run_config(name, preset, nets, dataset_file), claim=False)
+    run_record = read_run_config(paths)
+    if run_record is not None:
+        check_run_config(paths, run_record, run_config(name, preset, nets, dataset_file))
     return StepSettings(preset=preset, dataset=name, model_num=args.model_num, al_iter=args.al_iter,
                         method=method, paths=paths, device=args.device, data_root=args.data_root,
                         redo=args.redo, nets=nets, dataset_file=dataset_file, speed=speed_from_environment(),
-                        strategy_settings=resolve_settings(args, preset))
+                        strategy_settings=resolve_settings(args, preset), run_record=run_record)
 
 
 def check_net_index(net_id: int, model_num: int) -> None:
