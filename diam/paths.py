@@ -47,17 +47,12 @@ _UMASK = os.umask(0o022)  # the process's umask can only be read by setting it: 
 os.umask(_UMASK)
 
 
-def default_work_dir() -> Path:
-    return Path(os.environ.get("DIAM_WORK_DIR", "runs"))
-
-
-PROJECT_CACHE = Path(__file__).resolve().parent.parent / ".cache"  # inside the clone: nothing written outside it
-
-
-def cache_dir() -> Path:
-    """Where derived copies of data live (unpacked .gz files, decoded images): $DIAM_CACHE, or the
-    project's own .cache folder."""
-    return Path(os.environ.get("DIAM_CACHE", PROJECT_CACHE))
+# The defaults of the folders a step may be given through the environment (settings.read_environment).
+DEFAULT_WORK_DIR = Path("runs")  # where runs live
+DEFAULT_DATA_ROOT = Path("data")  # where dataset files live
+# Where derived copies of data live (unpacked .gz files, decoded images): inside the clone, so that
+# nothing is written outside it.
+PROJECT_CACHE = Path(__file__).resolve().parent.parent / ".cache"
 
 
 def seed_folder(seed: int) -> str:

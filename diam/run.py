@@ -64,7 +64,7 @@ class Run:
     def data(self) -> Data:
         s = self.settings
         data = load_dataset(s.dataset_file or s.dataset, s.data_root, s.preset.pool_size, s.preset.test_size,
-                            SUBSET_SEED).to(self.device)
+                            SUBSET_SEED, s.cache).to(self.device)
         if s.run_record is not None:  # checked at the step's entry, all but the images' content
             check_run_config(s.paths, s.run_record, self._run_config(data))
         return data
@@ -215,7 +215,7 @@ class Run:
         with INITIAL_WEIGHTS_LOCK:  # nets trained at once (DIAM_CUDA_FAST=streams) share torch's global generator
             torch.manual_seed(stream)  # the initial weights are drawn from the net's own stream too
             net = models.build_target(name, self.data.n_classes, preset.dropout)
-            init = models.initialise_target(net, name, preset.init)
+            init = models.initialise_target(net, name, preset.init, self.settings.ofa_cache)
         return net, init, stream
 
     def load_net(self, net_id: int):
