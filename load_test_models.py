@@ -8,6 +8,7 @@
 import torch
 
 from diam import models
+from diam.settings import read_environment
 
 
 def load_test_models(net_id: int, n_classes: int = 10, trained_weights=None, init: str = "he_fout"):
@@ -26,7 +27,7 @@ def load_test_models(net_id: int, n_classes: int = 10, trained_weights=None, ini
         net.load_state_dict(saved.get("state_dict", saved))
         size = saved.get("info", {}).get("image_size", size)
     else:
-        models.initialise(net, net_id, init)
+        models.initialise(net, net_id, init, read_environment().ofa_cache)
     return net, size
 
 

@@ -48,6 +48,7 @@ from diam.augment import BRIGHTNESS, IMAGENET_MEAN, IMAGENET_STD, train_transfor
 from diam.data import load_dataset  # noqa: E402
 from diam.errors import UserError  # noqa: E402
 from diam.presets import PRESETS  # noqa: E402
+from diam.settings import read_environment  # noqa: E402
 from machine import cpu_model, device_line, load_average_lines, net_ids, shown, torch_device  # noqa: E402
 from diam.training import autocast, parameter_groups, to_device, to_input_layout  # noqa: E402
 
@@ -69,7 +70,7 @@ def pick_data_root(given):
 def load_pool(data_root: Path):
     """Fashion-MNIST's train split when the root has it, else scikit-learn's digits (embedded)."""
     try:
-        data = load_dataset("fmnist", data_root)
+        data = load_dataset("fmnist", data_root, cache=read_environment().cache)
         return data, f"fmnist (real Fashion-MNIST from {shown(data_root)}, pool {len(data.pool_labels)})"
     except UserError:
         data = load_dataset("digits")

@@ -45,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diam import cli, experiment, training  # noqa: E402
+from diam.run import Run  # noqa: E402
 from diam.settings import settings_from_args  # noqa: E402
 from diam.strategies import diam  # noqa: E402
 
@@ -102,9 +103,10 @@ def parse_args():
 def timed_iteration(args, common, passes: PassLog):
     """Train, test, select; returns the Run of the training step."""
     train_args = cli.train_args(["--net_id", *map(str, range(args.model_num)), *common])
-    run = experiment.Run(settings_from_args(train_args))
+    run = Run(settings_from_args(train_args))
     say(f"device {run.device}; speed switches: scoring {run.speed.scoring}, scoring batch "
-        f"{run.speed.scoring_batch or run.preset.eval_batch}, CUDA pieces: {', '.join(run.speed.cuda_pieces()) or 'none'}")
+        f"{run.speed.scoring_batch or run.settings.preset.eval_batch}, "
+        f"CUDA pieces: {', '.join(run.speed.cuda_pieces()) or 'none'}")
     began = time.perf_counter()
     data = run.data
     if run.device.type == "cuda":
@@ -130,11 +132,11 @@ def timed_iteration(args, common, passes: PassLog):
         f"scoring) {scoring:.1f} s of it{' (summed over overlapping nets)' if run.speed.concurrent_nets > 1 else ''}")
 
     phase = time.perf_counter()
-    line = experiment.test_step(experiment.Run(settings_from_args(cli.test_args(["--method", "random", *common]))))
+    line = experiment.test_step(Run(settings_from_args(cli.test_args(["--method", "random", *common]))))
     say(f"phase test: {time.perf_counter() - phase:.1f} s ({line})")
     for method in ("DIAM", "CAL", "entropy"):
         phase = time.perf_counter()
-        step = experiment.Run(settings_from_args(cli.select_args(["--method", method, *common])))
+        step = Run(settings_from_args(cli.select_args(["--method", method, *common])))
         line = experiment.select_step(step)
         say(f"phase selection {method}: {time.perf_counter() - phase:.1f} s ({line.split(':')[0]})")
     return run, began
@@ -154,7 +156,7 @@ def bf16_check(args, run, passes: PassLog):
         for net, size in snapshots:
             for kind, (bf16, tf32) in kinds.items():
                 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-                per_kind[kind].append(training.predict(net, images, size, run.preset.eval_batch, bf16=bf16,
+                per_kind[kind].append(training.predict(net, images, size, run.settings.preset.eval_batch, bf16=bf16,
                                                        speed=run.speed)[0])
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         reference = np.stack(per_kind["fp32, TF32 off"])
@@ -164,7 +166,7 @@ def bf16_check(args, run, passes: PassLog):
         for kind in kinds:
             labels[kind].append(np.stack(per_kind[kind]))
     reference = np.stack(labels["fp32, TF32 off"])
-    batch = max(1, round(run.preset.query_batch * len(subset) / len(unlabeled)))
+    batch = max(1, round(run.settings.preset.query_batch * len(subset) / len(unlabeled)))
     for kind in ("fp32, TF32 on", "bf16"):
         other = np.stack(labels[kind])
         top = [set(diam(x, batch, np.random.default_rng(1), candidate_factor=1)) for x in (reference, other)]

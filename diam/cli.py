@@ -14,7 +14,7 @@ from .paths import refuse_paper_results
 from .datasets import DATASETS
 from .methods import METHODS, add_settings_flags, settings_problem
 from .presets import add_preset_arguments
-from .settings import check_net_index, settings_from_args
+from .settings import StepSettings, check_net_index, settings_from_args
 
 
 def parser(description: str, method_required: bool = True, required: bool = True) -> argparse.ArgumentParser:
@@ -66,8 +66,8 @@ def finished(*outputs) -> bool:
 # ---------------------------------------------------------------- the three steps
 # Each script's flags and work, here so that the scripts and run_grid.py's workers read
 # the same flags and run the same code (a worker builds them from a plan step: step_args).
-# `*_outputs` are the files that mark a step done; `run_*` skips a finished step (True when
-# it did work).
+# `*_settings` resolve a step's command line into its settings, once; `*_outputs` are the files
+# that mark the step done, from those settings; `run_*` skips a finished step (True when it did work).
 def train_parser(description="Train target nets for one active-learning iteration.", required=True):
     p = parser(description, method_required=False, required=required)
     p.add_argument("--net_id", type=int, nargs="+", required=required,
@@ -92,19 +92,25 @@ def _shared_iteration_0(args, error) -> argparse.Namespace:
     return args
 
 
-def train_outputs(args) -> list[Path]:
+def train_settings(args) -> StepSettings:
     settings = settings_from_args(args)
     for net_id in args.net_id:
         check_net_index(net_id, args.model_num)
-    return [settings.paths.checkpoint(args.model_num, args.method, args.al_iter, n) for n in args.net_id]
+    return settings
+
+
+def train_outputs(settings: StepSettings, args) -> list[Path]:
+    return [settings.paths.checkpoint(settings.model_num, settings.method, settings.al_iter, n) for n in args.net_id]
 
 
 def run_train(args) -> bool:
-    if not args.redo and finished(*train_outputs(args)):
+    settings = train_settings(args)
+    if not args.redo and finished(*train_outputs(settings, args)):
         return False
-    from .experiment import Run, train_step, train_steps_at_once  # loads torch: only when there is work to do
+    from .experiment import train_step, train_steps_at_once  # loads torch: only when there is work to do
+    from .run import Run
 
-    run = Run(settings_from_args(args))
+    run = Run(settings)
     if run.speed.concurrent_nets > 1 and len(args.net_id) > 1:
         for line in train_steps_at_once(run, args.net_id, args.mDIS):
             print(line, flush=True)
@@ -125,18 +131,24 @@ def test_args(argv=None, description="Test the T target nets of one iteration.")
     return test_parser(description).parse_args(argv)
 
 
-def test_outputs(args) -> list[Path]:
-    paths = settings_from_args(args, args.results_dir).paths
-    refuse_paper_results(paths.results_root, "--results_dir")
-    return [paths.performances(args.model_num, args.method, args.al_iter)]
+def test_settings(args) -> StepSettings:
+    settings = settings_from_args(args, args.results_dir)
+    refuse_paper_results(settings.paths.results_root, "--results_dir")
+    return settings
+
+
+def test_outputs(settings: StepSettings, args) -> list[Path]:
+    return [settings.paths.performances(settings.model_num, settings.method, settings.al_iter)]
 
 
 def run_test(args) -> bool:
-    if not args.redo and finished(*test_outputs(args)):
+    settings = test_settings(args)
+    if not args.redo and finished(*test_outputs(settings, args)):
         return False
-    from .experiment import Run, test_step  # loads torch: only when there is work to do
+    from .experiment import test_step  # loads torch: only when there is work to do
+    from .run import Run
 
-    print(test_step(Run(settings_from_args(args, args.results_dir))))
+    print(test_step(Run(settings)))
     return True
 
 
@@ -159,35 +171,37 @@ def select_args(argv=None, description="Select the next batch of examples to lab
     return args
 
 
-def select_outputs(args) -> list[Path]:
-    return [settings_from_args(args).paths.indices(args.model_num, args.method, args.al_iter + 1)]
+def select_outputs(settings: StepSettings, args) -> list[Path]:
+    return [settings.paths.indices(settings.model_num, settings.method, settings.al_iter + 1)]
 
 
 def run_select(args) -> bool:
-    if not args.redo and finished(*select_outputs(args)):
-        paths = settings_from_args(args).paths
-        sheet = paths.label_sheet(args.model_num, args.method, args.al_iter + 1)
+    settings = settings_from_args(args)
+    if not args.redo and finished(*select_outputs(settings, args)):
+        paths, model_num, method, al_iter = settings.paths, settings.model_num, settings.method, settings.al_iter
+        sheet = paths.label_sheet(model_num, method, al_iter + 1)
         if sheet.exists():  # a person labels this run: asked again, say again where the images to label are
-            print(f"to label: {sheet}, or in Label Studio: "
-                  f"{paths.label_studio_tasks(args.model_num, args.method, args.al_iter + 1)}")
+            print(f"to label: {sheet}, or in Label Studio: {paths.label_studio_tasks(model_num, method, al_iter + 1)}")
         return False
-    from .experiment import Run, select_step  # loads torch: only when there is work to do
+    from .experiment import select_step  # loads torch: only when there is work to do
+    from .run import Run
 
-    print(select_step(Run(settings_from_args(args)), args.batch_size))
+    print(select_step(Run(settings), args.batch_size))
     return True
 
 
 # ---------------------------------------------------------------- a plan's steps (diam/plan.py)
 class Script(NamedTuple):
     parser: Callable  # (required=...) -> its argparse parser
-    outputs: Callable  # args -> the files that mark the step done
+    settings: Callable  # args -> the step's settings, resolved and checked
+    outputs: Callable  # (settings, args) -> the files that mark the step done
     run: Callable  # args -> True when it did work, False when it was done already
 
 
 SCRIPTS = {
-    plan.TRAIN: Script(train_parser, train_outputs, run_train),
-    plan.TEST: Script(test_parser, test_outputs, run_test),
-    plan.SELECT: Script(select_parser, select_outputs, run_select),
+    plan.TRAIN: Script(train_parser, train_settings, train_outputs, run_train),
+    plan.TEST: Script(test_parser, test_settings, test_outputs, run_test),
+    plan.SELECT: Script(select_parser, settings_from_args, select_outputs, run_select),
 }
 
 
@@ -214,7 +228,8 @@ def _refuse(message):
 
 
 def step_outputs(step: plan.Step) -> list[Path]:
-    return SCRIPTS[step.script].outputs(step_args(step))
+    script, args = SCRIPTS[step.script], step_args(step)
+    return script.outputs(script.settings(args), args)
 
 
 def run_step(step: plan.Step) -> bool:

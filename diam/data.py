@@ -22,7 +22,7 @@ from torchvision import datasets as tv
 
 from .dataset_file import DatasetFile, load_images
 from .errors import UserError
-from .paths import atomic_write, cache_dir
+from .paths import DEFAULT_DATA_ROOT, PROJECT_CACHE, atomic_write
 from .datasets import DATASETS, BuiltinDataset, check_dataset
 
 # Where Debian's dataset-fashion-mnist package puts the .gz files.
@@ -67,20 +67,17 @@ class Data:
         return bool((self.pool_labels >= 0).all())
 
 
-def default_data_root() -> Path:
-    return Path(os.environ.get("DIAM_DATA_ROOT", "data"))
-
-
 def load_dataset(dataset: Union[str, DatasetFile], data_root=None, pool_size=None, test_size=None,
-                 seed: int = 0) -> Data:
-    """Load a dataset (a built-in one's name, or a dataset file); optionally keep a fixed random
-    subset of the pool and of the test split."""
+                 seed: int = 0, cache: Path = PROJECT_CACHE) -> Data:
+    """Load a dataset (a built-in one's name, read under `data_root`, ./data when None; or a dataset
+    file); optionally keep a fixed random subset of the pool and of the test split. `cache` holds
+    the copies made on the way (unpacked .gz files, decoded images)."""
     if isinstance(dataset, DatasetFile):
-        data = _load_files(dataset)
+        data = _load_files(dataset, cache)
     else:
         check_dataset(dataset)
-        root = Path(data_root) if data_root else default_data_root()
-        data = LOADERS[DATASETS[dataset].source](dataset, root, seed)
+        root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
+        data = LOADERS[DATASETS[dataset].source](dataset, root, seed, cache)
     rng = np.random.default_rng(seed)
     pool = _subset(len(data.pool_labels), pool_size, rng)
     test = _subset(len(data.test_labels), test_size, rng)
@@ -103,8 +100,8 @@ def _take(t: torch.Tensor, subset: Optional[torch.Tensor]) -> torch.Tensor:
     return t if subset is None else t[subset]
 
 
-def _load_files(dataset: DatasetFile) -> Data:
-    files = load_images(dataset)
+def _load_files(dataset: DatasetFile, cache: Path) -> Data:
+    files = load_images(dataset, cache)
     as_t = torch.from_numpy
     return Data(dataset.name, as_t(files.pool_images), as_t(files.pool_labels), as_t(files.test_images),
                 as_t(files.test_labels), len(files.classes), files.classes, files.pool_paths, files.fingerprint)
@@ -115,8 +112,8 @@ def _torchvision_class(name: str):
     return getattr(tv, DATASETS[name].torchvision_class)
 
 
-def _load_digits(name: str, root: Path, seed: int) -> Data:
-    """scikit-learn's embedded digits (root is not read: there are no files)."""
+def _load_digits(name: str, root: Path, seed: int, cache: Path) -> Data:
+    """scikit-learn's embedded digits (neither root nor cache is read: there are no files)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -130,7 +127,7 @@ def _load_digits(name: str, root: Path, seed: int) -> Data:
                 as_t(test_y, torch.int64), DATASETS[name].n_classes)
 
 
-def _load_test_split(name: str, root: Path, seed: int) -> Data:
+def _load_test_split(name: str, root: Path, seed: int, cache: Path) -> Data:
     """A torchvision dataset's official test split alone, split into a pool and a test set (stratified)."""
     from sklearn.model_selection import train_test_split
 
@@ -138,7 +135,7 @@ def _load_test_split(name: str, root: Path, seed: int) -> Data:
     cls = _torchvision_class(source)
     files = [f for f in _expected_files(source) if f.startswith("t10k")]
     try:
-        raw = _place_gz_files(source, root, files) / cls.__name__ / "raw"
+        raw = _place_gz_files(source, root, cache, files) / cls.__name__ / "raw"
     except (OSError, EOFError) as err:
         raise UserError(f"found compressed {source} test files but could not unpack them ({err}). Check that the "
                         ".gz files are complete.") from None
@@ -172,11 +169,11 @@ def _expected_files(name: str):
     return [Path(filename).stem for filename, _ in cls.resources]
 
 
-def _place_gz_files(name: str, root: Path, files=None) -> Path:
+def _place_gz_files(name: str, root: Path, cache: Path, files=None) -> Path:
     """Decompress .gz files found in the usual places into torchvision's raw folder (`files`:
     those of both splits unless given).
 
-    Returns the root torchvision should read: `root` itself, or a cache folder when
+    Returns the root torchvision should read: `root` itself, or a folder in `cache` when
     `root` is read-only (a shared dataset folder, say).
     """
     cls = _torchvision_class(name)
@@ -184,7 +181,7 @@ def _place_gz_files(name: str, root: Path, files=None) -> Path:
     places = [root / cls.__name__ / "raw", root, root / cls.__name__, *SYSTEM_LOCATIONS.get(name, [])]
     if all((places[0] / filename).exists() for filename in files):
         return root  # unpacked already, as torchvision leaves a folder it downloaded into
-    target = root if root.is_dir() and _writable(root) else unpack_cache()  # a missing root is not made here
+    target = root if root.is_dir() and _writable(root) else unpack_cache(cache)  # a missing root is not made here
     raw = target / cls.__name__ / "raw"
     for filename in files:
         if (raw / filename).exists():
@@ -202,17 +199,17 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
 
 
-def unpack_cache() -> Path:
-    return cache_dir() / "datasets"
+def unpack_cache(cache: Path) -> Path:
+    return Path(cache) / "datasets"
 
 
-def _load_torchvision(name: str, root: Path, seed: int) -> Data:
+def _load_torchvision(name: str, root: Path, seed: int, cache: Path) -> Data:
     """A torchvision dataset's train and test splits (the seed is not read: they are fixed)."""
     entry: BuiltinDataset = DATASETS[name]
     cls, split, n_classes, offset = _torchvision_class(name), entry.split, entry.n_classes, entry.label_offset
     kwargs = {"split": split} if split else {}
     try:
-        root = _place_gz_files(name, root)
+        root = _place_gz_files(name, root, cache)
     except UserError:
         raise
     except (OSError, EOFError) as err:
@@ -247,5 +244,5 @@ def _load_torchvision(name: str, root: Path, seed: int) -> Data:
                 test.targets.long() - offset, n_classes)
 
 
-# BuiltinDataset.source -> the loader of (name, data root, subset seed)
+# BuiltinDataset.source -> the loader of (name, data root, subset seed, cache)
 LOADERS = {"torchvision": _load_torchvision, "test_split": _load_test_split, "sklearn_digits": _load_digits}

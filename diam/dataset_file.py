@@ -18,7 +18,7 @@ DATASETS, run_grid.py's --datasets) takes its path wherever a built-in dataset's
 
 Images of any size and mode are decoded once (Pillow): to 8-bit grayscale when every image
 is grayscale, else to RGB. The decoded pixels are kept as uint8 arrays in the cache
-($DIAM_CACHE, default ~/.cache/diam) under a key made from the files' bytes (not their paths
+(the step's: $DIAM_CACHE, default the project's .cache) under a key made from the files' bytes (not their paths
 or times) and the side, written atomically, and memory-mapped when large, so a second run
 hashes the files but decodes nothing.
 """
@@ -36,7 +36,7 @@ from PIL import Image, ImageOps
 
 from .errors import UserError
 from .labels import read_rows
-from .paths import atomic_path, cache_dir, step_lock
+from .paths import PROJECT_CACHE, atomic_path, step_lock
 from .datasets import DATASETS
 
 # What torchvision's ImageFolder takes for an image.
@@ -295,8 +295,8 @@ class FileImages:
     fingerprint: str  # the images' bytes, the side, the classes and every label
 
 
-def load_images(dataset: DatasetFile) -> FileImages:
-    """The dataset's pixels and labels: decoded once, then read from the cache."""
+def load_images(dataset: DatasetFile, cache: Path = PROJECT_CACHE) -> FileImages:
+    """The dataset's pixels and labels: decoded once into `cache`, then read from there."""
     pool, test = _listing(dataset.pool, "pool"), _listing(dataset.test, "test")
     unlabelled = [o for o, label in zip(test.origins, test.labels) if not label]
     if unlabelled:
@@ -316,7 +316,7 @@ def load_images(dataset: DatasetFile) -> FileImages:
     key = key.hexdigest()
     fingerprint = hashlib.blake2b(json.dumps([key, classes, pool_labels.tolist(), test_labels.tolist()]).encode(),
                                   digest_size=16).hexdigest()
-    places = {split: cache_dir() / "images" / f"{key}-{split}.npy" for split in ("pool", "test")}
+    places = {split: Path(cache) / "images" / f"{key}-{split}.npy" for split in ("pool", "test")}
     listings = {"pool": pool, "test": test}
     cached = lambda: {split: _load_cached(places[split], len(listings[split].files), dataset.side)  # noqa: E731
                       for split in places}

@@ -8,7 +8,6 @@ default initialisation. The choice is recorded beside every checkpoint.
 """
 import copy
 import json
-import os
 import re
 from pathlib import Path
 from typing import Optional
@@ -64,12 +63,13 @@ def build_net(net_id: int, n_classes: int = 10, dropout: float = 0.1) -> torch.n
     return get_net_by_name(cfg["name"]).build_from_config(cfg)
 
 
-def weight_cache_candidates(net_id: int):
-    """Where a copy of the ImageNet weights may already be: ours, then ofa's own caches."""
+def weight_cache_candidates(net_id: int, ofa_cache: Optional[Path] = None):
+    """Where a copy of the ImageNet weights may already be: ours (`ofa_cache`, the step's
+    $DIAM_OFA_CACHE), then ofa's own caches."""
     folder = OFA_IDS[net_id].replace("@", "-")
     places = []
-    if os.environ.get("DIAM_OFA_CACHE"):
-        places.append(Path(os.environ["DIAM_OFA_CACHE"]) / folder / "init")
+    if ofa_cache:
+        places.append(Path(ofa_cache) / folder / "init")
     places += [Path.home() / ".torch" / "ofa_specialized" / folder / "init",
                Path(".torch") / "ofa_specialized" / folder / "init"]
     return places
@@ -100,7 +100,7 @@ def _download_weights(net_id: int, destination: Path) -> bool:
         return False
 
 
-def initialise(net: torch.nn.Module, net_id: int, init: str = "he_fout") -> str:
+def initialise(net: torch.nn.Module, net_id: int, init: str = "he_fout", ofa_cache: Optional[Path] = None) -> str:
     """Give `net` its initial weights by the rule `init` (one of INIT_MODES); returns `init`.
 
     he_fout: conv weights ~ N(0, 2 / (kh * kw * out_channels)), norm layers weight 1 and
@@ -108,7 +108,7 @@ def initialise(net: torch.nn.Module, net_id: int, init: str = "he_fout") -> str:
     the call the original's run manager made over the ImageNet weights it had loaded;
     those kept only their BatchNorm running statistics, which training soon replaces).
     """
-    return _apply_init(net, init, lambda: _load_pretrained(net, net_id))
+    return _apply_init(net, init, lambda: _load_pretrained(net, net_id, ofa_cache))
 
 
 def _apply_init(net: torch.nn.Module, init: str, load_pretrained) -> str:
@@ -122,9 +122,9 @@ def _apply_init(net: torch.nn.Module, init: str, load_pretrained) -> str:
     return init
 
 
-def _load_pretrained(net: torch.nn.Module, net_id: int) -> None:
+def _load_pretrained(net: torch.nn.Module, net_id: int, ofa_cache: Optional[Path]) -> None:
     """OFA's ImageNet weights from a local copy or a download; a UserError when neither works."""
-    candidates = weight_cache_candidates(net_id)
+    candidates = weight_cache_candidates(net_id, ofa_cache)
     path = next((p for p in candidates if p.exists()), None)
     if path is None and _download_weights(net_id, candidates[0]):
         path = candidates[0]
@@ -238,12 +238,12 @@ def target_input_size(name: str) -> int:
     return torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size[0]
 
 
-def initialise_target(net: torch.nn.Module, name: str, init: str = "he_fout") -> str:
+def initialise_target(net: torch.nn.Module, name: str, init: str = "he_fout", ofa_cache: Optional[Path] = None) -> str:
     """`initialise` for a named target model: the same three rules (he_fout is OFA's rule applied
     to the model's conv, norm and linear layers); returns `init`."""
     number = ofa_number(name)
     if number is not None:
-        return initialise(net, number, init)
+        return initialise(net, number, init, ofa_cache)
     return _apply_init(net, init, lambda: _load_torchvision_pretrained(net, name))
 
 

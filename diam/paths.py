@@ -35,6 +35,7 @@ import tempfile
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from filelock import FileLock
@@ -46,17 +47,12 @@ _UMASK = os.umask(0o022)  # the process's umask can only be read by setting it: 
 os.umask(_UMASK)
 
 
-def default_work_dir() -> Path:
-    return Path(os.environ.get("DIAM_WORK_DIR", "runs"))
-
-
-PROJECT_CACHE = Path(__file__).resolve().parent.parent / ".cache"  # inside the clone: nothing written outside it
-
-
-def cache_dir() -> Path:
-    """Where derived copies of data live (unpacked .gz files, decoded images): $DIAM_CACHE, or the
-    project's own .cache folder."""
-    return Path(os.environ.get("DIAM_CACHE", PROJECT_CACHE))
+# The defaults of the folders a step may be given through the environment (settings.read_environment).
+DEFAULT_WORK_DIR = Path("runs")  # where runs live
+DEFAULT_DATA_ROOT = Path("data")  # where dataset files live
+# Where derived copies of data live (unpacked .gz files, decoded images): inside the clone, so that
+# nothing is written outside it.
+PROJECT_CACHE = Path(__file__).resolve().parent.parent / ".cache"
 
 
 def seed_folder(seed: int) -> str:
@@ -230,24 +226,30 @@ def refuse_paper_results(results_root: Path, flag: str) -> None:
 ABSENT_IS_DEFAULT = ("nets", "dataset_file", "linear_heads")
 
 
-def check_run_config(paths: RunPaths, settings: dict, claim: bool = True) -> None:
-    """The first script in a run folder records its settings; later ones must match them.
-
-    With claim=False nothing is written, not even a lock (a read-only check: config.json
-    is written atomically, so one that exists is complete).
-    """
-    if claim:
-        with step_lock(paths.config_file):
-            if not paths.config_file.exists():
-                write_json(paths.config_file, settings)
-                return
-    elif not paths.config_file.exists():
-        return
+def read_run_config(paths: RunPaths) -> Optional[dict]:
+    """The settings a run folder records (None when no script has recorded any yet). Nothing is
+    written, not even a lock: config.json is written atomically, so one that exists is complete."""
+    if not paths.config_file.exists():
+        return None
     try:
-        recorded = json.loads(paths.config_file.read_text())
+        return json.loads(paths.config_file.read_text())
     except (OSError, ValueError) as err:
         raise UserError(f"{paths.config_file} is unreadable ({err}). Delete it only if the whole "
                         f"folder {paths.root} is to be redone.")
+
+
+def claim_run_config(paths: RunPaths, settings: dict) -> None:
+    """The first script in a run folder records its settings; one that finds them recorded meanwhile
+    (another process was first) checks them as `check_run_config` does."""
+    with step_lock(paths.config_file):
+        if not paths.config_file.exists():
+            write_json(paths.config_file, settings)
+            return
+    check_run_config(paths, read_run_config(paths), settings)
+
+
+def check_run_config(paths: RunPaths, recorded: dict, settings: dict) -> None:
+    """A script's settings match those its run folder recorded (`read_run_config`); else a UserError."""
     # Quirks that only change how a run is tested may differ between scripts.
     # The mode is compared through the quirks it is made of.
     compared = set(settings) | (set(recorded) & set(ABSENT_IS_DEFAULT))

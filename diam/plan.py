@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import UserError
-from .paths import RunPaths, default_work_dir
+from .paths import RunPaths
 from .presets import DEFAULT_METHODS, PAPER_DATASETS, Preset, preset_from_args
-from .settings import check_method, resolve_dataset, resolve_nets
+from .settings import check_method, read_environment, resolve_dataset, resolve_nets
 
 TRAIN, TEST, SELECT = "train_net.py", "test_multi_models.py", "al_select.py"
 
@@ -118,7 +118,7 @@ def make_loop(datasets, model_nums, methods, seeds, flags: StepFlags, iterations
     seeds = tuple(dict.fromkeys(seeds))
     if any(s < 0 for s in seeds):
         raise UserError(f"{names.seeds} must be repeat indices 0, 1, 2, ..., got {' '.join(map(str, seeds))}.")
-    work_dir = Path(flags.values["work_dir"] or default_work_dir())
+    work_dir = Path(flags.values["work_dir"] or read_environment().work_dir)
     return Loop(datasets, model_nums, methods, seeds, flags, preset, work_dir, iterations)
 
 

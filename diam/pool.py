@@ -3,7 +3,7 @@
 A strategy reads `pool.unlabeled_probs`, `pool.snapshot_labels`, `pool.dropout_probs(K)` and
 so on; each is fetched the first time it is asked for and kept, so two reads cost one load and
 a strategy that asks for nothing loads nothing. The selection step builds a pool whose fields
-are fetched from the run's records and checkpoints (experiment.selection_pool); a test or a
+are fetched from the run's records and checkpoints (selection_inputs.selection_pool); a test or a
 benchmark builds one from arrays it already holds (`Pool(U, unlabeled_probs=...)`). Adding a
 strategy never edits this file unless it needs a kind of input no strategy read before.
 

@@ -1,18 +1,40 @@
 """A step's settings, resolved once from its command line: the preset with its overrides, the
 run folder, the device's name, and the step's own choices. `cli.py` builds it from argparse;
 `experiment.py` receives it and knows nothing of the command line.
+
+The environment is read here too, once, at the step's entry (`read_environment`): the modules
+below take the folders it names as arguments and never read os.environ.
 """
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 from .dataset_file import DatasetFile, is_dataset_file, read_dataset_file
 from .errors import UserError
-from .paths import RunPaths, check_run_config, default_work_dir, refuse_paper_results
+from .paths import (DEFAULT_DATA_ROOT, DEFAULT_WORK_DIR, PROJECT_CACHE, RunPaths, check_run_config, read_run_config,
+                    refuse_paper_results)
 from .datasets import check_dataset
 from .methods import METHODS, resolve_settings
 from .presets import MAX_MODELS, Preset, default_nets, preset_from_args
 from .speed import Speed, speed_from_environment
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What a step takes from the environment variables, with their defaults."""
+    work_dir: Path  # $DIAM_WORK_DIR: where runs live when --work_dir is not given
+    data_root: Path  # $DIAM_DATA_ROOT: where dataset files live when --data_root is not given
+    cache: Path  # $DIAM_CACHE: derived copies of data (unpacked .gz files, decoded images)
+    ofa_cache: Optional[Path]  # $DIAM_OFA_CACHE: where OFA's ImageNet weights are looked for first
+
+
+def read_environment() -> Environment:
+    ofa_cache = os.environ.get("DIAM_OFA_CACHE")
+    return Environment(work_dir=Path(os.environ.get("DIAM_WORK_DIR", DEFAULT_WORK_DIR)),
+                       data_root=Path(os.environ.get("DIAM_DATA_ROOT", DEFAULT_DATA_ROOT)),
+                       cache=Path(os.environ.get("DIAM_CACHE", PROJECT_CACHE)),
+                       ofa_cache=Path(ofa_cache) if ofa_cache else None)
 
 
 @dataclass(frozen=True)
@@ -24,7 +46,7 @@ class StepSettings:
     method: Optional[str]  # None only where no method applies
     paths: RunPaths
     device: Optional[str] = None  # cpu, cuda or cuda:N; None: cuda when present (`resolve_device`)
-    data_root: Optional[str] = None  # None: $DIAM_DATA_ROOT or ./data
+    data_root: Path = DEFAULT_DATA_ROOT  # --data_root, else $DIAM_DATA_ROOT, else ./data
     redo: bool = False
     # Every method's own settings (methods.py), one instance per settings class; only selection's flags
     # set them, the other steps keep the defaults. `method_settings` picks a method's.
@@ -32,6 +54,11 @@ class StepSettings:
     speed: Speed = Speed()  # how passes and steps run, never what they compute (DIAM_* variables, diam/speed.py)
     nets: tuple = ()  # the T target models by name (models.py); () for the paper's, ofa0..ofa<T-1>
     dataset_file: Optional[DatasetFile] = None  # the dataset made from files, when it is one
+    cache: Path = PROJECT_CACHE  # derived copies of data ($DIAM_CACHE)
+    ofa_cache: Optional[Path] = None  # OFA's ImageNet weights, looked for here first ($DIAM_OFA_CACHE)
+    # The run folder's config.json as the step found it, already checked against these settings (all
+    # but a dataset file's content, known once its images load); None: no script has recorded any yet.
+    run_record: Optional[dict] = None
 
     def method_settings(self, method: Optional[str] = None):
         """The settings `method` (default: this step's) selects with: its class's instance, or its defaults."""
@@ -105,15 +132,20 @@ def settings_from_args(args, results_dir=None) -> StepSettings:
     if not 0 <= args.al_iter < preset.al_iters:
         raise UserError(f"--al_iter must be between 0 and {preset.al_iters - 1} for the "
                         f"'{preset.name}' preset, got {args.al_iter}.")
-    work_dir = args.work_dir or default_work_dir()
+    environment = read_environment()
+    work_dir = args.work_dir or environment.work_dir
     refuse_paper_results(Path(work_dir).resolve(), "--work_dir")  # runs and their default results go inside it
     paths = RunPaths(work_dir, preset.name, name, results_dir, preset.seed)
     # A folder made with other settings is refused before any work (nothing is written here).
-    check_run_config(paths, run_config(name, preset, nets, dataset_file), claim=False)
+    run_record = read_run_config(paths)
+    if run_record is not None:
+        check_run_config(paths, run_record, run_config(name, preset, nets, dataset_file))
     return StepSettings(preset=preset, dataset=name, model_num=args.model_num, al_iter=args.al_iter,
-                        method=method, paths=paths, device=args.device, data_root=args.data_root,
-                        redo=args.redo, nets=nets, dataset_file=dataset_file, speed=speed_from_environment(),
-                        strategy_settings=resolve_settings(args, preset))
+                        method=method, paths=paths, device=args.device,
+                        data_root=Path(args.data_root) if args.data_root else environment.data_root, redo=args.redo,
+                        nets=nets, dataset_file=dataset_file, speed=speed_from_environment(),
+                        strategy_settings=resolve_settings(args, preset), run_record=run_record,
+                        cache=environment.cache, ofa_cache=environment.ofa_cache)
 
 
 def check_net_index(net_id: int, model_num: int) -> None:

@@ -65,9 +65,12 @@ def main(argv=None):
     from PIL import Image
 
     from diam.data import DatasetMissing, load_dataset
+    from diam.settings import read_environment
 
+    environment = read_environment()
     try:
-        data = load_dataset(args.source, args.data_root, args.pool, args.test, SUBSET_SEED)
+        data = load_dataset(args.source, args.data_root or environment.data_root, args.pool, args.test, SUBSET_SEED,
+                            environment.cache)
     except DatasetMissing as err:  # without its advice to use --dataset digits: this script takes --source
         raise UserError(f"{err.where} This script writes Fashion-MNIST's own images, so it needs them "
                         "(--source digits needs no files).") from None

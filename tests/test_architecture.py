@@ -72,3 +72,13 @@ def test_the_product_has_no_test_hooks():
     offenders = [f"{path.name}:{n}" for path in sorted((PROJECT / "diam").glob("*.py"))
                  for n, line in enumerate(path.read_text().splitlines(), 1) if hooks.search(line)]
     assert offenders == []
+
+
+def test_the_environment_is_read_at_the_edge_only():
+    """A step reads the environment once, where its settings are resolved (settings.read_environment,
+    speed.speed_from_environment); the grid's executor passes the driver's variables to its workers.
+    Every other module takes the folders and switches it needs as arguments."""
+    edge = {"settings.py", "speed.py", "grid.py"}
+    readers = [f"{path.name}:{n}" for path in sorted((PROJECT / "diam").glob("*.py")) if path.name not in edge
+               for n, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"os\.environ|getenv", line)]
+    assert readers == []

@@ -17,7 +17,8 @@ from skactiveml.pool import Badge, batch_bald
 from conftest import assert_clean_error, run_script_here
 from diam import cli, models
 from diam.badge_bald import badge, bald, committee_mutual_information, probability_residuals, sketched_features
-from diam.experiment import Run, selection_options
+from diam.run import Run
+from diam.selection_inputs import selection_options
 from diam.mc_dropout import dropout_probs, mc_dropout_probs
 from diam.presets import BADGE_FEATURE_WIDTH, BALD_PASSES
 from diam.settings import settings_from_args

@@ -51,11 +51,10 @@ def test_fashion_mnist_gz_files_alone_are_found_and_unpacked(tmp_path):
 
 
 @pytest.mark.parametrize("unpacked", [False, True], ids=["gz_only", "already_unpacked"])
-def test_a_read_only_data_folder_is_read_and_never_written(tmp_path, monkeypatch, unpacked):
+def test_a_read_only_data_folder_is_read_and_never_written(tmp_path, unpacked):
     shared, cache = tmp_path / "shared", tmp_path / "cache"
     raw = shared / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    monkeypatch.setenv("DIAM_CACHE", str(cache))
     rng = np.random.default_rng(0)
     for split, n in (("train", 50), ("t10k", 20)):
         _write_idx(raw / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 0x803)
@@ -68,7 +67,7 @@ def test_a_read_only_data_folder_is_read_and_never_written(tmp_path, monkeypatch
     for folder in (raw, raw.parent, shared):
         folder.chmod(0o555)
     try:
-        d = data.load_dataset("fmnist", shared)
+        d = data.load_dataset("fmnist", shared, cache=cache)
     finally:
         for folder in (shared, raw.parent, raw):
             folder.chmod(0o755)
@@ -111,9 +110,8 @@ def test_gz_files_found_elsewhere_are_not_unpacked_into_a_root_that_is_not_there
         _write_idx(system / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 0x803)
         _write_idx(system / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)), 0x801)
     monkeypatch.setattr(data, "SYSTEM_LOCATIONS", {"fmnist": [system]})
-    monkeypatch.setenv("DIAM_CACHE", str(cache))
     root = tmp_path / "shared" / "datasets"
-    d = data.load_dataset("fmnist", root)
+    d = data.load_dataset("fmnist", root, cache=cache)
     assert d.pool_images.shape == (50, 28, 28)
     assert not (tmp_path / "shared").exists() and (cache / "datasets" / "FashionMNIST" / "raw").is_dir()
 

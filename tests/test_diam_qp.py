@@ -17,7 +17,8 @@ from conftest import run_script
 from diam import cli
 from diam.diversity_qp import _negative_eigenvalue_count, knn_cooccurrence, nearest_psd, solve_selection_qp
 from diam.settings import settings_from_args
-from diam.experiment import Run, selection_options
+from diam.run import Run
+from diam.selection_inputs import selection_options
 from diam.presets import DIAM_QP_WARM_START_STEPS
 from diam.strategies import diam_qp, disagreement_count
 

@@ -14,7 +14,8 @@ from torch import nn
 from conftest import assert_clean_error, run_script
 from diam import cli, models, training
 from diam.settings import settings_from_args
-from diam.experiment import Run, train_step
+from diam.experiment import train_step
+from diam.run import Run
 from diam.presets import preset_from_args
 from diam.methods import METHODS, UncertaintySettings
 from diam.pool import Pool

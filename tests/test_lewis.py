@@ -14,7 +14,9 @@ import torch
 from conftest import PROJECT, linked_copy, run_script, run_script_here
 from diam import cli
 from diam.data import load_dataset
-from diam.experiment import Run, importance_loss_weights, initial_features, selection_options, selection_rng
+from diam.experiment import importance_loss_weights
+from diam.run import Run
+from diam.selection_inputs import initial_features, selection_options, selection_rng
 from diam.labels import read_rows
 from diam.lewis import (draw_with_replacement, inclusion_probabilities, lewis_weights, maximum_lewis_weights,
                         sample_with_probabilities, sampling_distribution, with_bias_column, with_replacement_sample)

@@ -13,6 +13,7 @@ import no_network
 from diam import data, models
 from diam.errors import UserError
 from diam.presets import PRESETS
+from diam.settings import read_environment
 
 PAPER_SIZES = [224, 192, 176, 160, 204, 176, 152, 140, 192, 192, 160, 144]
 
@@ -63,16 +64,16 @@ def test_classifier_head_takes_number_of_classes_and_dropout():
     assert net.classifier.dropout_rate == 0.3
 
 
-def test_cached_imagenet_weights_load_into_everything_but_the_head(workdir, monkeypatch):
-    monkeypatch.setenv("DIAM_OFA_CACHE", str(workdir / "cache"))
+def test_cached_imagenet_weights_load_into_everything_but_the_head(workdir):
+    cache = workdir / "cache"
     torch.manual_seed(1)
     imagenet_net = models.build_net(2, n_classes=1000)  # stands for OFA's file: same keys and shapes
-    path = models.weight_cache_candidates(2)[0]
+    path = models.weight_cache_candidates(2, cache)[0]
     path.parent.mkdir(parents=True)
     torch.save({"state_dict": imagenet_net.state_dict()}, path)
     torch.manual_seed(2)
     net = models.build_net(2)
-    assert models.initialise(net, 2, "pretrained") == "pretrained"
+    assert models.initialise(net, 2, "pretrained", cache) == "pretrained"
     torch.testing.assert_close(net.first_conv.conv.weight, imagenet_net.first_conv.conv.weight)
     assert net.classifier.linear.out_features == 10
 
@@ -90,27 +91,27 @@ def _ofa_file(net_id, path, change=None):
     return state
 
 
-def test_ofa_weights_under_ofas_own_key_names_load(workdir, monkeypatch):
-    monkeypatch.setenv("DIAM_OFA_CACHE", str(workdir / "cache"))
-    state = _ofa_file(2, models.weight_cache_candidates(2)[0])
+def test_ofa_weights_under_ofas_own_key_names_load(workdir):
+    cache = workdir / "cache"
+    state = _ofa_file(2, models.weight_cache_candidates(2, cache)[0])
     renamed = [k for k in state if ".mobile_inverted_conv." in k]
     assert len(renamed) > 50  # the names the loader must map
     torch.manual_seed(2)
     net = models.build_net(2)
-    assert models.initialise(net, 2, "pretrained") == "pretrained"
+    assert models.initialise(net, 2, "pretrained", cache) == "pretrained"
     loaded = net.state_dict()
     for key in renamed:
         torch.testing.assert_close(loaded[key.replace(".mobile_inverted_conv.", ".conv.")], state[key])
     assert net.classifier.linear.out_features == 10
 
 
-def test_ofa_weights_of_the_wrong_shape_are_refused(workdir, monkeypatch):
-    monkeypatch.setenv("DIAM_OFA_CACHE", str(workdir / "cache"))
-    path = models.weight_cache_candidates(2)[0]
+def test_ofa_weights_of_the_wrong_shape_are_refused(workdir):
+    cache = workdir / "cache"
+    path = models.weight_cache_candidates(2, cache)[0]
     # The same names, but one tensor of another net's shape (as a file of another OFA net could hold).
     _ofa_file(2, path, lambda state: state.update({"first_conv.conv.weight": torch.zeros(8, 3, 3, 3)}))
     with pytest.raises(UserError, match="could not be used") as err:
-        models.initialise(models.build_net(2), 2, "pretrained")
+        models.initialise(models.build_net(2), 2, "pretrained", cache)
     assert str(path) in str(err.value) and "first_conv.conv.weight" in str(err.value)
 
 
@@ -119,13 +120,13 @@ def test_pretrained_demanded_but_unavailable_is_a_clear_error(workdir):
         models.initialise(models.build_net(1), 1, "pretrained")
 
 
-def test_corrupted_weights_file_is_refused(workdir, monkeypatch):
-    monkeypatch.setenv("DIAM_OFA_CACHE", str(workdir / "cache"))
-    path = models.weight_cache_candidates(4)[0]
+def test_corrupted_weights_file_is_refused(workdir):
+    cache = workdir / "cache"
+    path = models.weight_cache_candidates(4, cache)[0]
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="could not be used"):
-        models.initialise(models.build_net(4), 4, "pretrained")
+        models.initialise(models.build_net(4), 4, "pretrained", cache)
 
 
 def test_pytorch_init_keeps_pytorchs_default_weights(workdir):
@@ -156,7 +157,8 @@ def test_downloads_fail_at_once_in_the_tests_and_in_the_processes_they_start(tmp
 
 
 def test_weights_data_and_caches_are_looked_for_in_temporary_folders_only(hermetic):
-    folders = [*models.weight_cache_candidates(0), Path(torch.hub.get_dir()), data.default_data_root(),
-               data.unpack_cache(), Path.home()]
+    environment = read_environment()  # what a step reads at its entry
+    folders = [*models.weight_cache_candidates(0, environment.ofa_cache), Path(torch.hub.get_dir()),
+               environment.data_root, data.unpack_cache(environment.cache), Path.home()]
     outside = [f for f in folders if not f.resolve().is_relative_to(hermetic.resolve())]
     assert outside == []

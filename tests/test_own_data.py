@@ -118,13 +118,13 @@ def _digits_dataset(folder, name="few_digits", pool=30, test=20):
 
 
 def test_images_are_decoded_once_then_read_from_a_cache_keyed_by_their_bytes(tmp_path, monkeypatch):
-    monkeypatch.setenv("DIAM_CACHE", str(tmp_path / "cache"))
+    cache = tmp_path / "cache"
     opened = []
     real_open = dataset_file._open
     monkeypatch.setattr(dataset_file, "_open", lambda *a: opened.append(a[0]) or real_open(*a))
-    first = dataset_file.load_images(resolve_dataset(str(_digits_dataset(tmp_path / "a")))[1])
+    first = dataset_file.load_images(resolve_dataset(str(_digits_dataset(tmp_path / "a")))[1], cache)
     assert len(opened) == 50 and first.pool_images.shape == (30, 8, 8) and first.pool_images.dtype == np.uint8
-    again = dataset_file.load_images(resolve_dataset(str(tmp_path / "a" / "dataset.json"))[1])
+    again = dataset_file.load_images(resolve_dataset(str(tmp_path / "a" / "dataset.json"))[1], cache)
     assert len(opened) == 50  # nothing decoded the second time
     np.testing.assert_array_equal(again.pool_images, first.pool_images)
     np.testing.assert_array_equal(again.test_images, first.test_images)
@@ -132,14 +132,14 @@ def test_images_are_decoded_once_then_read_from_a_cache_keyed_by_their_bytes(tmp
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     for png in (tmp_path / "b").rglob("*.png"):
         png.touch()
-    moved = dataset_file.load_images(resolve_dataset(str(tmp_path / "b" / "dataset.json"))[1])
+    moved = dataset_file.load_images(resolve_dataset(str(tmp_path / "b" / "dataset.json"))[1], cache)
     assert len(opened) == 50 and moved.fingerprint == first.fingerprint
     # One image's bytes changed: decoded again.
     changed = tmp_path / "b" / "pool" / "00003.png"
     pixels = np.asarray(Image.open(changed)).copy()
     pixels[0, 0] = 255 - pixels[0, 0]
     Image.fromarray(pixels, "L").save(changed)
-    redone = dataset_file.load_images(resolve_dataset(str(tmp_path / "b" / "dataset.json"))[1])
+    redone = dataset_file.load_images(resolve_dataset(str(tmp_path / "b" / "dataset.json"))[1], cache)
     assert len(opened) == 100 and redone.fingerprint != first.fingerprint
     np.testing.assert_array_equal(redone.pool_images[3], pixels)
     cached = sorted(p.name for p in (tmp_path / "cache" / "images").iterdir() if p.suffix != ".lock")
@@ -147,14 +147,14 @@ def test_images_are_decoded_once_then_read_from_a_cache_keyed_by_their_bytes(tmp
 
 
 def test_large_decoded_splits_are_memory_mapped(tmp_path, monkeypatch):
-    monkeypatch.setenv("DIAM_CACHE", str(tmp_path / "cache"))
+    cache = tmp_path / "cache"
     described = resolve_dataset(str(_digits_dataset(tmp_path / "a")))[1]
-    in_memory = dataset_file.load_images(described)
+    in_memory = dataset_file.load_images(described, cache)
     monkeypatch.setattr(dataset_file, "MEMMAP_BYTES", 100)  # the pool's 30 x 8 x 8 bytes are "large" now
-    mapped = dataset_file.load_images(described)
+    mapped = dataset_file.load_images(described, cache)
     assert isinstance(mapped.pool_images, np.memmap) and not isinstance(in_memory.pool_images, np.memmap)
     np.testing.assert_array_equal(mapped.pool_images, in_memory.pool_images)
-    data = load_dataset(described)
+    data = load_dataset(described, cache=cache)
     assert data.pool_images.dtype == torch.uint8 and torch.equal(data.pool_images, torch.from_numpy(
         in_memory.pool_images))
 
@@ -184,7 +184,7 @@ def test_grayscale_and_colour_images_of_any_size_and_mode_are_stored_square_at_t
     _save(Image.fromarray(bar, "L"), folder / "test" / "a" / "t.png")
     _save(Image.fromarray(red, "RGB"), folder / "test" / "b" / "t.png")
     (folder / "dataset.json").write_text(json.dumps({"name": "mixed", "pool": "pool.csv", "test": "test", "side": 16}))
-    images = dataset_file.load_images(resolve_dataset(str(folder / "dataset.json"))[1])
+    images = dataset_file.load_images(resolve_dataset(str(folder / "dataset.json"))[1], tmp_path / "cache")
     assert images.pool_images.shape == (5, 3, 16, 16) and images.test_images.shape == (2, 3, 16, 16)
     assert images.classes == ("a", "b") and images.pool_labels.tolist() == [0, 1, 0, 1, 0]
     wide, red_jpg, alpha, palette, deep = images.pool_images
@@ -197,7 +197,7 @@ def test_grayscale_and_colour_images_of_any_size_and_mode_are_stored_square_at_t
     _save(Image.fromarray(np.full((16, 16, 2), 90, np.uint8), "LA"), folder / "pool" / "la.png")
     _save(Image.fromarray(bar, "L"), folder / "test" / "b" / "t.png")
     (folder / "pool.csv").write_text("path,label\npool/wide.png,a\npool/la.png,\npool/deep.png,b\n")
-    gray = dataset_file.load_images(resolve_dataset(str(folder / "dataset.json"))[1])
+    gray = dataset_file.load_images(resolve_dataset(str(folder / "dataset.json"))[1], tmp_path / "cache")
     assert gray.pool_images.shape == (3, 16, 16) and gray.pool_labels.tolist() == [0, -1, 1]
     assert gray.pool_paths == ("pool/wide.png", "pool/la.png", "pool/deep.png")
     assert (gray.pool_images[1] == 90).all() and (gray.pool_images[2] == 100).all()
@@ -287,7 +287,7 @@ def test_bad_images_or_manifests_are_clear_errors_and_nothing_is_written(tmp_pat
 
 def test_a_run_folder_refuses_other_images_under_the_same_name(tmp_path, monkeypatch):
     from diam import cli
-    from diam.experiment import Run
+    from diam.run import Run
     from diam.settings import settings_from_args
 
     monkeypatch.setenv("DIAM_CACHE", str(tmp_path / "cache"))
@@ -313,7 +313,7 @@ def test_a_run_folder_refuses_other_images_under_the_same_name(tmp_path, monkeyp
 def test_a_dataset_file_is_used_whole_unless_the_flags_ask_for_a_subset(tmp_path, monkeypatch):
     """The presets' pool and test sizes subsample the built-in datasets; a team's own pool is not cut to them."""
     from diam import cli
-    from diam.experiment import Run
+    from diam.run import Run
     from diam.settings import settings_from_args
 
     monkeypatch.setenv("DIAM_CACHE", str(tmp_path / "cache"))

@@ -11,7 +11,8 @@ from conftest import assert_clean_error, folder_state, linked_copy, run_script_h
 from diam import cli, models, strategies
 from diam.diversity_qp import knn_cooccurrence
 from diam.errors import UserError
-from diam.experiment import Run, selection_rng
+from diam.run import Run
+from diam.selection_inputs import selection_rng
 from diam.paths import RunPaths, read_indices
 from diam.presets import PRESETS, default_nets
 from diam.settings import run_config, settings_from_args

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from conftest import PROJECT, assert_clean_error, linked_copy, run_script, run_script_here
-from diam import cli, experiment, models, strategies
+from diam import cli, models, selection_inputs, strategies
 from diam.settings import run_config, settings_from_args
-from diam.experiment import Run, selection_rng
+from diam.run import Run
+from diam.selection_inputs import selection_rng
 from diam.paths import RunPaths, read_indices, write_json
 from diam.errors import UserError
 from diam.methods import METHODS, UncertaintySettings
@@ -145,7 +146,7 @@ def _strategy_batch(method, labeled, unlabeled, records, rng, run=None):
     MC-dropout passes the selection step computes from the checkpoints, which training does not record)."""
     batch = TINY["query_batch"]
     if method == "bald":
-        return strategies.bald(experiment.dropout_probs(run, unlabeled), batch)
+        return strategies.bald(selection_inputs.dropout_probs(run, unlabeled), batch)
     if method == "badge":  # every net's probabilities and penultimate features of the unlabeled pool
         probs = np.stack([r["unlabeled_probs"] for r in records])
         features = np.stack([r["pool_features"][unlabeled] for r in records])
@@ -245,11 +246,9 @@ def test_selection_is_reproducible_for_the_same_dataset_method_and_iteration(tin
 def test_selection_reads_what_training_recorded_and_runs_no_net(tiny_runs, monkeypatch):
     runs = tiny_runs
     paths = tiny_paths(runs)
-    import diam.experiment as experiment
-
     passes = []
-    real_predict = experiment.predict
-    monkeypatch.setattr(experiment, "predict", lambda *a, **k: passes.append(1) or real_predict(*a, **k))
+    real_predict = selection_inputs.predict
+    monkeypatch.setattr(selection_inputs, "predict", lambda *a, **k: passes.append(1) or real_predict(*a, **k))
     records = {p: p.read_bytes() for p in paths.model_dir(T, "random", 0).glob("*_pool.npz")}
     for method in ("entropy", "coreset", "CAL"):
         assert run_script_here("al_select.py", *tiny_args(runs, "--method", method, "--al_iter", 0)).returncode == 0

@@ -574,7 +574,7 @@ def _run_with_a_checkpoint(tmp_path):
     """Iteration 0 of a digits run (T = 1) with net 0's checkpoint written as train_net.py writes it,
     at its initial weights (what is in the weights does not matter to loading them)."""
     from diam import cli
-    from diam.experiment import Run
+    from diam.run import Run
     from diam.settings import settings_from_args
 
     flags = [*common(tmp_path, model_num=1), "--al_iter", 0]
@@ -644,11 +644,11 @@ def test_a_truncated_or_foreign_checkpoint_is_called_damaged(tmp_path, spoil):
 
 @pytest.mark.parametrize("spoil", ["truncated", "empty", "text", "a plain pickle"])
 def test_a_truncated_or_foreign_pool_file_is_called_damaged(tmp_path, spoil):
-    from diam.experiment import _pool_predictions
+    from diam.selection_inputs import _pool_predictions
 
     run, checkpoint = _run_with_a_checkpoint(tmp_path)
     labeled, unlabeled = run.split(make_initial=True)
-    path = run.paths.pool_predictions(run.model_num, run.method, 0, 0)
+    path = run.settings.paths.pool_predictions(run.settings.model_num, run.settings.method, 0, 0)
     write_npz(path, unlabeled=unlabeled, unlabeled_probs=np.zeros((len(unlabeled), 10), np.float32))
     assert set(_pool_predictions(run, 0, unlabeled, "unlabeled_probs")) >= {"unlabeled_probs"}
     CHECKPOINT_SPOILS[spoil](path)

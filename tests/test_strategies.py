@@ -376,8 +376,8 @@ def test_the_last_evaluation_points_nets_record_only_what_their_training_stream_
     from diam.training import Record
 
     quick = PRESETS["quick"]  # al_iters 4: al_iter 3 is tested, never selected from
-    at = lambda al_iter, preset=quick, method="DIAM": SimpleNamespace(preset=preset, al_iter=al_iter,  # noqa: E731
-                                                                      method=method)
+    at = lambda al_iter, preset=quick, method="DIAM": SimpleNamespace(settings=SimpleNamespace(  # noqa: E731
+        preset=preset, al_iter=al_iter, method=method))
     assert _record(at(2), 1, False) == Record(snapshots=True)
     assert _record(at(3), 1, False) == Record()  # no pass over the pool: nothing would read it
     assert _record(at(3, method="entropy"), 0, False) == Record()
