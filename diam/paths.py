@@ -29,6 +29,7 @@ models are stored once; later iterations depend on (T, method) and never collide
 Every file is written to a temporary name and renamed, so a file that exists is
 complete; each step knows it is done when its last output exists.
 """
+import functools
 import json
 import os
 import tempfile
@@ -43,8 +44,15 @@ from filelock import FileLock
 from .errors import UserError
 
 PAPER_MARKER = "PAPER_RESULTS"  # a results folder holding this file is the paper's: never written
-_UMASK = os.umask(0o022)  # the process's umask can only be read by setting it: read once, put back
-os.umask(_UMASK)
+
+
+@functools.cache
+def process_umask() -> int:
+    """The process's umask, read at the first write (not at import: reading it means setting it for an
+    instant), then kept: nothing in a step changes it."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # The defaults of the folders a step may be given through the environment (settings.read_environment).
@@ -157,7 +165,7 @@ def atomic_path(path):
     try:  # a full disk can refuse the new (temp) file itself
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are for everyone to read
+        os.fchmod(fd, 0o666 & ~process_umask())  # mkstemp makes 0600 files; results are for everyone to read
         os.close(fd)
     except OSError as err:
         raise _write_error(path, err) from None

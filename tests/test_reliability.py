@@ -655,3 +655,15 @@ def test_a_truncated_or_foreign_pool_file_is_called_damaged(tmp_path, spoil):
     with pytest.raises(UserError, match="is damaged") as refused:
         _pool_predictions(run, 0, unlabeled, "unlabeled_probs")
     assert str(path) in str(refused.value) and str(checkpoint) in str(refused.value)
+
+
+def test_written_files_take_the_process_umask_read_at_the_first_write_not_at_import(tmp_path):
+    # The umask is read when a step first writes, so one set by the process after importing the
+    # package (a team's launcher, a shell's `umask`) is the one its files get.
+    import subprocess as sp
+
+    code = ("import os, sys; sys.path.insert(0, sys.argv[2]); from diam import paths; os.umask(0o027); "
+            "paths.write_text(os.path.join(sys.argv[1], 'a.txt'), 'x'); "
+            "print(oct(os.stat(os.path.join(sys.argv[1], 'a.txt')).st_mode & 0o777), oct(os.umask(0o027)))")
+    out = sp.run([sys.executable, "-c", code, str(tmp_path), str(PROJECT)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0o640", "0o27"]  # 0666 less the umask; the umask itself left as it was
