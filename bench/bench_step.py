@@ -13,15 +13,15 @@ steps are timed, each on a fresh net with the same initial weights:
            cuda_graphs.EAGER_STEPS_BEFORE_CAPTURE real steps, one step is recorded and
            every later one replayed (CUDA only)
 
-On the CPU the kinds are the DIAM_CPU_FAST paths instead (diam/cpu_fast.py), each applied
-to the net as train_target_net applies it:
+On the CPU the default step alone, or with --cpu_paths the DIAM_CPU_FAST paths (diam/cpu_fast.py),
+each applied to the net as train_target_net applies it:
 
   plain      the default step
   crop_taps  depthwise taps that meet only padding not computed
   compiled   crop_taps, and the forward and loss through torch.compile
   all        compiled, and convs on 1 x 1 and 2 x 2 inputs as matrix products and shifted sums
 
-    python bench/bench_step.py --nets 0 7 --image_size 32 --batch 25 --threads 1   # the CPU presets' step
+    python bench/bench_step.py --cpu_paths --nets 0 7 --image_size 32 --batch 25 --threads 1   # the CPU presets' step
 
 Warm-up steps (the eager ones before the recording, and the recording) are not timed;
 then --steps steps are timed together, with the augmentation of each batch, ending on
@@ -94,6 +94,8 @@ def parse_args():
     p.add_argument("--batch", type=int, default=PAPER.train_batch, help=f"default {PAPER.train_batch}")
     p.add_argument("--image_size", type=int, default=None, help="every net at this size (default: its own)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's own choice")
+    p.add_argument("--cpu_paths", action="store_true",
+                   help="on the CPU, time every DIAM_CPU_FAST path, not the default step alone")
     args = p.parse_args()
     try:
         args.nets = net_ids(args.nets)
@@ -109,10 +111,12 @@ def main():
     device = torch_device(args.device, args.threads)
     if device.type == "cuda":
         kinds = {"eager": Speed(), "graphed": Speed(training_graphs=True)}
-    else:
+    elif args.cpu_paths:  # each compiled kind compiles first: ~100 s an architecture the first time
         kinds = {"plain": Speed(), "crop_taps": Speed(crop_taps=True),
                  "compiled": Speed(crop_taps=True, compile=True),
                  "all": Speed(crop_taps=True, compile=True, small_convs=True)}
+    else:
+        kinds = {"eager": Speed()}
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}")
     print(device_line(device))
     print("\n".join(load_average_lines()))
@@ -122,13 +126,13 @@ def main():
     pool = torch.randint(0, 256, (POOL, 28, 28), dtype=torch.uint8, generator=generator).to(device)
     labels = torch.randint(0, 10, (POOL,), generator=generator).to(device)
     print(f"{'net':>4} {'size':>5}" + "".join(f"{kind + ' ms':>13}" for kind in kinds)
-          + f"{'speed-up':>10}", flush=True)
+          + (f"{'speed-up':>10}" if len(kinds) > 1 else ""), flush=True)
     for net_id in args.nets:
         size = args.image_size or models.input_size(net_id)
         ms = {kind: ms_per_step(net_id, size, speed, args, device, pool, labels) for kind, speed in kinds.items()}
         line = f"{net_id:>4} {size:>5}" + "".join(f"{value:>13.1f}" for value in ms.values())
-        first, last = next(iter(ms.values())), list(ms.values())[-1]
-        line += f"{first / last:>9.2f}x"
+        if len(ms) > 1:
+            line += f"{next(iter(ms.values())) / list(ms.values())[-1]:>9.2f}x"
         print(line, flush=True)
 
 
