@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diam import models  # noqa: E402
 from diam.augment import train_transform  # noqa: E402
-from diam.cpu_fast import crop_taps_, small_convs_  # noqa: E402
+from diam.cpu_fast import apply_cpu_pieces  # noqa: E402
 from diam.cuda_graphs import EAGER_STEPS_BEFORE_CAPTURE  # noqa: E402
 from diam.presets import PRESETS  # noqa: E402
 from diam.speed import Speed  # noqa: E402
@@ -59,10 +59,7 @@ def ms_per_step(net_id, size, speed, args, device, pool, labels) -> float:
     net = to_device(models.build_net(net_id, 10, PAPER.dropout), device)
     models.initialise(net, net_id)
     net.train()
-    if speed.crop_taps:
-        crop_taps_(net, size)
-    if speed.small_convs:
-        small_convs_(net, size, shifted=speed.compile)
+    apply_cpu_pieces(net, size, speed)
     warmup = EAGER_STEPS_BEFORE_CAPTURE + 1 if speed.training_graphs else (5 if speed.compile else 2)
     step = training_step(net, PAPER, warmup + args.steps, speed, device)
     generator = torch.Generator(device=device).manual_seed(0)

@@ -128,6 +128,16 @@ def crop_taps_(net: nn.Module, size: int) -> int:
     return changed
 
 
+def apply_cpu_pieces(net: nn.Module, size: int, speed) -> None:
+    """`net`, about to train on size x size images, changed in place as `speed`'s CPU pieces ask: its
+    taps cropped, then its tiny-input convs swapped (the shifted sums only for a compiled step:
+    eager, they are slower than oneDNN). A `speed` off the CPU has these pieces off (Speed.on_device)."""
+    if speed.crop_taps:
+        crop_taps_(net, size)
+    if speed.small_convs:
+        small_convs_(net, size, shifted=speed.compile)
+
+
 def _forward_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float) -> torch.Tensor:
     return F.cross_entropy(net(x).float(), y, label_smoothing=label_smoothing)
 

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .augment import eval_transform, train_transform
-from .cpu_fast import compiled_forward_loss, crop_taps_, small_convs_
+from .cpu_fast import apply_cpu_pieces, compiled_forward_loss
 from .cuda_graphs import ReplayedStep, ScoringGraphs
 from .data import Data
 from .errors import UserError
@@ -340,10 +340,7 @@ def train_target_net(net: nn.Module, data: Data, labeled: torch.Tensor, unlabele
     """
     device = data.pool_images.device
     to_device(net, device)
-    if speed.crop_taps:
-        crop_taps_(net, size)
-    if speed.small_convs:
-        small_convs_(net, size, shifted=speed.compile)
+    apply_cpu_pieces(net, size, speed)
     generator = torch.Generator(device=device).manual_seed(stream)
     labeled = labeled.to(device)
     steps_per_epoch = _steps_per_epoch(labeled, preset.train_batch)

@@ -142,3 +142,14 @@ def test_the_cpu_pieces_are_read_from_the_environment_and_act_on_the_cpu_only():
     assert both.on_device("cpu") == both and both.on_device("cuda") == Speed()
     with pytest.raises(UserError, match="unknown piece 'jit'"):
         speed_from_environment({"DIAM_CPU_FAST": "jit"})
+
+
+def test_a_training_net_takes_the_shifted_sums_only_when_its_step_is_compiled():
+    def products(speed):
+        net = _net()
+        cpu_fast.apply_cpu_pieces(net, 32, speed)
+        return {m.product for m in net.modules() if isinstance(m, cpu_fast.SmallInputConv2d)}
+
+    assert products(Speed()) == set() and products(Speed(crop_taps=True)) == set()
+    assert products(Speed(small_convs=True)) == {"matrix"}  # eager, a shifted sum is slower than oneDNN's conv
+    assert products(Speed(crop_taps=True, compile=True, small_convs=True)) == {"matrix", "shifted"}
