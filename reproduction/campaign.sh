@@ -158,8 +158,17 @@ run_piece() {
     local seed_dir="" ; [ "$seed" -eq 0 ] || seed_dir="seed$seed/"
     local from="$work/$PRESET/extracted_results/${seed_dir}$MODEL_NUM/$dataset"
     local to="$RESULTS/$mode/${seed_dir}$MODEL_NUM/$dataset"
-    mkdir -p "$(dirname "$to")"
-    rm -rf "$to.tmp" && cp -r "$from" "$to.tmp" && rm -rf "$to" && mv "$to.tmp" "$to"
+    # Each of the piece's methods is copied on its own, so that a piece of other methods at this seed
+    # that finished earlier, perhaps on another machine whose run folder is gone, keeps its results.
+    mkdir -p "$to"
+    for method in $methods; do
+        if [ ! -d "$from/$method" ]; then
+            echo "campaign.sh: $from/$method is missing after the grid finished; nothing of this piece was recorded" >&2
+            exit 1
+        fi
+        rm -rf "$to/$method.tmp" && cp -r "$from/$method" "$to/$method.tmp" && rm -rf "$to/$method" &&
+            mv "$to/$method.tmp" "$to/$method"
+    done
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dataset" "$mode" "$seed" "$wall" "$started" "$machine" \
         "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)" "$commit" "$(project_relative "${cmd[@]}")" >> "$TIMES"
     local what="seed $seed"

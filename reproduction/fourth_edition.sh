@@ -8,7 +8,10 @@
 #   b  MNIST (mnist10k) at the budget preset, random entropy CAL DIAM, seeds 0-9
 #   d  Fashion-MNIST at the paper's counts (paper32 preset), random CAL DIAM, seeds 0-4 (optional, last)
 # Seeds outer over a and c, then b, then d: a campaign stopped part-way leaves the primary cell with
-# as many seeds as it could. Each preset has its own results tree, wall_times.tsv and environment.txt
+# as many seeds as it could. Cell a's seven methods run as two pieces at each seed (random entropy CAL
+# DIAM, then least_conf margin coreset): a whole seed takes 2-3 hours of the two cores, about a
+# session, and a run folder lasts only as long as its machine, so each half is committed as it
+# finishes (the second reuses the first's iteration 0 when it runs on the same machine). Each preset has its own results tree, wall_times.tsv and environment.txt
 # under reproduction/fourth_edition/<preset>/ and its own run folders under runs/fourth_edition/<preset>/.
 #
 #   bash reproduction/fourth_edition.sh                 every piece not done yet (a piece in its tsv is done)
@@ -27,22 +30,23 @@ WORK_ROOT=${WORK_ROOT:-runs/fourth_edition}
 CELLS=${CELLS:-a c b d}
 EXPLORATORY_A=${EXPLORATORY_A-lewis_oneshot}
 EXPLORATORY_C=${EXPLORATORY_C-badge bald}
-PAPER_SEVEN="random least_conf margin entropy coreset CAL DIAM"
 FOUR="random entropy CAL DIAM"
+PAPER_SEVEN_HALVES="random,entropy,CAL,DIAM least_conf,margin,coreset"  # the paper's seven in two pieces
 
 # cell -> preset, dataset, seeds, methods (the plan's; REPRODUCTION.md says why each)
 preset_of() { case $1 in a|b) echo budget ;; c) echo repro ;; d) echo paper32 ;; esac; }
 dataset_of() { case $1 in a|c) echo kmnist10k ;; b) echo mnist10k ;; d) echo fmnist ;; esac; }
 seeds_of() { case $1 in a) seq 0 15 ;; c) seq 0 13 ;; b) seq 0 9 ;; d) seq 0 4 ;; esac; }
-methods_of() { case $1 in a) echo "$PAPER_SEVEN" ;; b|c) echo "$FOUR" ;; d) echo "random CAL DIAM" ;; esac; }
+methods_of() {  # a piece's methods comma-separated, pieces space-separated
+    case $1 in a) echo "$PAPER_SEVEN_HALVES" ;; b|c) echo "${FOUR// /,}" ;; d) echo "random,CAL,DIAM" ;; esac
+}
 exploratory_of() { case $1 in a) echo "$EXPLORATORY_A" ;; c) echo "$EXPLORATORY_C" ;; *) echo "" ;; esac; }
 
 wanted() { [[ " $CELLS " == *" $1 "* ]]; }
 pieces_of_seed() {  # CELL SEED: the cell's pieces at that seed, "CELL PIECE" a line
     local methods exploratory
-    methods=$(methods_of "$1")
     exploratory=$(exploratory_of "$1")
-    echo "$1 $(dataset_of "$1"):corrected:$2:${methods// /,}"
+    for methods in $(methods_of "$1"); do echo "$1 $(dataset_of "$1"):corrected:$2:$methods"; done
     [ -z "$exploratory" ] || echo "$1 $(dataset_of "$1"):corrected:$2:${exploratory// /,}"
 }
 plan() {

@@ -231,16 +231,34 @@ def test_the_fourth_editions_driver_lists_the_plans_pieces_in_its_order():
         dataset, mode, seed, methods = piece.split(":")
         seeds.setdefault((cell, preset, dataset, methods), []).append(int(seed))
         assert mode == "corrected"
-    paper_seven = "random,least_conf,margin,entropy,coreset,CAL,DIAM"
-    assert seeds == {("a", "budget", "kmnist10k", paper_seven): list(range(16)),
+    # Cell a's seven methods in two pieces a seed (each about half a session), the four of b and c first.
+    assert seeds == {("a", "budget", "kmnist10k", "random,entropy,CAL,DIAM"): list(range(16)),
+                     ("a", "budget", "kmnist10k", "least_conf,margin,coreset"): list(range(16)),
                      ("a", "budget", "kmnist10k", "lewis_oneshot"): list(range(16)),
                      ("c", "repro", "kmnist10k", "random,entropy,CAL,DIAM"): list(range(14)),
                      ("c", "repro", "kmnist10k", "badge,bald"): list(range(14)),
                      ("b", "budget", "mnist10k", "random,entropy,CAL,DIAM"): list(range(10)),
                      ("d", "paper32", "fmnist", "random,CAL,DIAM"): list(range(5))}
     # Seeds outer over the primary cell and the low-budget one, then (b), then (d).
-    assert [row[0] for row in rows[:4]] == ["a", "a", "c", "c"] and rows[4][2].startswith("kmnist10k:corrected:1:")
+    assert [row[0] for row in rows[:5]] == ["a", "a", "a", "c", "c"] and rows[5][2].startswith("kmnist10k:corrected:1:")
     assert [row[0] for row in rows[-15:]] == ["b"] * 10 + ["d"] * 5
     refused = subprocess.run(["bash", str(PROJECT / "reproduction" / "fourth_edition.sh")],
                              env={**os.environ, "CELLS": "a e"}, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "unknown cell 'e'" in refused.stderr
+
+
+def test_a_piece_of_other_methods_at_a_seed_keeps_the_results_an_earlier_machine_recorded(tmp_path):
+    # The fourth edition runs a seed's methods as pieces that may finish in different sessions: the
+    # second piece's run folder (a new machine's) holds only its own methods, and must not wipe the first's.
+    first = campaign(tmp_path, "digits:corrected:0:random", WORK_DIR=str(tmp_path / "machine1"))
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    second = campaign(tmp_path, "digits:corrected:0:DIAM", WORK_DIR=str(tmp_path / "machine2"))
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    results = tmp_path / "repro" / "extracted_results" / "corrected" / "2" / "digits"
+    assert sorted(p.name for p in results.iterdir()) == ["DIAM", "random"]
+    for method in ("DIAM", "random"):
+        assert (results / method / "1" / "performances.txt").is_file()
+    # Both pieces recorded: the seed's two methods are done, so neither runs again.
+    again = campaign(tmp_path, "digits:corrected:0:random,DIAM", WORK_DIR=str(tmp_path / "machine3"))
+    assert again.returncode == 0 and "done already" in again.stdout
+    assert not (tmp_path / "machine3" / "corrected").exists()
