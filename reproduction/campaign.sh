@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The reproduction's runs (REPRODUCTION.md): the repro preset, T = 4 target models, every run
 # through run_grid.py, one piece (dataset, mode, seed) at a time. A finished piece's results are
-# copied into reproduction/extracted_results/<mode>/ and its wall time and the commit it ran at
-# appended to reproduction/wall_times.tsv; a piece listed there is done and is skipped. The
+# copied into reproduction/extracted_results/<mode>/ (its selections' logs into
+# reproduction/selection_logs/<mode>/) and its wall time and the commit it ran at appended to
+# reproduction/wall_times.tsv; a piece listed there is done and is skipped. The
 # packages, Python, torch and CPU it ran with go to reproduction/environment.txt.
 #
 #   bash reproduction/campaign.sh                       every piece not done yet, in the order below
@@ -169,13 +170,26 @@ run_piece() {
         rm -rf "$to/$method.tmp" && cp -r "$from/$method" "$to/$method.tmp" && rm -rf "$to/$method" &&
             mv "$to/$method.tmp" "$to/$method"
     done
+    # What each selection printed (for the Lewis methods the sum of maximum Lewis weights over the pool,
+    # the regime the report quotes) goes beside the results too: the run folder's logs last only as
+    # long as the machine they are on.
+    local logs_from="$work/$PRESET/logs/${seed_dir}$dataset/T$MODEL_NUM" log
+    local logs_to ; logs_to="$(dirname "$RESULTS")/selection_logs/$mode/${seed_dir}$dataset"
+    for method in $methods; do
+        for log in "$logs_from/$method"/iter*/select.log; do
+            [ -f "$log" ] || continue
+            mkdir -p "$logs_to/$method"
+            cp "$log" "$logs_to/$method/.tmp" && mv "$logs_to/$method/.tmp" "$logs_to/$method/$(basename "$(dirname "$log")").log"
+        done
+    done
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dataset" "$mode" "$seed" "$wall" "$started" "$machine" \
         "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)" "$commit" "$(project_relative "${cmd[@]}")" >> "$TIMES"
     local what="seed $seed"
     [ -z "$chosen" ] || what="seed $seed, $methods"
     echo "campaign.sh: $dataset $mode $what finished in $wall s; results in $to"
     if [ "${COMMIT:-0}" = 1 ]; then
-        commit_piece "reproduction: $dataset, $mode mode, $what finished ($wall s on $(nproc) CPUs, code at $commit)" "$to"
+        commit_piece "reproduction: $dataset, $mode mode, $what finished ($wall s on $(nproc) CPUs, code at $commit)" "$to" \
+            "$logs_to"
     fi
 }
 
@@ -206,15 +220,17 @@ record_environment() {
 # Commits only the piece's files (other staged work stays staged), in the repository that holds
 # the results; a busy index (someone else committing) is retried, and a commit that never lands is
 # said, not fatal: the files are kept.
-commit_piece() {
+commit_piece() {  # MESSAGE RESULTS_FOLDER LOGS_FOLDER (the second may not exist: no selection printed)
     local message=$1 folder=$2 repo
     repo=$(dirname "$TIMES")
     folder=$(realpath "$folder")
     local times ; times=$(realpath "$TIMES")
     local environment ; environment=$(realpath "$ENVIRONMENT")
+    local paths=("$folder" "$times" "$environment")
+    [ ! -d "$3" ] || paths+=("$(realpath "$3")")
     for _ in 1 2 3 4 5 6; do
-        if git -C "$repo" add -- "$folder" "$times" "$environment" &&
-           git -C "$repo" commit -q -m "$message" -- "$folder" "$times" "$environment"; then
+        if git -C "$repo" add -- "${paths[@]}" &&
+           git -C "$repo" commit -q -m "$message" -- "${paths[@]}"; then
             return
         fi
         sleep 10

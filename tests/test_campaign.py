@@ -258,6 +258,9 @@ def test_a_piece_of_other_methods_at_a_seed_keeps_the_results_an_earlier_machine
     assert sorted(p.name for p in results.iterdir()) == ["DIAM", "random"]
     for method in ("DIAM", "random"):
         assert (results / method / "1" / "performances.txt").is_file()
+        # What each selection printed outlives the machine too (the Lewis methods' regime is in it).
+        log = tmp_path / "repro" / "selection_logs" / "corrected" / "digits" / method / "iter0.log"
+        assert f"--method {method}" in log.read_text() and "al_select.py" in log.read_text()
     # Both pieces recorded: the seed's two methods are done, so neither runs again.
     again = campaign(tmp_path, "digits:corrected:0:random,DIAM", WORK_DIR=str(tmp_path / "machine3"))
     assert again.returncode == 0 and "done already" in again.stdout
