@@ -18,6 +18,8 @@
 #   LIST=1 bash reproduction/fourth_edition.sh          the plan's pieces, CELL PRESET DATASET:MODE:SEED:METHODS a line
 #   CELLS="a c" bash reproduction/fourth_edition.sh     only these cells
 #   COMMIT=1 ...                                        git-commit each finished piece (campaign.sh)
+#   DRAW=1 bash reproduction/fourth_edition.sh          redraw each preset's tables, what_ran.md, reading.txt and
+#                                                       figures from its committed results, against this plan
 #   touch runs/fourth_edition/PAUSE                     hold it between pieces; rm it to go on
 # Also: PYTHON, DIAM_DATA_ROOT (the folder holding MNIST/, KMNIST/ and FashionMNIST/), RESULTS_ROOT
 # (reproduction/fourth_edition) and WORK_ROOT (runs/fourth_edition), for a campaign pinned in a worktree
@@ -69,6 +71,15 @@ for cell in $CELLS; do
 done
 if [ "${LIST:-0}" = 1 ]; then
     plan | while read -r cell piece; do echo "$cell $(preset_of "$cell") $piece"; done
+    exit 0
+fi
+
+if [ "${DRAW:-0}" = 1 ]; then  # reproduction/report.sh on each preset's tree, the plan's pieces of that preset
+    for preset in budget repro paper32; do
+        [ -f "$RESULTS_ROOT/$preset/wall_times.tsv" ] || continue
+        PLANNED=$(plan | while read -r cell piece; do [ "$(preset_of "$cell")" != "$preset" ] || echo "$piece"; done) \
+            RESULTS_DIR="$RESULTS_ROOT/$preset/extracted_results" REPORT="" bash reproduction/report.sh
+    done
     exit 0
 fi
 

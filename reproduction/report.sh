@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Redraw the reproduction's tables and figures from the committed results alone
 # (reproduction/extracted_results/{corrected,original}/), whatever pieces have landed:
-#   bash reproduction/report.sh           (RESULTS_DIR=... MODEL_NUM=... for another tree: the files go beside it)
+#   bash reproduction/report.sh           (RESULTS_DIR=... MODEL_NUM=... for another tree: the files go beside it;
+#                                          PLANNED="DATASET:MODE:SEED:METHOD,... ..." for another campaign's plan,
+#                                          as `DRAW=1 bash reproduction/fourth_edition.sh` passes it)
 # writes reproduction/table.txt and table.tex (table.py), what_ran.md (the campaign's pieces against
 # its plan, reproduction/what_ran.py), reading.txt (the numbers the report's prose quotes beyond the
 # tables, reproduction/reading.py), and per dataset the learning curves
@@ -23,10 +25,11 @@ if [ -z "${RESULTS_DIR:-}" ]; then REPORT=${REPORT-REPRODUCTION.md}; else REPORT
 # go (the analysis plan draws a cell's verdicts once, at its seeds). A results tree without a
 # campaign is not held back.
 interim=()
+planned=(); [ -z "${PLANNED+set}" ] || planned=(--planned "$PLANNED")  # default: campaign.sh's own plan
 if [ -f "$OUT/wall_times.tsv" ]; then
-    "$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" > "$OUT/.what_ran.md.tmp"
+    "$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" "${planned[@]}" > "$OUT/.what_ran.md.tmp"
     mv "$OUT/.what_ran.md.tmp" "$OUT/what_ran.md"
-    unfinished=$("$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" --unfinished)
+    unfinished=$("$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" "${planned[@]}" --unfinished)
     # shellcheck disable=SC2206 # cell names hold no spaces: split into words on purpose
     if [ -n "$unfinished" ]; then interim=(--interim $unfinished); fi
 fi
@@ -36,7 +39,8 @@ for kind in txt tex; do
     "$PYTHON" table.py --results "$RESULTS" --model_nums "$MODEL_NUM" "${flags[@]}" > "$OUT/.table.$kind.tmp"
     mv "$OUT/.table.$kind.tmp" "$OUT/table.$kind"
 done
-"$PYTHON" reproduction/reading.py --results "$RESULTS" --model_num "$MODEL_NUM" "${interim[@]}" > "$OUT/.reading.txt.tmp"
+"$PYTHON" reproduction/reading.py --results "$RESULTS" --model_num "$MODEL_NUM" "${planned[@]}" "${interim[@]}" \
+    > "$OUT/.reading.txt.tmp"
 mv "$OUT/.reading.txt.tmp" "$OUT/reading.txt"
 # One figure per dataset; its rows are the mode trees that hold it (plot.py reads the folder of trees).
 "$PYTHON" plot.py --results "$RESULTS" --model_num "$MODEL_NUM" --each_dataset --out "$OUT/lc"

@@ -265,3 +265,33 @@ def test_a_piece_of_other_methods_at_a_seed_keeps_the_results_an_earlier_machine
     again = campaign(tmp_path, "digits:corrected:0:random,DIAM", WORK_DIR=str(tmp_path / "machine3"))
     assert again.returncode == 0 and "done already" in again.stdout
     assert not (tmp_path / "machine3" / "corrected").exists()
+
+
+def test_the_fourth_editions_report_is_drawn_against_its_own_plan(tmp_path):
+    # DRAW=1 hands report.sh each preset's tree with that preset's planned pieces (not the third
+    # edition's): three seeds of cell a's first half are 3 of 16, its second half none, verdicts held back.
+    from test_results_plot_table import write_tree
+    from test_statistics import model_mean
+    budget = tmp_path / "fourth" / "budget"
+    four = ("random", "entropy", "CAL", "DIAM")
+    rows = ["dataset\tmode\tseed\twall_s\tstarted\tmachine\tload_start\tload_end\tcommit\tcommand"]
+    for seed in (0, 1, 2):
+        write_tree(budget / "extracted_results" / "corrected" / ("" if seed == 0 else f"seed{seed}"),
+                   {(4, "kmnist10k", m): {i: [model_mean(m, seed, i)] * 4 for i in range(4)} for m in four})
+        rows.append(f"kmnist10k\tcorrected\t{seed}\t100\t2026-12-07T14:00:00Z\tAMD EPYC, 2 CPUs\t0 0 0\t2 2 2\t4b4cf4d"
+                    f"\tpython run_grid.py --preset budget --datasets kmnist10k --model_nums 4 --methods "
+                    f"{' '.join(four)} --seeds {seed} --work_dir runs/fourth_edition/budget/corrected")
+    (budget / "wall_times.tsv").write_text("\n".join(rows) + "\n")
+    drawn = subprocess.run(["bash", str(PROJECT / "reproduction" / "fourth_edition.sh")], capture_output=True, text=True,
+                           env={**os.environ, "DRAW": "1", "PYTHON": sys.executable,
+                                "RESULTS_ROOT": str(tmp_path / "fourth")}, timeout=300)
+    assert drawn.returncode == 0, drawn.stdout[-3000:] + drawn.stderr[-3000:]
+    what_ran = (budget / "what_ran.md").read_text()
+    assert "| kmnist10k | corrected | random entropy CAL DIAM | 3 of 16 (0, 1, 2) | 300 s |" in what_ran
+    assert "| kmnist10k | corrected | least_conf margin coreset | 0 of 16 | 0 s | - |" in what_ran
+    assert "| mnist10k | corrected | random entropy CAL DIAM | 0 of 10 |" in what_ran  # cell b shares the preset
+    assert "repro" not in what_ran and "digits" not in what_ran  # the other presets' and editions' plans stay out
+    reading = (budget / "reading.txt").read_text()
+    assert "=== corrected, kmnist10k, T = 4: seeds 0-2 (3 of 16 planned) ===" in reading
+    assert "withheld until the cell has all its planned seeds" in reading
+    assert (budget / "table.txt").is_file() and not (tmp_path / "fourth" / "repro").exists()
