@@ -1,7 +1,7 @@
 """One training step of the project at two commits, one after the other (a benchmark for an idle machine).
 
     python bench/bench_versions.py --old 5aca713 --new HEAD [--repeats 2] [--threads 1]
-                                   [--preset repro] [--dataset fmnist]
+                                   [--preset repro] [--dataset fmnist] [--new_threads 2]
 
 Each commit's tree is exported with `git archive` into a temporary folder (the
 repository is not touched), and there, with this Python, the step a user runs:
@@ -16,6 +16,10 @@ change in the machine's load hits both. Reported: the wall time of each training
 the median per commit and their ratio, each commit's top-1/top-5, whether the two
 trained nets are bit for bit the same, and how far their pool records agree (snapshot
 labels, probabilities). Fashion-MNIST is read from $DIAM_DATA_ROOT (or --data_root).
+
+With --new_threads the new commit's steps run on another thread count: `--old HEAD --new HEAD
+--threads 1 --new_threads 2` shows what the thread count alone does to a trained net (the
+times are then not a comparison of code).
 """
 import argparse
 import json
@@ -42,14 +46,16 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=2, help="training steps per commit (default 2)")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each step (default 1, as one "
                                                            "of the campaign's workers)")
+    p.add_argument("--new_threads", type=int, help="OMP_NUM_THREADS of the new commit's steps (default: --threads)")
     p.add_argument("--preset", default="repro")
     p.add_argument("--dataset", default="fmnist")
     p.add_argument("--data_root", default=os.environ.get("DIAM_DATA_ROOT"),
                    help="folder holding FashionMNIST/raw (default: $DIAM_DATA_ROOT)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     args = p.parse_args()
-    if args.repeats < 1 or args.threads < 1:
-        p.error("--repeats and --threads must be at least 1")
+    args.new_threads = args.new_threads or args.threads
+    if args.repeats < 1 or args.threads < 1 or args.new_threads < 1:
+        p.error("--repeats, --threads and --new_threads must be at least 1")
     if args.dataset != "digits" and not args.data_root:
         p.error(f"--dataset {args.dataset} needs --data_root or $DIAM_DATA_ROOT (a folder holding its raw files)")
     return args
@@ -88,15 +94,17 @@ def outputs(work: Path, args):
 def main():
     args = parse_args()
     temp = Path(tempfile.mkdtemp(prefix="bench_versions."))
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    base = {key: value for key, value in os.environ.items() if key != "DIAM_WORK_DIR"}
     if args.data_root:
-        env["DIAM_DATA_ROOT"] = str(Path(args.data_root).resolve())
-    env.pop("DIAM_WORK_DIR", None)
+        base["DIAM_DATA_ROOT"] = str(Path(args.data_root).resolve())
+    envs = {name: {**base, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            for name, threads in (("old", args.threads), ("new", args.new_threads))}
     try:
         trees = {}
         for name, commit in (("old", args.old), ("new", args.new)):
             trees[name] = (temp / name, export(commit, temp / name))
-        print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; OMP_NUM_THREADS={args.threads}; "
+        threads = str(args.threads) if args.new_threads == args.threads else f"{args.threads} (new: {args.new_threads})"
+        print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; OMP_NUM_THREADS={threads}; "
               f"python {sys.version.split()[0]}")
         print("\n".join(load_average_lines()))
         print(f"step: train_net.py --net_id {NET_ID} {' '.join(step_args(args, Path('WORK')))}; then "
@@ -110,8 +118,8 @@ def main():
             for name in ("old", "new") if repeat % 2 == 0 else ("new", "old"):
                 tree, _ = trees[name]
                 work = temp / f"work-{name}-{repeat}"
-                train = run(tree, "train_net.py", ["--net_id", str(NET_ID), *step_args(args, work)], env)
-                test = run(tree, "test_multi_models.py", ["--method", "random", *step_args(args, work)], env)
+                train = run(tree, "train_net.py", ["--net_id", str(NET_ID), *step_args(args, work)], envs[name])
+                test = run(tree, "test_multi_models.py", ["--method", "random", *step_args(args, work)], envs[name])
                 seconds[name].append(train)
                 results.setdefault(name, outputs(work, args))
                 print(f"  {name} step {repeat + 1}: training step {train:.1f} s (test {test:.1f} s)", flush=True)
