@@ -8,13 +8,15 @@ from the Holm-adjusted verdict words; withheld with --interim), the methods by m
 iteration 0 seed by seed, random's curve, DIAM minus each method seed by seed (with how many
 seeds are positive and the sd of the differences), each method minus random, and what the
 spread of DIAM minus random implies for the planned seeds (CI half-width, seeds for 80% power at Holm's strictest step). Then, for a dataset run in both
-modes, DIAM's lead over random in the corrected mode minus the original's, seed by seed; and
-the paper's own numbers over the same evaluation points. report.sh writes it to
+modes, DIAM's lead over random in the corrected mode minus the original's, seed by seed; the
+Lewis methods' regime as each selection printed it (the selection logs campaign.sh keeps beside
+the results); and the paper's own numbers over the same evaluation points. report.sh writes it to
 reproduction/reading.txt, so that every number of the prose can be found in a file the
 results produce. Differences are taken before rounding.
 """
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -153,6 +155,29 @@ def across_modes_lines(parts: dict, dataset: str, model_num: int) -> list[str]:
             f"{len(gap)}; paired t-test p {p}; {per_seed(gap)}"]
 
 
+# What a Lewis-weight selection prints (diam/experiment.py): the pool's sum against the sample's size.
+LEWIS_REGIME = re.compile(r"sum of maximum Lewis weights over the unlabeled pool (\S+) for a sample of (\d+) \(([^)]*)\)")
+
+
+def natural_key(path: Path) -> list:
+    """seed2 before seed10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def lewis_regime_lines(logs: Path) -> list[str]:
+    """Each Lewis-weight selection's sum of maximum Lewis weights, one line a selection log
+    (selection_logs/<mode>/<seed>/<dataset>/<method>/iter<I>.log, as campaign.sh keeps them)."""
+    found = []
+    for log in sorted(logs.rglob("iter*.log"), key=natural_key) if logs.is_dir() else []:
+        for match in LEWIS_REGIME.finditer(log.read_text(errors="replace")):
+            total, size, how = match.groups()
+            found.append(f"  {log.relative_to(logs).with_suffix('').as_posix()}: {total} for a sample of {size} ({how})")
+    if not found:
+        return []
+    return ["=== the Lewis methods' regime: the sum of maximum Lewis weights over the unlabeled pool against "
+            "the sample's size, per selection (from the selection logs) ===", *found, ""]
+
+
 def paper_lines(paper, model_num: int, points: int) -> list[str]:
     """The paper's single run per method: AULC over its first `points` evaluation points and over all."""
     lines = []
@@ -180,6 +205,8 @@ def main(argv=None) -> None:
                         help="the paper's numbers (default: extracted_results/); 'none' to leave them out")
     parser.add_argument("--planned", help="the planned pieces, as what_ran.py takes them "
                                           "(default: `LIST=1 bash reproduction/campaign.sh`)")
+    parser.add_argument("--selection_logs", type=Path,
+                        help="the campaign's selection logs (default: selection_logs/ beside --results)")
     results.add_interim_argument(parser, "the plan's answer, as table.py --interim withholds its verdict words,")
     args = parser.parse_args(argv)
     planned = args.planned if args.planned is not None else campaign_plan()
@@ -203,6 +230,7 @@ def main(argv=None) -> None:
         for dataset in sorted(set(parts["corrected"].datasets(args.model_num)) & set(parts["original"].datasets(args.model_num))):
             found = across_modes_lines(parts, dataset, args.model_num)
             lines += found + ([""] if found else [])
+    lines += lewis_regime_lines(args.selection_logs or args.results.parent / "selection_logs")
     if str(args.paper) != "none" and points:
         paper = results.load_results(args.paper)
         if not paper.is_paper:

@@ -282,6 +282,18 @@ def test_the_fourth_editions_report_is_drawn_against_its_own_plan(tmp_path):
                     f"\tpython run_grid.py --preset budget --datasets kmnist10k --model_nums 4 --methods "
                     f"{' '.join(four)} --seeds {seed} --work_dir runs/fourth_edition/budget/corrected")
     (budget / "wall_times.tsv").write_text("\n".join(rows) + "\n")
+    # A one-shot selection's log as campaign.sh keeps it: its regime line goes into the reading.
+    logs = budget / "selection_logs" / "corrected" / "seed10" / "kmnist10k" / "lewis_oneshot"
+    logs.mkdir(parents=True)
+    (logs / "iter0.log").write_text(
+        "--- 2026-12-07 vm pid 1: python al_select.py --method lewis_oneshot --al_iter 0\nlewis_oneshot selected 1200 "
+        "of 7200 unlabeled at once from iteration 0's nets in 3.10s (400 more for each of al_iter 1-3; wrote "
+        "iteration(s) 1, 2, 3); sum of maximum Lewis weights over the unlabeled pool 1187.4 for a sample of 1200 "
+        "(p = 2, last nets, with_replacement sampler, 1391 draws): runs/x\n")
+    (logs.parent.parent.parent / "seed2" / "kmnist10k" / "lewis_oneshot").mkdir(parents=True)
+    (logs.parent.parent.parent / "seed2" / "kmnist10k" / "lewis_oneshot" / "iter0.log").write_text(
+        "sum of maximum Lewis weights over the unlabeled pool 1190.0 for a sample of 1200 (p = 2, last nets, "
+        "with_replacement sampler, 1402 draws)\n")
     drawn = subprocess.run(["bash", str(PROJECT / "reproduction" / "fourth_edition.sh")], capture_output=True, text=True,
                            env={**os.environ, "DRAW": "1", "PYTHON": sys.executable,
                                 "RESULTS_ROOT": str(tmp_path / "fourth")}, timeout=300)
@@ -294,4 +306,10 @@ def test_the_fourth_editions_report_is_drawn_against_its_own_plan(tmp_path):
     reading = (budget / "reading.txt").read_text()
     assert "=== corrected, kmnist10k, T = 4: seeds 0-2 (3 of 16 planned) ===" in reading
     assert "withheld until the cell has all its planned seeds" in reading
+    regime = reading.split("=== the Lewis methods' regime")[1].splitlines()
+    assert regime[1:3] == [  # seed 2 before seed 10
+        "  corrected/seed2/kmnist10k/lewis_oneshot/iter0: 1190.0 for a sample of 1200 (p = 2, last nets, "
+        "with_replacement sampler, 1402 draws)",
+        "  corrected/seed10/kmnist10k/lewis_oneshot/iter0: 1187.4 for a sample of 1200 (p = 2, last nets, "
+        "with_replacement sampler, 1391 draws)"]
     assert (budget / "table.txt").is_file() and not (tmp_path / "fourth" / "repro").exists()
