@@ -159,27 +159,29 @@ run_piece() {
     local seed_dir="" ; [ "$seed" -eq 0 ] || seed_dir="seed$seed/"
     local from="$work/$PRESET/extracted_results/${seed_dir}$MODEL_NUM/$dataset"
     local to="$RESULTS/$mode/${seed_dir}$MODEL_NUM/$dataset"
-    # Each of the piece's methods is copied on its own, so that a piece of other methods at this seed
-    # that finished earlier, perhaps on another machine whose run folder is gone, keeps its results.
-    mkdir -p "$to"
+    # Every method is checked before any is copied, so that a failed piece leaves the results tree as
+    # it was. Each is then copied on its own, so that a piece of other methods at this seed that
+    # finished earlier, perhaps on another machine whose run folder is gone, keeps its results.
     for method in $methods; do
         if [ ! -d "$from/$method" ]; then
             echo "campaign.sh: $from/$method is missing after the grid finished; nothing of this piece was recorded" >&2
             exit 1
         fi
-        rm -rf "$to/$method.tmp" && cp -r "$from/$method" "$to/$method.tmp" && rm -rf "$to/$method" &&
-            mv "$to/$method.tmp" "$to/$method"
     done
     # What each selection printed (for the Lewis methods the sum of maximum Lewis weights over the pool,
-    # the regime the report quotes) goes beside the results too: the run folder's logs last only as
-    # long as the machine they are on.
+    # the regime the report quotes) goes beside the results: the run folder's logs last only as long
+    # as the machine they are on.
     local logs_from="$work/$PRESET/logs/${seed_dir}$dataset/T$MODEL_NUM" log
     local logs_to ; logs_to="$(dirname "$RESULTS")/selection_logs/$mode/${seed_dir}$dataset"
+    mkdir -p "$to"
     for method in $methods; do
+        rm -rf "$to/$method.tmp" && cp -r "$from/$method" "$to/$method.tmp" && rm -rf "$to/$method" &&
+            mv "$to/$method.tmp" "$to/$method"
         for log in "$logs_from/$method"/iter*/select.log; do
             [ -f "$log" ] || continue
             mkdir -p "$logs_to/$method"
-            cp "$log" "$logs_to/$method/.tmp" && mv "$logs_to/$method/.tmp" "$logs_to/$method/$(basename "$(dirname "$log")").log"
+            cp "$log" "$logs_to/$method/.tmp" &&
+                mv "$logs_to/$method/.tmp" "$logs_to/$method/$(basename "$(dirname "$log")").log"
         done
     done
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dataset" "$mode" "$seed" "$wall" "$started" "$machine" \

@@ -11,8 +11,9 @@
 # as many seeds as it could. Cell a's seven methods run as two pieces at each seed (random entropy CAL
 # DIAM, then least_conf margin coreset): a whole seed takes 2-3 hours of the two cores, about a
 # session, and a run folder lasts only as long as its machine, so each half is committed as it
-# finishes (the second reuses the first's iteration 0 when it runs on the same machine). Each preset has its own results tree, wall_times.tsv and environment.txt
-# under reproduction/fourth_edition/<preset>/ and its own run folders under runs/fourth_edition/<preset>/.
+# finishes (the second reuses the first's iteration 0 when it runs on the same machine). Each preset
+# has its own results tree, wall_times.tsv and environment.txt under reproduction/fourth_edition/<preset>/
+# and its own run folders under runs/fourth_edition/<preset>/.
 #
 #   bash reproduction/fourth_edition.sh                 every piece not done yet (a piece in its tsv is done)
 #   LIST=1 bash reproduction/fourth_edition.sh          the plan's pieces, CELL PRESET DATASET:MODE:SEED:METHODS a line

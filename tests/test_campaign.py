@@ -267,6 +267,23 @@ def test_a_piece_of_other_methods_at_a_seed_keeps_the_results_an_earlier_machine
     assert not (tmp_path / "machine3" / "corrected").exists()
 
 
+def test_a_piece_whose_grid_lost_a_method_records_none_of_its_methods(tmp_path):
+    # A grid that exits 0 without one of its methods' results (a folder removed under it) must not
+    # leave the piece half-recorded: the methods that did finish would otherwise sit in the results
+    # tree with no wall-time row, and a later piece at the seed would be read beside them.
+    python = tmp_path / "python"
+    lost = tmp_path / "runs" / "corrected" / "repro" / "extracted_results" / "2" / "digits" / "DIAM"
+    python.write_text(f'#!/bin/bash\n"{sys.executable}" "$@" || exit\nrm -rf "{lost}"\n')
+    python.chmod(0o755)
+    piece = campaign(tmp_path, "digits:corrected:0:random,DIAM", PYTHON=str(python))
+    assert piece.returncode != 0 and "DIAM is missing after the grid finished" in piece.stderr
+    assert (tmp_path / "runs" / "corrected" / "repro" / "extracted_results" / "2" / "digits" / "random").is_dir()
+    assert not (tmp_path / "repro" / "extracted_results" / "corrected" / "2" / "digits" / "random").exists()
+    assert not (tmp_path / "repro" / "selection_logs").exists()
+    assert not (tmp_path / "repro" / "wall_times.tsv").exists() or \
+        len((tmp_path / "repro" / "wall_times.tsv").read_text().splitlines()) <= 1
+
+
 def test_the_fourth_editions_report_is_drawn_against_its_own_plan(tmp_path):
     # DRAW=1 hands report.sh each preset's tree with that preset's planned pieces (not the third
     # edition's): three seeds of cell a's first half are 3 of 16, its second half none, verdicts held back.
