@@ -78,8 +78,11 @@ fi
 if [ "${DRAW:-0}" = 1 ]; then  # reproduction/report.sh on each preset's tree, the plan's pieces of that preset
     for preset in budget repro paper32; do
         [ -f "$RESULTS_ROOT/$preset/wall_times.tsv" ] || continue
+        # The budget tree's reading sets cell (a) beside cell (c), KMNIST at the repro preset: the budget's effect.
+        beside=""; [ "$preset" != budget ] || [ ! -d "$RESULTS_ROOT/repro/extracted_results" ] ||
+            beside="$RESULTS_ROOT/repro/extracted_results"
         PLANNED=$(plan | while read -r cell piece; do [ "$(preset_of "$cell")" != "$preset" ] || echo "$piece"; done) \
-            RESULTS_DIR="$RESULTS_ROOT/$preset/extracted_results" REPORT="" bash reproduction/report.sh
+            RESULTS_DIR="$RESULTS_ROOT/$preset/extracted_results" BESIDE="$beside" REPORT="" bash reproduction/report.sh
     done
     exit 0
 fi

@@ -1,7 +1,7 @@
 """The numbers REPRODUCTION.md's reading quotes beyond table.py's tables, from the results alone:
 
     python reproduction/reading.py                       # reproduction/extracted_results, T = 4
-    python reproduction/reading.py --results DIR --model_num T --planned "..."
+    python reproduction/reading.py --results DIR --model_num T --planned "..." [--beside DIR]
 
 Per mode and dataset: the analysis plan's one-sentence answer (DIAM against random and CAL,
 from the Holm-adjusted verdict words; withheld with --interim), the methods by mean AULC,
@@ -10,7 +10,9 @@ seeds are positive and the sd of the differences), each method minus random, and
 spread of DIAM minus random implies for the planned seeds (CI half-width, seeds for 80% power at Holm's strictest step). Then, for a dataset run in both
 modes, DIAM's lead over random in the corrected mode minus the original's, seed by seed; the
 Lewis methods' regime as each selection printed it (the selection logs campaign.sh keeps beside
-the results); and the paper's own numbers over the same evaluation points. report.sh writes it to
+the results); with --beside another preset's trees, DIAM minus random and minus CAL in each tree
+on the cells both hold, as intervals side by side (the budget's effect; different presets and
+pools, so not a paired test); and the paper's own numbers over the same evaluation points. report.sh writes it to
 reproduction/reading.txt, so that every number of the prose can be found in a file the
 results produce. Differences are taken before rounding.
 """
@@ -155,6 +157,35 @@ def across_modes_lines(parts: dict, dataset: str, model_num: int) -> list[str]:
             f"{len(gap)}; paired t-test p {p}; {per_seed(gap)}"]
 
 
+def beside_lines(parts: dict, other_parts: dict, here: str, there: str, model_num: int) -> list[str]:
+    """The budget's effect as the fourth edition's plan states it: on each (mode, dataset) both
+    folders hold, DIAM minus random and DIAM minus CAL, each tree's own seeds paired within it,
+    as two 95% intervals side by side with each tree's iteration 0 (its regime). The trees differ
+    in preset, and so in labels, pool and seeds: the intervals are not differenced or tested."""
+    lines = []
+    for mode in (m for m in parts if m in other_parts):
+        shared = set(parts[mode].datasets(model_num)) & set(other_parts[mode].datasets(model_num))
+        for dataset in results.in_dataset_order(shared):
+            rows = []
+            for name, tree in ((here, parts[mode]), (there, other_parts[mode])):
+                runs = {m: tree.runs.get((model_num, dataset, m), {}) for m in (REFERENCE, *ANSWERED_AGAINST)}
+                if not runs[REFERENCE]:
+                    continue
+                first = analysis.iteration0_accuracy(tree, model_num, dataset)
+                iterations = tree.expected_iterations(dataset)
+                parts_of_row = [f"iteration 0 {first[0].mean:.2f}" if first else "no iteration 0"]
+                for method in ANSWERED_AGAINST:
+                    differences = analysis.paired_aulc_differences(runs[REFERENCE], runs[method])
+                    if differences:
+                        parts_of_row.append(f"minus {method} {estimate(differences.values())}")
+                rows.append(f"  {name} (AULC over al_iter {iterations[0]}-{iterations[-1]}): " + "; ".join(parts_of_row))
+            if len(rows) == 2:
+                lines += [f"=== {mode or 'results'}, {dataset}, T = {model_num}: {REFERENCE} against "
+                          f"{' and '.join(ANSWERED_AGAINST)} in each preset's tree, side by side (not paired: "
+                          "different presets, pools and seeds) ===", *rows, ""]
+    return lines
+
+
 # What a Lewis-weight selection prints (diam/experiment.py): the pool's sum against the sample's size.
 LEWIS_REGIME = re.compile(r"sum of maximum Lewis weights over the unlabeled pool (\S+) for a sample of (\d+) \(([^)]*)\)")
 
@@ -196,6 +227,12 @@ def paper_lines(paper, model_num: int, points: int) -> list[str]:
     return lines
 
 
+def shown_path(path: Path) -> str:
+    """A folder as the reading names it: relative to the project, so the same however it is called."""
+    shown = os.path.relpath(path.resolve(), HERE.parent)
+    return str(path) if shown.startswith("..") else shown
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=HERE / "extracted_results",
@@ -207,6 +244,9 @@ def main(argv=None) -> None:
                                           "(default: `LIST=1 bash reproduction/campaign.sh`)")
     parser.add_argument("--selection_logs", type=Path,
                         help="the campaign's selection logs (default: selection_logs/ beside --results)")
+    parser.add_argument("--beside", type=Path,
+                        help="another preset's folder of mode trees (the fourth edition's repro tree beside its "
+                             "budget tree): DIAM against random and CAL in both, side by side, on the cells both hold")
     results.add_interim_argument(parser, "the plan's answer, as table.py --interim withholds its verdict words,")
     args = parser.parse_args(argv)
     planned = args.planned if args.planned is not None else campaign_plan()
@@ -216,9 +256,7 @@ def main(argv=None) -> None:
             planned_seeds.setdefault((dataset, mode), set()).add(seed)
     parts = dict(results.load_result_parts(args.results))
     interim = results.interim_cells(args.interim, parts.items())
-    shown = os.path.relpath(args.results.resolve(), HERE.parent)  # the same header however it is called
-    lines = [f"Numbers for REPRODUCTION.md's reading, from {args.results if shown.startswith('..') else shown} "
-             "(reproduction/reading.py).", ""]
+    lines = [f"Numbers for REPRODUCTION.md's reading, from {shown_path(args.results)} (reproduction/reading.py).", ""]
     points = None
     for mode, tree in parts.items():
         for dataset in results.in_dataset_order(tree.datasets(args.model_num)):
@@ -230,6 +268,9 @@ def main(argv=None) -> None:
         for dataset in sorted(set(parts["corrected"].datasets(args.model_num)) & set(parts["original"].datasets(args.model_num))):
             found = across_modes_lines(parts, dataset, args.model_num)
             lines += found + ([""] if found else [])
+    if args.beside is not None:
+        lines += beside_lines(parts, dict(results.load_result_parts(args.beside)), shown_path(args.results),
+                              shown_path(args.beside), args.model_num)
     lines += lewis_regime_lines(args.selection_logs or args.results.parent / "selection_logs")
     if str(args.paper) != "none" and points:
         paper = results.load_results(args.paper)

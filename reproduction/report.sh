@@ -3,7 +3,8 @@
 # (reproduction/extracted_results/{corrected,original}/), whatever pieces have landed:
 #   bash reproduction/report.sh           (RESULTS_DIR=... MODEL_NUM=... for another tree: the files go beside it;
 #                                          PLANNED="DATASET:MODE:SEED:METHOD,... ..." for another campaign's plan,
-#                                          as `DRAW=1 bash reproduction/fourth_edition.sh` passes it)
+#                                          as `DRAW=1 bash reproduction/fourth_edition.sh` passes it;
+#                                          BESIDE=DIR another preset's folder of trees, for reading.py --beside)
 # writes reproduction/table.txt and table.tex (table.py), what_ran.md (the campaign's pieces against
 # its plan, reproduction/what_ran.py), reading.txt (the numbers the report's prose quotes beyond the
 # tables, reproduction/reading.py), and per dataset the learning curves
@@ -39,8 +40,9 @@ for kind in txt tex; do
     "$PYTHON" table.py --results "$RESULTS" --model_nums "$MODEL_NUM" "${flags[@]}" > "$OUT/.table.$kind.tmp"
     mv "$OUT/.table.$kind.tmp" "$OUT/table.$kind"
 done
+beside=(); [ -z "${BESIDE:-}" ] || beside=(--beside "$BESIDE")
 "$PYTHON" reproduction/reading.py --results "$RESULTS" --model_num "$MODEL_NUM" "${planned[@]}" "${interim[@]}" \
-    > "$OUT/.reading.txt.tmp"
+    "${beside[@]}" > "$OUT/.reading.txt.tmp"
 mv "$OUT/.reading.txt.tmp" "$OUT/reading.txt"
 # One figure per dataset; its rows are the mode trees that hold it (plot.py reads the folder of trees).
 "$PYTHON" plot.py --results "$RESULTS" --model_num "$MODEL_NUM" --each_dataset --out "$OUT/lc"

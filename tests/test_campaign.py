@@ -11,7 +11,7 @@ import numpy as np
 from conftest import PROJECT
 from diam import analysis, statistics
 from diam import results as results_module
-from test_statistics import diam_gain, write_seed_tree
+from test_statistics import diam_gain, model_mean, write_seed_tree
 
 TOY = "--epochs 1 --initial_labeled 20 --query_batch 10 --al_iters 2 --test_size 60 --num_cpus 2"
 
@@ -184,6 +184,37 @@ def test_the_reading_gives_each_seeds_difference_and_what_the_spread_implies(tmp
     assert "Traceback" not in refused.stderr
 
 
+def test_the_reading_sets_diams_leads_in_two_presets_trees_side_by_side(tmp_path):
+    # The fourth edition's budget effect: cell (a) in the budget tree, cell (c) in the repro tree, each
+    # tree's leads paired within it and shown as two intervals, on the datasets both trees hold.
+    write_seed_tree(tmp_path / "budget" / "corrected")  # seeds 0-3, digits
+    write_seed_tree(tmp_path / "budget" / "corrected", seeds=(0,), dataset="fmnist")  # in one tree only
+    write_seed_tree(tmp_path / "repro" / "corrected", seeds=(0, 1, 2), methods=("DIAM", "random"))
+    found = reading("--results", str(tmp_path / "budget"), "--beside", str(tmp_path / "repro"), "--model_num", "2",
+                    "--paper", "none", "--planned", "")
+    assert found.returncode == 0, found.stderr
+    lines = found.stdout.splitlines()
+    start = lines.index("=== corrected, digits, T = 2: DIAM against random and CAL in each preset's tree, side by "
+                        "side (not paired: different presets, pools and seeds) ===")
+
+    def lead(seeds, minus):  # DIAM's AULC minus the method's over al_iter 0-3, per seed, as the tree is built
+        return [sum(model_mean("DIAM", s, i) - model_mean(minus, s, i) for i in range(4)) / 4 for s in seeds]
+
+    def shown(values):
+        e = statistics.mean_with_ci(values)
+        return f"{e.mean:+.2f} [{e.low:+.2f}, {e.high:+.2f}] ({e.n} seeds)"
+
+    first = np.mean([model_mean("random", s, 0) for s in range(4)])
+    assert lines[start + 1] == (f"  {tmp_path / 'budget'} (AULC over al_iter 0-3): iteration 0 {first:.2f}; minus random "
+                                f"{shown(lead(range(4), 'random'))}; minus CAL {shown(lead(range(4), 'CAL'))}")
+    first = np.mean([model_mean("random", s, 0) for s in range(3)])
+    assert lines[start + 2] == (f"  {tmp_path / 'repro'} (AULC over al_iter 0-3): iteration 0 {first:.2f}; minus random "
+                                f"{shown(lead(range(3), 'random'))}")
+    assert "fmnist, T = 2: DIAM against" not in found.stdout  # held by one tree only: nothing beside it
+    alone = reading("--results", str(tmp_path / "budget"), "--model_num", "2", "--paper", "none", "--planned", "")
+    assert alone.returncode == 0 and "side by side" not in alone.stdout
+
+
 def test_embedding_refuses_an_unclosed_block_and_leaves_the_report_as_it_was(tmp_path):
     (tmp_path / "table.txt").write_text("numbers\n")
     report = tmp_path / "report.md"
@@ -311,6 +342,13 @@ def test_the_fourth_editions_report_is_drawn_against_its_own_plan(tmp_path):
     (logs.parent.parent.parent / "seed2" / "kmnist10k" / "lewis_oneshot" / "iter0.log").write_text(
         "sum of maximum Lewis weights over the unlabeled pool 1190.0 for a sample of 1200 (p = 2, last nets, "
         "with_replacement sampler, 1402 draws)\n")
+    # Cell (c), KMNIST at the repro preset, two seeds: the budget tree's reading sets it beside cell (a).
+    repro = tmp_path / "fourth" / "repro"
+    for seed in (0, 1):
+        write_tree(repro / "extracted_results" / "corrected" / ("" if seed == 0 else f"seed{seed}"),
+                   {(4, "kmnist10k", m): {i: [model_mean(m, seed, i)] * 4 for i in range(4)} for m in four})
+    (repro / "wall_times.tsv").write_text(rows[0] + "\n" + "".join(
+        row.replace("budget", "repro") + "\n" for row in rows[1:3]))
     drawn = subprocess.run(["bash", str(PROJECT / "reproduction" / "fourth_edition.sh")], capture_output=True, text=True,
                            env={**os.environ, "DRAW": "1", "PYTHON": sys.executable,
                                 "RESULTS_ROOT": str(tmp_path / "fourth")}, timeout=300)
@@ -329,4 +367,9 @@ def test_the_fourth_editions_report_is_drawn_against_its_own_plan(tmp_path):
         "with_replacement sampler, 1402 draws)",
         "  corrected/seed10/kmnist10k/lewis_oneshot/iter0: 1187.4 for a sample of 1200 (p = 2, last nets, "
         "with_replacement sampler, 1391 draws)"]
-    assert (budget / "table.txt").is_file() and not (tmp_path / "fourth" / "repro").exists()
+    assert (budget / "table.txt").is_file() and not (tmp_path / "fourth" / "paper32").exists()
+    beside = reading.split("DIAM against random and CAL in each preset's tree, side by side")[1].splitlines()
+    assert beside[1].startswith(f"  {budget / 'extracted_results'} (AULC over al_iter 0-3): iteration 0 ")
+    assert beside[1].endswith("(3 seeds)") and beside[2].endswith("(2 seeds)")
+    assert beside[2].startswith(f"  {repro / 'extracted_results'} (AULC over al_iter 0-3): iteration 0 ")
+    assert "=== corrected, kmnist10k, T = 4: seeds 0-1 (2 of 14 planned) ===" in (repro / "reading.txt").read_text()
