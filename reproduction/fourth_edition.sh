@@ -21,6 +21,9 @@
 #   COMMIT=1 ...                                        git-commit each finished piece (campaign.sh)
 #   DRAW=1 bash reproduction/fourth_edition.sh          redraw each preset's tables, what_ran.md, reading.txt and
 #                                                       figures from its committed results, against this plan
+#   PROGRESS=1 bash reproduction/fourth_edition.sh      only each preset's what_ran.md (the pieces that ran
+#                                                       against the plan: no result is read)
+#   (both then show the what_ran.md files in REPRODUCTION.md, when RESULTS_ROOT is the project's own)
 #   touch runs/fourth_edition/PAUSE                     hold it between pieces; rm it to go on
 # Also: PYTHON, DIAM_DATA_ROOT (the folder holding MNIST/, KMNIST/ and FashionMNIST/), RESULTS_ROOT
 # (reproduction/fourth_edition) and WORK_ROOT (runs/fourth_edition), for a campaign pinned in a worktree
@@ -75,15 +78,36 @@ if [ "${LIST:-0}" = 1 ]; then
     exit 0
 fi
 
+planned_of() {  # PRESET: the plan's pieces that run at that preset, a line each
+    plan | while read -r cell piece; do [ "$(preset_of "$cell")" != "$1" ] || echo "$piece"; done
+}
+# REPRODUCTION.md shows each preset's what_ran.md (embed.py) when the trees drawn are the project's own.
+show_progress() {
+    [ "$(realpath "$RESULTS_ROOT")" = "$(realpath reproduction/fourth_edition)" ] || return 0
+    "${PYTHON:-python}" reproduction/embed.py REPRODUCTION.md
+}
+
+if [ "${PROGRESS:-0}" = 1 ]; then  # what_ran.py alone: the pieces in each tsv against the plan
+    for preset in budget repro paper32; do
+        [ -f "$RESULTS_ROOT/$preset/wall_times.tsv" ] || continue
+        "${PYTHON:-python}" reproduction/what_ran.py --times "$RESULTS_ROOT/$preset/wall_times.tsv" \
+            --planned "$(planned_of "$preset")" > "$RESULTS_ROOT/$preset/.what_ran.md.tmp"
+        mv "$RESULTS_ROOT/$preset/.what_ran.md.tmp" "$RESULTS_ROOT/$preset/what_ran.md"
+    done
+    show_progress
+    exit 0
+fi
+
 if [ "${DRAW:-0}" = 1 ]; then  # reproduction/report.sh on each preset's tree, the plan's pieces of that preset
     for preset in budget repro paper32; do
         [ -f "$RESULTS_ROOT/$preset/wall_times.tsv" ] || continue
         # The budget tree's reading sets cell (a) beside cell (c), KMNIST at the repro preset: the budget's effect.
         beside=""; [ "$preset" != budget ] || [ ! -d "$RESULTS_ROOT/repro/extracted_results" ] ||
             beside="$RESULTS_ROOT/repro/extracted_results"
-        PLANNED=$(plan | while read -r cell piece; do [ "$(preset_of "$cell")" != "$preset" ] || echo "$piece"; done) \
-            RESULTS_DIR="$RESULTS_ROOT/$preset/extracted_results" BESIDE="$beside" REPORT="" bash reproduction/report.sh
+        PLANNED=$(planned_of "$preset") RESULTS_DIR="$RESULTS_ROOT/$preset/extracted_results" BESIDE="$beside" \
+            REPORT="" bash reproduction/report.sh
     done
+    show_progress
     exit 0
 fi
 

@@ -229,6 +229,43 @@ def test_embedding_refuses_an_unclosed_block_and_leaves_the_report_as_it_was(tmp
     assert "```text\nnumbers\n```\n" in report.read_text() and "old" not in report.read_text()
 
 
+def test_embedding_shows_a_subfolders_file_and_refuses_a_path_out_of_the_folder(tmp_path):
+    (tmp_path / "fourth_edition" / "budget").mkdir(parents=True)
+    (tmp_path / "fourth_edition" / "budget" / "what_ran.md").write_text("| a | b |\n")
+    report = tmp_path / "report.md"
+    block = "<!-- reproduction/{0}, as report.sh wrote it -->\nold\n<!-- end of reproduction/{0} -->\n"
+    report.write_text(block.format("fourth_edition/budget/what_ran.md"))
+    embed = [sys.executable, str(PROJECT / "reproduction" / "embed.py"), str(report), "--folder", str(tmp_path)]
+    assert subprocess.run(embed, capture_output=True).returncode == 0
+    assert report.read_text() == block.format("fourth_edition/budget/what_ran.md").replace("old\n", "| a | b |\n\n")
+    outside = block.format("../what_ran.md")
+    report.write_text(outside)
+    refused = subprocess.run(embed, capture_output=True, text=True)
+    assert refused.returncode == 1 and "a path out of the folder" in refused.stderr and report.read_text() == outside
+
+
+def test_the_fourth_editions_progress_is_what_ran_alone(tmp_path):
+    # PROGRESS=1 writes each preset's what_ran.md from its tsv against the plan and reads no result: a
+    # tree with no extracted_results at all is enough. Another RESULTS_ROOT leaves REPRODUCTION.md alone.
+    budget = tmp_path / "fourth" / "budget"
+    budget.mkdir(parents=True)
+    (budget / "wall_times.tsv").write_text(
+        "dataset\tmode\tseed\twall_s\tstarted\tmachine\tload_start\tload_end\tcommit\tcommand\n"
+        "kmnist10k\tcorrected\t0\t7748\t2026-12-07T14:06:54Z\tAMD EPYC, 2 CPUs\t0 0 0\t2 2 2\t4b4cf4d\tpython "
+        "run_grid.py --preset budget --datasets kmnist10k --model_nums 4 --methods random entropy CAL DIAM --seeds 0\n")
+    before = (PROJECT / "REPRODUCTION.md").read_text()
+    done = subprocess.run(["bash", str(PROJECT / "reproduction" / "fourth_edition.sh")], capture_output=True, text=True,
+                          env={**os.environ, "PROGRESS": "1", "PYTHON": sys.executable,
+                               "RESULTS_ROOT": str(tmp_path / "fourth")}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    what_ran = (budget / "what_ran.md").read_text()
+    assert "| kmnist10k | corrected | random entropy CAL DIAM | 1 of 16 (0) | 7,748 s | AMD EPYC |" in what_ran
+    assert "| kmnist10k | corrected | lewis_oneshot | 0 of 16 | 0 s | - |" in what_ran
+    assert sorted(p.name for p in budget.iterdir()) == ["wall_times.tsv", "what_ran.md"]
+    assert not (tmp_path / "fourth" / "repro").exists()
+    assert (PROJECT / "REPRODUCTION.md").read_text() == before
+
+
 def test_a_campaign_runs_the_preset_it_is_given(tmp_path):
     # The fourth edition's cells run other presets than repro (reproduction/fourth_edition.sh). This piece
     # was stopped part-way before, after 1,000 s: its wall time goes on from there.
