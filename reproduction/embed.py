@@ -5,8 +5,9 @@
 A block opens with `<!-- reproduction/NAME, as report.sh wrote it -->` and closes with
 `<!-- end of reproduction/NAME -->`; everything between is replaced by the file NAME
 (beside this script; NAME may name a subfolder's file, fourth_edition/budget/what_ran.md): a
-Markdown file as it is, then a blank line; any other inside a ```text fence. So the report shows the tables the committed results give, never a stale
-copy. The report is rewritten whole or not at all (temporary file, then rename).
+Markdown file as it is, then a blank line; any other inside a ```text fence. So the report
+shows the tables the committed results give, never a stale copy. The report is rewritten
+whole or not at all (temporary file, then rename).
 """
 import argparse
 import os
@@ -16,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BLOCK = re.compile(r"(<!-- reproduction/(?P<name>[\w./]+), as report\.sh wrote it -->\n)(?P<body>.*?)"
-                   r"(<!-- end of reproduction/(?P=name) -->)", re.S)
+OPENING = r"<!-- reproduction/(?P<name>[\w./]+), as report\.sh wrote it -->"
+BLOCK = re.compile(rf"({OPENING}\n)(?P<body>.*?)(<!-- end of reproduction/(?P=name) -->)", re.S)
 
 
 def fail(message: str) -> None:
@@ -43,7 +44,7 @@ def embedded(report: str, folder: Path) -> tuple[str, list[str]]:
         return match.group(1) + shown + match.group(4)
 
     rewritten = BLOCK.sub(body, report)
-    opened = len(re.findall(r"<!-- reproduction/[\w./]+, as report\.sh wrote it -->", report))
+    opened = len(re.findall(OPENING, report))
     if opened != len(names):
         fail(f"{opened} block(s) open with `<!-- reproduction/NAME, as report.sh wrote it -->` but only "
              f"{len(names)} close with `<!-- end of reproduction/NAME -->` under the same name: close each block "

@@ -12,9 +12,9 @@ modes, DIAM's lead over random in the corrected mode minus the original's, seed 
 Lewis methods' regime as each selection printed it (the selection logs campaign.sh keeps beside
 the results); with --beside another preset's trees, DIAM minus random and minus CAL in each tree
 on the cells both hold, as intervals side by side (the budget's effect; different presets and
-pools, so not a paired test); and the paper's own numbers over the same evaluation points. report.sh writes it to
-reproduction/reading.txt, so that every number of the prose can be found in a file the
-results produce. Differences are taken before rounding.
+pools, so not a paired test); and the paper's own numbers over the same evaluation points.
+report.sh writes it to reproduction/reading.txt, so that every number of the prose can be found
+in a file the results produce. Differences are taken before rounding.
 """
 import argparse
 import os
