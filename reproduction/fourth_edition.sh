@@ -91,8 +91,7 @@ if [ "${PROGRESS:-0}" = 1 ]; then  # what_ran.py alone: the pieces in each tsv a
     for preset in budget repro paper32; do
         [ -f "$RESULTS_ROOT/$preset/wall_times.tsv" ] || continue
         "${PYTHON:-python}" reproduction/what_ran.py --times "$RESULTS_ROOT/$preset/wall_times.tsv" \
-            --planned "$(planned_of "$preset")" > "$RESULTS_ROOT/$preset/.what_ran.md.tmp"
-        mv "$RESULTS_ROOT/$preset/.what_ran.md.tmp" "$RESULTS_ROOT/$preset/what_ran.md"
+            --planned "$(planned_of "$preset")" --out "$RESULTS_ROOT/$preset/what_ran.md"
     done
     show_progress
     exit 0

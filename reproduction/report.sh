@@ -28,8 +28,7 @@ if [ -z "${RESULTS_DIR:-}" ]; then REPORT=${REPORT-REPRODUCTION.md}; else REPORT
 interim=()
 planned=(); [ -z "${PLANNED+set}" ] || planned=(--planned "$PLANNED")  # default: campaign.sh's own plan
 if [ -f "$OUT/wall_times.tsv" ]; then
-    "$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" "${planned[@]}" > "$OUT/.what_ran.md.tmp"
-    mv "$OUT/.what_ran.md.tmp" "$OUT/what_ran.md"
+    "$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" "${planned[@]}" --out "$OUT/what_ran.md"
     unfinished=$("$PYTHON" reproduction/what_ran.py --times "$OUT/wall_times.tsv" "${planned[@]}" --unfinished)
     # shellcheck disable=SC2206 # cell names hold no spaces: split into words on purpose
     if [ -n "$unfinished" ]; then interim=(--interim $unfinished); fi

@@ -5,6 +5,7 @@ their pieces and the machines they ran on, as Markdown.
     python reproduction/what_ran.py                      # the plan from `LIST=1 bash reproduction/campaign.sh`
     python reproduction/what_ran.py --times T --planned "digits:corrected:0:random,DIAM digits:corrected:0:lewis"
     python reproduction/what_ran.py --unfinished         # the cells with results and planned pieces to go
+    python reproduction/what_ran.py --out what_ran.md    # the table written to a file (temp file + rename)
 
 Pieces are grouped by the methods they run: the plan's seven (six in the original mode) and each
 exploratory set (such as lewis) get rows of their own.
@@ -19,6 +20,9 @@ from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from diam.paths import write_text  # noqa: E402 (reproduction/ is a folder of scripts, not a package)
+
 NEEDED_COLUMNS = ("dataset", "mode", "seed", "wall_s", "machine", "command")
 
 
@@ -98,6 +102,7 @@ def main(argv=None):
     parser.add_argument("--unfinished", action="store_true",
                         help="print, on one line, MODE/DATASET of each cell with results and planned pieces to go "
                              "(what report.sh passes to table.py --interim); nothing when the plan has finished")
+    parser.add_argument("--out", help="write the table to this file (a temp file renamed over it) instead of printing it")
     args = parser.parse_args(argv)
     planned = args.planned if args.planned is not None else campaign_plan()
     try:
@@ -119,7 +124,10 @@ def main(argv=None):
     if args.unfinished:
         print(" ".join(unfinished_cells(rows, pieces)))
         return
-    print(table(rows, pieces))
+    if args.out:
+        write_text(args.out, table(rows, pieces) + "\n")
+    else:
+        print(table(rows, pieces))
 
 
 if __name__ == "__main__":

@@ -126,6 +126,15 @@ def test_each_finished_piece_lands_in_its_mode_tree_with_its_wall_time_and_is_no
     refused = subprocess.run([sys.executable, str(PROJECT / "reproduction" / "what_ran.py"), "--times",
                               str(tmp_path / "cut.tsv")], capture_output=True, text=True)
     assert refused.returncode == 1 and "lacks the column(s) command" in refused.stderr, refused.stderr
+    # --out writes what the table prints; a refused tsv leaves the file there as it was, no temp beside it.
+    written, plan = tmp_path / "out" / "what_ran.md", "digits:corrected:0:random,DIAM"
+    command = [sys.executable, str(PROJECT / "reproduction" / "what_ran.py"), "--planned", plan, "--times"]
+    printed = subprocess.run(command + [str(tmp_path / "repro" / "wall_times.tsv")], capture_output=True, text=True)
+    subprocess.run(command + [str(tmp_path / "repro" / "wall_times.tsv"), "--out", str(written)], check=True)
+    assert printed.stdout.startswith("| dataset | mode | methods |") and written.read_text() == printed.stdout
+    refused = subprocess.run(command + [str(tmp_path / "cut.tsv"), "--out", str(written)], capture_output=True)
+    assert refused.returncode == 1 and written.read_text() == printed.stdout
+    assert [p.name for p in written.parent.iterdir()] == ["what_ran.md"]
     table = (tmp_path / "repro" / "table.txt").read_text()
     assert table.index("=== corrected") < table.index("=== original") and table.count("digits:") == 2
     latex = (tmp_path / "repro" / "table.tex").read_text()
