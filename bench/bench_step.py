@@ -8,7 +8,7 @@ Nesterov momentum on the paper's parameter groups, the cosine rate) on batches
 made by the project's on-device augmentation from synthetic 28 x 28 images. Two
 steps are timed, each on a fresh net with the same initial weights:
 
-  eager    the default (SGD of training.sgd_kernel's kind, its rate set by CosineAnnealingLR)
+  eager    the default (foreach SGD, its rate set by CosineAnnealingLR)
   graphed  DIAM_CUDA_FAST=training_graphs: fused SGD reading a tensor rate; after
            cuda_graphs.EAGER_STEPS_BEFORE_CAPTURE real steps, one step is recorded and
            every later one replayed (CUDA only)

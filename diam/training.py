@@ -233,22 +233,15 @@ def cosine_rates(lr: float, total_steps: int) -> list[float]:
     return rates
 
 
-def sgd_kernel(device: torch.device) -> dict:
-    """How torch.optim.SGD runs its update, as keyword arguments. Each kind does the same arithmetic,
-    weights bit for bit (tests/test_inference.py), at different speeds: on the CPU fused, one pass
-    over each tensor (foreach makes several; its update took ~11% of a budget piece's worker time);
-    elsewhere foreach (torch picks it by itself on CUDA only; the per-tensor loop in Python it
-    replaces cost ~8% of a CPU step at batch 25)."""
-    return {"fused": True} if device.type == "cpu" else {"foreach": True}
-
-
 def training_step(net: nn.Module, preset: Preset, total_steps: int, speed: Speed, device: torch.device,
                   weighted: bool = False):
     """`step(x, y) -> loss`: one SGD step of the paper's settings (SPEC 4) on a batch; `weighted`:
     `step(x, y, w)`, the mean of the examples' losses each times its weight w (one-shot picks' importance
     weights), always the eager step (the speed switches serve the plain loss of every other method).
 
-    By default the eager step: SGD of `sgd_kernel`'s kind, its rate set by CosineAnnealingLR after each step;
+    By default the eager step: foreach SGD (asked for: torch picks it by itself on CUDA only,
+    and on the CPU its per-tensor loop in Python cost ~8% of a step at batch 25; the same
+    arithmetic, weights bit for bit), its rate set by CosineAnnealingLR after each step;
     with DIAM_CPU_FAST=compile on the CPU, its forward and loss compiled (diam/cpu_fast.py).
     With DIAM_CUDA_FAST=training_graphs: fused SGD reading its rate from a tensor, replayed
     from a CUDA graph on CUDA (cuda_graphs.ReplayedStep); the same update up to float rounding.
@@ -256,8 +249,7 @@ def training_step(net: nn.Module, preset: Preset, total_steps: int, speed: Speed
     criterion = nn.CrossEntropyLoss(label_smoothing=preset.label_smoothing)
     groups = parameter_groups(net, preset.weight_decay)
     if weighted or not speed.training_graphs:
-        optimizer = torch.optim.SGD(groups, lr=preset.lr, momentum=preset.momentum, nesterov=True,
-                                    **sgd_kernel(device))
+        optimizer = torch.optim.SGD(groups, lr=preset.lr, momentum=preset.momentum, nesterov=True, foreach=True)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
         compiled = compiled_forward_loss() if speed.compile and not weighted else None
         per_example = nn.CrossEntropyLoss(label_smoothing=preset.label_smoothing, reduction="none")

@@ -220,28 +220,6 @@ def test_the_graphed_training_step_run_eagerly_trains_as_the_default_step():
     assert default["first_conv.bn.num_batches_tracked"].item() == 3 * 3
 
 
-def test_the_cpu_step_s_fused_sgd_trains_as_foreach_sgd_bit_for_bit(monkeypatch):
-    """The CPU's SGD kind is a speed choice only: fused and foreach (the kind the fourth edition's pieces
-    began on) leave every weight, BatchNorm statistic and momentum-driven update the same, bit for bit,
-    through the cosine schedule, weight decay on weights only and Nesterov momentum."""
-    assert training.sgd_kernel(torch.device("cpu")) == {"fused": True}
-    preset = dataclasses.replace(TINY, pool_size=200, epochs=3)
-    data = load_dataset("digits", pool_size=preset.pool_size, test_size=preset.test_size)
-    states = []
-    for kernel in ({"fused": True}, {"foreach": True}):
-        monkeypatch.setattr(training, "sgd_kernel", lambda device, kernel=kernel: kernel)
-        torch.manual_seed(0)
-        net = models.build_net(3, data.n_classes, dropout=0.0)
-        models.initialise(net, 3)
-        initial = copy.deepcopy(net.state_dict())
-        train_target_net(net, data, torch.arange(45), torch.arange(45, 200), preset, SIZE, Record(), stream=0)
-        states.append(net.state_dict())
-    fused, foreach = states
-    assert not torch.equal(fused["classifier.linear.weight"], initial["classifier.linear.weight"])  # it trained
-    for key, value in foreach.items():
-        assert torch.equal(fused[key], value), key
-
-
 # ------------------------------------------------------------ the switches
 def test_the_speed_switches_are_read_from_the_environment():
     assert speed_from_environment({}) == Speed()
