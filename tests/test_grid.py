@@ -272,3 +272,23 @@ def test_the_gpu_check_skips_a_part_the_budget_cannot_hold_and_says_so(tmp_path)
     text = out.read_text()
     assert "=== training step ms: eager, graphed: SKIPPED" in text
     assert "did not pass: training step ms: eager, graphed (skipped)" in text
+
+
+def test_the_profile_reader_counts_each_workers_main_thread_once_by_its_innermost_phase(tmp_path):
+    # A pool pass runs inside train_target_net and its step's frames are above it: it counts as a pool pass, once;
+    # a Ray helper thread's samples are not the worker's work.
+    worker = "<module> (ray/_private/workers/default_worker.py:323);run_step (diam/cli.py:222);"
+    train = worker + "run_train (diam/cli.py:110);train_target_net (diam/training.py:380);"
+    (tmp_path / "worker.txt").write_text(
+        f"{train}predict (diam/training.py:120);Conv2d._conv_forward (torch/nn/modules/conv.py:560) 30\n"
+        f"{train}step (diam/training.py:270);_engine_run_backward (torch/autograd/graph.py:1072) 50\n"
+        f"{train}step (diam/training.py:272);Optimizer.profile_hook_step.<locals>.wrapper (torch/optim/optimizer.py:549) 10\n"
+        f"{worker}run_test (diam/cli.py:150);evaluate (diam/training.py:190) 10\n"
+        "Thread._bootstrap (threading.py:1002);Thread.run (threading.py:982) 900\n")
+    result = subprocess.run([sys.executable, str(PROJECT / "bench" / "spy_shares.py"), str(tmp_path / "worker.txt")],
+                            capture_output=True, text=True, check=True)
+    rows = [re.match(r"\s*([\d.]+)%\s+[\d,]+ s  (.+)", line).groups() for line in result.stdout.splitlines()[1:]]
+    assert {phase: float(share) for share, phase in rows} == {
+        "training: backward": 50.0, "training: passes over the pool (snapshots, probabilities, features)": 30.0,
+        "training: SGD update": 10.0, "test steps": 10.0}
+    assert result.stdout.startswith("100 samples of the workers' main threads (10 core-seconds at 10 Hz)")
