@@ -274,9 +274,9 @@ def test_the_gpu_check_skips_a_part_the_budget_cannot_hold_and_says_so(tmp_path)
     assert "did not pass: training step ms: eager, graphed (skipped)" in text
 
 
-def test_the_profile_reader_counts_each_workers_main_thread_once_by_its_innermost_phase(tmp_path):
-    # A pool pass runs inside train_target_net and its step's frames are above it: it counts as a pool pass, once;
-    # a Ray helper thread's samples are not the worker's work.
+def test_the_profile_reader_counts_each_workers_main_thread_once_in_its_most_specific_phase(tmp_path):
+    # A backward and an SGD update run inside a training step, a pool pass inside train_target_net: each sample
+    # counts once, in its own phase, not in the step's or the training's; a Ray helper thread's are not counted.
     worker = "<module> (ray/_private/workers/default_worker.py:323);run_step (diam/cli.py:222);"
     train = worker + "run_train (diam/cli.py:110);train_target_net (diam/training.py:380);"
     (tmp_path / "worker.txt").write_text(
